@@ -1,0 +1,127 @@
+package engine
+
+// Backend computes every op the model, the sampler and the optimizer need.
+// The CPU backend (engine/cpu) is the reference; the CUDA backend
+// (engine/cuda) must match it to float32 rounding.
+//
+// Shapes are passed as ints and tensors are flat buffers, so one buffer can
+// hold several logical tensors (Gemm takes element offsets). Unless an op
+// says otherwise, backward ops accumulate (+=) into the gradients they write.
+type Backend interface {
+	// Name is "cpu" or "cuda"; Device describes the hardware in words.
+	Name() string
+	Device() string
+
+	// NewF32 and NewI32 allocate zeroed tensors on the backend.
+	NewF32(shape ...int) *Tensor
+	NewI32(shape ...int) *Tensor
+	// Free returns a tensor's memory; the tensor must not be used after.
+	Free(t *Tensor)
+	// Upload and Download copy between host slices and a backend tensor of
+	// the same length (the F32 forms for F32 tensors, the I32 forms for I32).
+	Upload(dst *Tensor, src []float32)
+	UploadI32(dst *Tensor, src []int32)
+	Download(dst []float32, src *Tensor)
+	DownloadI32(dst []int32, src *Tensor)
+	// Zero sets every element to 0. Copy copies src into dst (same length).
+	Zero(t *Tensor)
+	Copy(dst, src *Tensor)
+	// Sync waits for queued work and reports an asynchronous error, if any.
+	Sync() error
+
+	// Gemm computes C = alpha·op(A)·op(B) + beta·C on row-major matrices,
+	// with op(A) m×k, op(B) k×n, C m×n. op(X) is X or its transpose;
+	// lda, ldb, ldc are row strides of the stored matrices, and the off
+	// arguments are element offsets into the buffers. beta = 0 overwrites C
+	// (even where it held NaN).
+	Gemm(transA, transB bool, m, n, k int, alpha float32,
+		a *Tensor, offA, lda int, b *Tensor, offB, ldb int,
+		beta float32, c *Tensor, offC, ldc int)
+	// GemmBatched runs batch Gemms whose operands start stride elements apart.
+	GemmBatched(transA, transB bool, m, n, k int, alpha float32,
+		a *Tensor, offA, lda, strideA int, b *Tensor, offB, ldb, strideB int,
+		beta float32, c *Tensor, offC, ldc, strideC int, batch int)
+
+	// Add computes y += x over n elements. Scale computes x *= s.
+	Add(y, x *Tensor, n int)
+	Scale(x *Tensor, n int, s float32)
+	// SumSquares returns Σ x² over n elements, accumulated in float64 in a
+	// fixed order.
+	SumSquares(x *Tensor, n int) float64
+
+	// Embedding gathers out[i] = table[ids[i]] for rows rows of dim floats.
+	Embedding(out, table, ids *Tensor, rows, dim int)
+	// EmbeddingBackward accumulates dtable[ids[i]] += dout[i].
+	EmbeddingBackward(dtable, dout, ids *Tensor, rows, dim int)
+
+	// RMSNorm computes out = x / sqrt(mean(x²) + eps) · w per row and saves
+	// the reciprocal rms per row in rstd for the backward.
+	RMSNorm(out, rstd, x, w *Tensor, rows, dim int, eps float32)
+	RMSNormBackward(dx, dw, dout, x, w, rstd *Tensor, rows, dim int)
+
+	// RoPE rotates x in place: x is rows×heads×headDim, row r at position
+	// pos[r]; the first and second halves of each head form the pairs
+	// (x1, x2) → (x1·cos − x2·sin, x1·sin + x2·cos), angle pos·theta^(−2i/headDim).
+	RoPE(x, pos *Tensor, rows, heads, headDim int, theta float32)
+	// RoPEBackward rotates a gradient in place by the opposite angle
+	// (the transpose of RoPE). It overwrites, it does not accumulate.
+	RoPEBackward(dx, pos *Tensor, rows, heads, headDim int, theta float32)
+
+	// Attention is causal softmax attention with scale 1/sqrt(headDim).
+	// q, k, v and out are batch×seq×heads×headDim; lse (batch×heads×seq)
+	// receives the log-sum-exp of each query's scores for the backward.
+	Attention(out, lse, q, k, v *Tensor, batch, seq, heads, headDim int)
+	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, batch, seq, heads, headDim int)
+	// AttentionDecode attends one new query per sequence to a KV cache:
+	// q and out are batch×heads×headDim, kc and vc are batch×maxSeq×heads×headDim,
+	// and sequence b attends to its first lens[b] cached positions
+	// (the new token's own key and value already written there).
+	AttentionDecode(out, q, kc, vc, lens *Tensor, batch, maxSeq, heads, headDim int)
+
+	// SwiGLU computes out = silu(gate) · up over n elements.
+	SwiGLU(out, gate, up *Tensor, n int)
+	SwiGLUBackward(dgate, dup, dout, gate, up *Tensor, n int)
+
+	// RouterTopK takes router logits (rows×nExperts), saves their softmax in
+	// probs, picks the k largest probabilities per row (ties: lower expert
+	// index first) into experts (rows×k, in decreasing order) and their
+	// renormalised probabilities into weights (rows×k, summing to 1).
+	RouterTopK(weights, experts, probs, logits *Tensor, rows, nExperts, k int)
+	// RouterTopKBackward accumulates into dlogits the gradient that flows
+	// through the renormalised weights and the softmax.
+	RouterTopKBackward(dlogits, dweights, weights, experts, probs *Tensor, rows, nExperts, k int)
+	// RouterDispatch sorts the rows·k (token, slot) assignments by expert,
+	// stably in (token, slot) order: perm[s] is the token of sorted slot s,
+	// inv[token·k+j] the sorted slot of the token's j-th choice, and
+	// offsets (nExperts+1, on the host) the start of each expert's run.
+	RouterDispatch(perm, inv *Tensor, offsets []int, experts *Tensor, rows, nExperts, k int)
+	// Gather copies out[s] = x[perm[s]] for n rows of dim floats.
+	Gather(out, x, perm *Tensor, n, dim int)
+	// GatherBackward accumulates dx[t] += Σ_j dout[inv[t·k+j]] for rows tokens.
+	GatherBackward(dx, dout, inv *Tensor, rows, k, dim int)
+	// Combine accumulates out[t] += Σ_j weights[t·k+j] · y[inv[t·k+j]].
+	Combine(out, y, weights, inv *Tensor, rows, k, dim int)
+	// CombineBackward accumulates dy[inv[t·k+j]] += weights[t·k+j]·dout[t]
+	// and dweights[t·k+j] += dout[t]·y[inv[t·k+j]].
+	CombineBackward(dy, dweights, dout, y, weights, inv *Tensor, rows, k, dim int)
+
+	// TokenLogProbs computes, per row, lse = log Σ exp(logits) and
+	// logp = logits[target] − lse (rows×vocab logits, rows targets).
+	TokenLogProbs(logp, lse, logits, targets *Tensor, rows, vocab int)
+	// TokenLogProbsBackward accumulates dlogits += dlogp·(onehot(target) − softmax).
+	TokenLogProbsBackward(dlogits, dlogp, logits, lse, targets *Tensor, rows, vocab int)
+	// Entropy computes the entropy of softmax(logits) per row, given lse.
+	Entropy(ent, logits, lse *Tensor, rows, vocab int)
+
+	// AdamW updates n parameters in place with decoupled weight decay:
+	// m, v the moments, step ≥ 1 the 1-based step for bias correction.
+	AdamW(p, g, m, v *Tensor, n int, lr, beta1, beta2, eps, weightDecay float32, step int)
+
+	// Sample draws one token per row from softmax(logits/temperature),
+	// restricted to the topK most likely tokens (0: all) and then to the
+	// smallest set whose probability reaches topP (1: all), using the
+	// uniform u[r] in [0,1). It writes the token and its log-probability
+	// under the untruncated softmax(logits/temperature) (what the trainer
+	// recomputes). temperature 0 means greedy.
+	Sample(tokens, logp, logits, u *Tensor, rows, vocab int, temperature float32, topK int, topP float32)
+}

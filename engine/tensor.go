@@ -1,0 +1,71 @@
+package engine
+
+import "fmt"
+
+// DType is the element type of a Tensor.
+type DType uint8
+
+const (
+	// F32 is IEEE-754 single precision.
+	F32 DType = iota
+	// I32 is a signed 32-bit integer (token ids, indices, positions).
+	I32
+)
+
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "f32"
+	case I32:
+		return "i32"
+	}
+	return fmt.Sprintf("dtype(%d)", uint8(d))
+}
+
+// Size is the number of bytes of one element.
+func (d DType) Size() int { return 4 }
+
+// Tensor is a dense buffer with a shape. A CPU tensor keeps its elements in
+// F (for F32) or I (for I32); a device tensor keeps them at Ptr on the device
+// of the backend that made it, and leaves F and I nil.
+type Tensor struct {
+	Shape []int
+	DType DType
+	F     []float32
+	I     []int32
+	Ptr   uintptr
+}
+
+// Len is the number of elements.
+func (t *Tensor) Len() int { return Numel(t.Shape) }
+
+// Numel is the product of the dimensions of shape.
+func Numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// OnHost reports whether the tensor's elements live in host memory.
+func (t *Tensor) OnHost() bool { return t.F != nil || t.I != nil || t.Len() == 0 }
+
+// String describes the tensor without its elements.
+func (t *Tensor) String() string {
+	where := "host"
+	if !t.OnHost() {
+		where = "device"
+	}
+	return fmt.Sprintf("%s%v@%s", t.DType, t.Shape, where)
+}
+
+// HostF32 makes a host F32 tensor of the given shape, zeroed.
+func HostF32(shape ...int) *Tensor {
+	return &Tensor{Shape: append([]int(nil), shape...), DType: F32, F: make([]float32, Numel(shape))}
+}
+
+// HostI32 makes a host I32 tensor of the given shape, zeroed.
+func HostI32(shape ...int) *Tensor {
+	return &Tensor{Shape: append([]int(nil), shape...), DType: I32, I: make([]int32, Numel(shape))}
+}
