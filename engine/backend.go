@@ -105,6 +105,13 @@ type Backend interface {
 	// and dweights[t·k+j] += dout[t]·y[inv[t·k+j]].
 	CombineBackward(dy, dweights, dout, y, weights, inv *Tensor, rows, k, dim int)
 
+	// ScatterRows copies dst[idx[r]] = src[r] for rows rows of dim floats
+	// (idx distinct): it appends keys and values to a KV cache.
+	ScatterRows(dst, src, idx *Tensor, rows, dim int)
+	// SoftmaxBackward accumulates into dlogits the gradient through
+	// probs = softmax(logits) per row: probs ⊙ (dprobs − Σ probs⊙dprobs).
+	SoftmaxBackward(dlogits, dprobs, probs *Tensor, rows, n int)
+
 	// TokenLogProbs computes, per row, lse = log Σ exp(logits) and
 	// logp = logits[target] − lse (rows×vocab logits, rows targets).
 	TokenLogProbs(logp, lse, logits, targets *Tensor, rows, vocab int)

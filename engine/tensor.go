@@ -69,3 +69,23 @@ func HostF32(shape ...int) *Tensor {
 func HostI32(shape ...int) *Tensor {
 	return &Tensor{Shape: append([]int(nil), shape...), DType: I32, I: make([]int32, Numel(shape))}
 }
+
+// View is a tensor of the given shape that shares t's storage from element
+// off on: a subslice on the host, an address offset on a device. Writing
+// through the view writes t.
+func (t *Tensor) View(off int, shape ...int) *Tensor {
+	n := Numel(shape)
+	if off < 0 || off+n > t.Len() {
+		panic(fmt.Sprintf("engine: view [%d:%d] of %v out of range", off, off+n, t))
+	}
+	v := &Tensor{Shape: append([]int(nil), shape...), DType: t.DType}
+	switch {
+	case t.F != nil:
+		v.F = t.F[off : off+n : off+n]
+	case t.I != nil:
+		v.I = t.I[off : off+n : off+n]
+	default:
+		v.Ptr = t.Ptr + uintptr(off*t.DType.Size())
+	}
+	return v
+}

@@ -1,0 +1,130 @@
+package moe
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Config is the shape of a model. Every field has a command-line flag of the
+// same name in cmd/moerl.
+type Config struct {
+	Vocab        int     `json:"vocab"`
+	DModel       int     `json:"d_model"`
+	Layers       int     `json:"layers"`
+	Heads        int     `json:"heads"`
+	Experts      int     `json:"experts"`       // ignored when DenseFFN
+	TopK         int     `json:"top_k"`         // experts per token
+	ExpertHidden int     `json:"expert_hidden"` // SwiGLU hidden width of an expert (or of the dense FFN)
+	DenseFFN     bool    `json:"dense_ffn"`     // one SwiGLU FFN instead of router + experts
+	MaxSeq       int     `json:"max_seq"`       // longest sequence (training context and KV cache)
+	RopeTheta    float64 `json:"rope_theta"`
+	NormEps      float64 `json:"norm_eps"`
+	InitStd      float64 `json:"init_std"`
+	AuxLossCoef  float64 `json:"aux_loss_coef"` // load-balancing loss weight
+}
+
+// Presets are the model configurations of BENCH.md.
+var Presets = map[string]Config{
+	"moe-micro": {Vocab: 64, DModel: 128, Layers: 2, Heads: 4, Experts: 4, TopK: 2, ExpertHidden: 256, MaxSeq: 64},
+	"moe-tiny":  {Vocab: 128, DModel: 256, Layers: 4, Heads: 4, Experts: 8, TopK: 2, ExpertHidden: 512, MaxSeq: 256},
+	"moe-small": {Vocab: 128, DModel: 512, Layers: 8, Heads: 8, Experts: 16, TopK: 2, ExpertHidden: 1024, MaxSeq: 512},
+}
+
+func init() {
+	for name, c := range Presets {
+		c.RopeTheta, c.NormEps, c.InitStd, c.AuxLossCoef = 10000, 1e-6, 0.02, 0.01
+		Presets[name] = c
+	}
+}
+
+// Preset returns a named configuration.
+func Preset(name string) (Config, error) {
+	c, ok := Presets[name]
+	if !ok {
+		return Config{}, fmt.Errorf("unknown model preset %q (known: %s)", name, strings.Join(PresetNames(), ", "))
+	}
+	return c, nil
+}
+
+// PresetNames lists the presets, sorted.
+func PresetNames() []string {
+	var names []string
+	for n := range Presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// HeadDim is DModel/Heads.
+func (c Config) HeadDim() int { return c.DModel / c.Heads }
+
+// NumExperts is the number of FFN blocks per layer (1 when dense).
+func (c Config) NumExperts() int {
+	if c.DenseFFN {
+		return 1
+	}
+	return c.Experts
+}
+
+// K is the number of FFN blocks each token uses (1 when dense).
+func (c Config) K() int {
+	if c.DenseFFN {
+		return 1
+	}
+	return c.TopK
+}
+
+// Validate reports the first field that makes no model, naming it.
+func (c Config) Validate() error {
+	pos := []struct {
+		name string
+		v    int
+	}{{"vocab", c.Vocab}, {"d_model", c.DModel}, {"layers", c.Layers}, {"heads", c.Heads},
+		{"expert_hidden", c.ExpertHidden}, {"max_seq", c.MaxSeq}}
+	for _, p := range pos {
+		if p.v <= 0 {
+			return fmt.Errorf("model config: %s must be positive, got %d", p.name, p.v)
+		}
+	}
+	if c.DModel%c.Heads != 0 {
+		return fmt.Errorf("model config: d_model %d is not a multiple of heads %d", c.DModel, c.Heads)
+	}
+	if c.HeadDim()%2 != 0 {
+		return fmt.Errorf("model config: head dim d_model/heads = %d must be even for RoPE", c.HeadDim())
+	}
+	if !c.DenseFFN {
+		if c.Experts <= 0 {
+			return fmt.Errorf("model config: experts must be positive, got %d", c.Experts)
+		}
+		if c.TopK <= 0 || c.TopK > c.Experts {
+			return fmt.Errorf("model config: top_k must be in [1, experts=%d], got %d", c.Experts, c.TopK)
+		}
+	}
+	if c.RopeTheta <= 1 {
+		return fmt.Errorf("model config: rope_theta must be > 1, got %g", c.RopeTheta)
+	}
+	if c.NormEps <= 0 || c.InitStd <= 0 || c.AuxLossCoef < 0 {
+		return fmt.Errorf("model config: norm_eps and init_std must be positive and aux_loss_coef non-negative (got %g, %g, %g)", c.NormEps, c.InitStd, c.AuxLossCoef)
+	}
+	return nil
+}
+
+// ActiveParams is the number of parameters one token uses (BENCH.md's
+// N_active: embeddings excluded, the LM head included, top-k experts).
+func (c Config) ActiveParams() int {
+	d, h := c.DModel, c.ExpertHidden
+	attn := 4*d*d + 2*d + 2*c.HeadDim()
+	ffn := c.K() * 3 * d * h
+	if !c.DenseFFN {
+		ffn += d * c.Experts
+	}
+	return c.Layers*(attn+ffn) + d + d*c.Vocab
+}
+
+// FLOPsPerToken is BENCH.md's training cost per token for context length t:
+// 6·N_active + 12·layers·d_model·t.
+func (c Config) FLOPsPerToken(t int) float64 {
+	return 6*float64(c.ActiveParams()) + 12*float64(c.Layers*c.DModel*t)
+}

@@ -1,0 +1,122 @@
+package moe
+
+import (
+	"fmt"
+
+	"github.com/moerl/moerl/engine"
+)
+
+// Model is a set of parameters on a backend, their gradients and AdamW
+// moments, all as flat buffers so that the optimizer, gradient clipping and
+// checkpoints each touch one tensor.
+type Model struct {
+	Cfg Config
+	be  engine.Backend
+	lay *layout
+
+	Params, Grads *engine.Tensor // flat, lay.total elements
+	M, V          *engine.Tensor // AdamW moments
+	OptStep       int            // AdamW steps taken
+
+	pv, gv map[*Param]*engine.Tensor // views into Params and Grads
+
+	// AuxLoss is the load-balancing loss of the last Forward, summed over
+	// layers, before its coefficient.
+	AuxLoss float64
+}
+
+// New builds a model with seeded initial weights on a backend.
+func New(cfg Config, be engine.Backend, seed uint64) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := newEmpty(cfg, be)
+	host := make([]float32, m.lay.total)
+	m.lay.init(host, engine.NewRNG(seed, engine.StreamInit))
+	be.Upload(m.Params, host)
+	return m, nil
+}
+
+func newEmpty(cfg Config, be engine.Backend) *Model {
+	lay := newLayout(cfg)
+	m := &Model{Cfg: cfg, be: be, lay: lay,
+		Params: be.NewF32(lay.total), Grads: be.NewF32(lay.total),
+		M: be.NewF32(lay.total), V: be.NewF32(lay.total),
+		pv: map[*Param]*engine.Tensor{}, gv: map[*Param]*engine.Tensor{}}
+	for _, p := range lay.params {
+		m.pv[p] = m.Params.View(p.Off, p.Shape...)
+		m.gv[p] = m.Grads.View(p.Off, p.Shape...)
+	}
+	return m
+}
+
+// Backend is the backend the model computes on.
+func (m *Model) Backend() engine.Backend { return m.be }
+
+// NumParams is the total number of parameters.
+func (m *Model) NumParams() int { return m.lay.total }
+
+// ParamList lists the parameters in buffer order.
+func (m *Model) ParamList() []*Param { return m.lay.params }
+
+// ZeroGrad clears the gradients before a backward pass.
+func (m *Model) ZeroGrad() { m.be.Zero(m.Grads) }
+
+// OptConfig is AdamW with global-norm clipping.
+type OptConfig struct {
+	Beta1, Beta2, Eps, WeightDecay float64
+	ClipNorm                       float64 // 0: no clipping
+}
+
+// DefaultOpt is AdamW(0.9, 0.95, 1e-8), weight decay 0.1, clip 1.0.
+var DefaultOpt = OptConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1}
+
+// Step clips the gradient to o.ClipNorm and takes one AdamW step at
+// learning rate lr. It returns the gradient norm before clipping.
+func (m *Model) Step(lr float64, o OptConfig) float64 {
+	be, n := m.be, m.lay.total
+	norm := sqrt(be.SumSquares(m.Grads, n))
+	if s := engine.ClipScale(norm, o.ClipNorm); s != 1 {
+		be.Scale(m.Grads, n, float32(s))
+	}
+	m.OptStep++
+	nd := m.lay.nDecay
+	be.AdamW(m.Params.View(0, nd), m.Grads.View(0, nd), m.M.View(0, nd), m.V.View(0, nd), nd,
+		float32(lr), float32(o.Beta1), float32(o.Beta2), float32(o.Eps), float32(o.WeightDecay), m.OptStep)
+	if rest := n - nd; rest > 0 {
+		be.AdamW(m.Params.View(nd, rest), m.Grads.View(nd, rest), m.M.View(nd, rest), m.V.View(nd, rest), rest,
+			float32(lr), float32(o.Beta1), float32(o.Beta2), float32(o.Eps), 0, m.OptStep)
+	}
+	return norm
+}
+
+// ResetOptimizer clears the AdamW moments and step count (Kimi's mirror
+// descent may start each iteration from a fresh optimizer).
+func (m *Model) ResetOptimizer() {
+	m.be.Zero(m.M)
+	m.be.Zero(m.V)
+	m.OptStep = 0
+}
+
+// CopyWeightsFrom copies another model's parameters (same config) into m.
+func (m *Model) CopyWeightsFrom(src *Model) error {
+	if src.Cfg != m.Cfg {
+		return fmt.Errorf("copy weights: configs differ")
+	}
+	m.be.Copy(m.Params, src.Params)
+	return nil
+}
+
+// HostParams downloads the parameters.
+func (m *Model) HostParams() []float32 {
+	out := make([]float32, m.lay.total)
+	m.be.Download(out, m.Params)
+	return out
+}
+
+// HostGrads downloads the gradients.
+func (m *Model) HostGrads() []float32 {
+	out := make([]float32, m.lay.total)
+	m.be.Download(out, m.Grads)
+	return out
+}

@@ -1,0 +1,100 @@
+package algo
+
+import (
+	"fmt"
+	"slices"
+)
+
+// OverlongPenalty is DAPO's soft overlong punishment for a response of
+// length tokens: 0 up to maxLen − cache, then falling linearly to −1 at
+// maxLen, and −1 beyond.
+func OverlongPenalty(length, maxLen, cache int) float64 {
+	switch soft := maxLen - cache; {
+	case length <= soft:
+		return 0
+	case length <= maxLen:
+		return float64(soft-length) / float64(cache)
+	}
+	return -1
+}
+
+// LengthPenalty returns Kimi k1.5's length reward for each response, weighted
+// by weight: within a group, λ_i = 0.5 − (len_i − min)/(max − min), and a
+// response gets w·λ_i if correct and w·min(0, λ_i) if not; 0 when every
+// response of the group has the same length.
+func LengthPenalty(lengths []int, correct []bool, groups []int, weight float64) ([]float64, error) {
+	if len(correct) != len(lengths) || len(groups) != len(lengths) {
+		return nil, fmt.Errorf("length penalty: lengths, correct and groups have lengths %d, %d, %d; want equal",
+			len(lengths), len(correct), len(groups))
+	}
+	out := make([]float64, len(lengths))
+	for _, members := range groupMembers(groups) {
+		lo, hi := lengths[members[0]], lengths[members[0]]
+		for _, i := range members {
+			lo, hi = min(lo, lengths[i]), max(hi, lengths[i])
+		}
+		if hi == lo {
+			continue
+		}
+		for _, i := range members {
+			lambda := 0.5 - float64(lengths[i]-lo)/float64(hi-lo)
+			if !correct[i] {
+				lambda = min(0, lambda)
+			}
+			out[i] = weight * lambda
+		}
+	}
+	return out, nil
+}
+
+// ShapeRewards returns rewards plus the shaping cfg asks for: DAPO's overlong
+// penalty when OverlongShaping is set (L_max and L_cache resolved against the
+// generation budget by OverlongLimits) and Kimi's length reward when
+// LengthPenalty > 0 (which reads correct and groups; they may be nil
+// otherwise).
+func ShapeRewards(cfg Config, rewards []float64, lengths []int, correct []bool, groups []int, budget int) ([]float64, error) {
+	out := slices.Clone(rewards)
+	if (cfg.OverlongShaping || cfg.LengthPenalty > 0) && len(lengths) != len(rewards) {
+		return nil, fmt.Errorf("shape rewards: %d lengths for %d rewards", len(lengths), len(rewards))
+	}
+	if cfg.OverlongShaping {
+		maxLen, cache := cfg.OverlongLimits(budget)
+		if maxLen <= 0 || cache < 0 || cache >= maxLen {
+			return nil, fmt.Errorf("shape rewards: overlong limits L_max=%d, L_cache=%d (budget %d) are not 0 ≤ L_cache < L_max", maxLen, cache, budget)
+		}
+		for i, n := range lengths {
+			out[i] += OverlongPenalty(n, maxLen, cache)
+		}
+	}
+	if cfg.LengthPenalty > 0 {
+		pen, err := LengthPenalty(lengths, correct, groups, cfg.LengthPenalty)
+		if err != nil {
+			return nil, fmt.Errorf("shape rewards: %w", err)
+		}
+		for i, p := range pen {
+			out[i] += p
+		}
+	}
+	return out, nil
+}
+
+// KeepGroups is DAPO's dynamic-sampling filter: it reports, for each
+// response, whether its group has rewards that are not all equal, i.e.
+// whether the group carries a learning signal. A group of one response is
+// dropped.
+func KeepGroups(rewards []float64, groups []int) ([]bool, error) {
+	if len(groups) != len(rewards) {
+		return nil, fmt.Errorf("keep groups: %d groups for %d rewards", len(groups), len(rewards))
+	}
+	keep := make([]bool, len(rewards))
+	for _, members := range groupMembers(groups) {
+		varied := false
+		for _, i := range members {
+			varied = varied || rewards[i] != rewards[members[0]]
+		}
+		for _, i := range members {
+			keep[i] = varied
+		}
+	}
+	return keep, nil
+}

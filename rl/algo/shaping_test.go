@@ -1,0 +1,112 @@
+package algo
+
+import (
+	"math"
+	"slices"
+	"testing"
+)
+
+func TestOverlongPenalty(t *testing.T) {
+	// DAPO's setting: L_max = 20480, L_cache = 4096.
+	tests := []struct {
+		length int
+		want   float64
+	}{
+		{0, 0}, {16384, 0}, {16385, -1.0 / 4096}, {18432, -0.5}, {20480, -1}, {20481, -1}, {99999, -1},
+	}
+	for _, tc := range tests {
+		if got := OverlongPenalty(tc.length, 20480, 4096); math.Abs(got-tc.want) > 1e-15 {
+			t.Errorf("OverlongPenalty(%d) = %v, want %v", tc.length, got, tc.want)
+		}
+	}
+	if got := OverlongPenalty(10, 10, 0); got != 0 {
+		t.Errorf("no cache, at the limit: %v", got)
+	}
+	if got := OverlongPenalty(11, 10, 0); got != -1 {
+		t.Errorf("no cache, over the limit: %v", got)
+	}
+}
+
+func TestLengthPenalty(t *testing.T) {
+	// Group 0: lengths 10, 20, 30 (λ = 0.5, 0, −0.5); group 1 all equal.
+	lengths := []int{10, 20, 30, 10, 30, 5, 5}
+	correct := []bool{true, true, true, false, false, true, false}
+	groups := []int{0, 0, 0, 0, 0, 1, 1}
+	got, err := LengthPenalty(lengths, correct, groups, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{1, 0, -1, 0, -1, 0, 0}
+	if !slices.Equal(got, want) {
+		t.Errorf("LengthPenalty = %v, want %v", got, want)
+	}
+	if _, err := LengthPenalty(lengths, correct[:2], groups, 1); err == nil {
+		t.Error("mismatched lengths: no error")
+	}
+}
+
+func TestShapeRewards(t *testing.T) {
+	cfg, _ := Preset("dapo") // L_max = budget 100, L_cache = 20
+	rewards := []float64{1, -1, 1}
+	got, err := ShapeRewards(cfg, rewards, []int{80, 90, 100}, nil, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []float64{1, -1.5, 0}; !slices.Equal(got, want) {
+		t.Errorf("dapo shaping = %v, want %v", got, want)
+	}
+	if rewards[1] != -1 {
+		t.Error("ShapeRewards modified its input")
+	}
+	if _, err := ShapeRewards(cfg, rewards, []int{80, 90, 100}, nil, nil, 0); err == nil {
+		t.Error("no budget and no max_len: no error")
+	}
+
+	omd, _ := Preset("omd")
+	got, err = ShapeRewards(omd, []float64{1, 0}, []int{10, 20}, []bool{true, false}, []int{4, 4}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []float64{1.5, -0.5}; !slices.Equal(got, want) {
+		t.Errorf("omd shaping = %v, want %v", got, want)
+	}
+	if _, err := ShapeRewards(omd, []float64{1, 0}, []int{10}, nil, nil, 100); err == nil {
+		t.Error("missing lengths: no error")
+	}
+	grpo, _ := Preset("grpo")
+	if got, _ := ShapeRewards(grpo, []float64{0.1}, nil, nil, nil, 0); !slices.Equal(got, []float64{0.1}) {
+		t.Errorf("grpo shapes nothing, got %v", got)
+	}
+}
+
+func TestKeepGroups(t *testing.T) {
+	keep, err := KeepGroups([]float64{1, 1, 0, 1, -1, -1, 5}, []int{3, 3, 3, 8, 8, 9, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Group 3 varies, group 8 varies, group 9 and group 2: all equal (or one).
+	if want := []bool{true, true, true, true, true, false, false}; !slices.Equal(keep, want) {
+		t.Errorf("KeepGroups = %v, want %v", keep, want)
+	}
+	keep, _ = KeepGroups([]float64{0, 0, 1, 1}, []int{0, 0, 1, 1})
+	if slices.Contains(keep, true) {
+		t.Errorf("all-equal groups kept: %v", keep)
+	}
+	if _, err := KeepGroups([]float64{1}, nil); err == nil {
+		t.Error("mismatched lengths: no error")
+	}
+}
+
+func TestLossMask(t *testing.T) {
+	cfg, _ := Preset("dapo")
+	b := &Batch{B: 2, L: 2, Mask: []float32{1, 1, 1, 0}, Truncated: []bool{true, false}}
+	m, err := LossMask(cfg, b)
+	if err != nil || !slices.Equal(m, b.Mask) {
+		t.Errorf("without filtering: %v, %v", m, err)
+	}
+	cfg.OverlongFilter = true
+	m, err = LossMask(cfg, b)
+	if err != nil || !slices.Equal(m, []float32{0, 0, 1, 0}) || b.Mask[0] != 1 {
+		t.Errorf("with filtering: %v, %v (input %v)", m, err, b.Mask)
+	}
+}
