@@ -22,6 +22,9 @@ type Config struct {
 	NormEps      float64 `json:"norm_eps"`
 	InitStd      float64 `json:"init_std"`
 	AuxLossCoef  float64 `json:"aux_loss_coef"` // load-balancing loss weight
+	// ValueHead replaces the LM head by a scalar value head: the model is
+	// a critic whose Forward returns V per position (PPO).
+	ValueHead bool `json:"value_head"`
 }
 
 // Presets are the model configurations of BENCH.md.
@@ -55,6 +58,14 @@ func PresetNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Outputs is the width of the head: Vocab, or 1 for a value head.
+func (c Config) Outputs() int {
+	if c.ValueHead {
+		return 1
+	}
+	return c.Vocab
 }
 
 // HeadDim is DModel/Heads.
@@ -120,7 +131,7 @@ func (c Config) ActiveParams() int {
 	if !c.DenseFFN {
 		ffn += d * c.Experts
 	}
-	return c.Layers*(attn+ffn) + d + d*c.Vocab
+	return c.Layers*(attn+ffn) + d + d*c.Outputs()
 }
 
 // FLOPsPerToken is BENCH.md's training cost per token for context length t:

@@ -102,8 +102,9 @@ type ForwardOptions struct {
 }
 
 // Forward runs the model over a.B sequences of a.T tokens (ids, row-major)
-// and returns, for each position, log π(targets[i] | ids[..i]) — a view of
-// host memory owned by a, valid until the next Forward. Sequences start at
+// and returns, for each position, log π(targets[i] | ids[..i]) — or, for a
+// model with a value head, the value V of the position (targets unused) —
+// in host memory owned by a, valid until the next Forward. Sequences start at
 // position 0; right padding does not disturb earlier tokens (attention is
 // causal), and its log-probs are simply ignored by the caller.
 func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float32 {
@@ -118,7 +119,7 @@ func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float
 	m.forward(a, nil, true)
 	m.head(a, o)
 	be.Download(a.hostLogp, a.logp)
-	if o.Entropy {
+	if o.Entropy && !m.Cfg.ValueHead {
 		be.Download(a.hostEnt, a.ent)
 	}
 	return a.hostLogp
@@ -218,6 +219,10 @@ func (m *Model) head(a *Acts, o ForwardOptions) {
 	c, be := m.Cfg, m.be
 	N, d, V := a.N, c.DModel, c.Vocab
 	be.RMSNorm(a.hf, a.rstf, a.x[c.Layers], m.pv[m.lay.finalNorm], N, d, float32(c.NormEps))
+	if c.ValueHead { // values land in logp's place: one per position
+		be.Gemm(false, false, N, 1, d, 1, a.hf, 0, d, m.pv[m.lay.head], 0, 1, 0, a.logp, 0, 1)
+		return
+	}
 	be.Gemm(false, false, N, V, d, 1, a.hf, 0, d, m.pv[m.lay.head], 0, V, 0, a.logits, 0, V)
 	a.invTemp = 1
 	if o.Temperature > 0 && o.Temperature != 1 {
@@ -230,9 +235,10 @@ func (m *Model) head(a *Acts, o ForwardOptions) {
 	}
 }
 
-// Backward accumulates into m.Grads the gradient of L given dL/dlogp for
-// every position of the last Forward on a, plus AuxLossCoef times the
-// load-balancing loss's gradient.
+// Backward accumulates into m.Grads the gradient of L given dL/dout for
+// every position of the last Forward on a (out: the log-probs, or the values
+// of a value head), plus AuxLossCoef times the load-balancing loss's
+// gradient.
 func (m *Model) Backward(a *Acts, dlogp []float32) {
 	c, be := m.Cfg, m.be
 	N, d, H, hd, h, V, K := a.N, c.DModel, c.Heads, c.HeadDim(), c.ExpertHidden, c.Vocab, c.K()
@@ -240,15 +246,20 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 	theta := float32(c.RopeTheta)
 	lay := m.lay
 
-	// LM head and final norm.
+	// LM head (or value head) and final norm.
 	be.Upload(a.dlogp, dlogp)
-	be.Zero(a.dlogits)
-	be.TokenLogProbsBackward(a.dlogits, a.dlogp, a.logits, a.lse, a.targets, N, V)
-	if a.invTemp != 1 {
-		be.Scale(a.dlogits, N*V, a.invTemp)
+	if c.ValueHead {
+		be.Gemm(true, false, d, 1, N, 1, a.hf, 0, d, a.dlogp, 0, 1, 1, m.gv[lay.head], 0, 1)
+		be.Gemm(false, true, N, d, 1, 1, a.dlogp, 0, 1, m.pv[lay.head], 0, 1, 0, a.dh, 0, d)
+	} else {
+		be.Zero(a.dlogits)
+		be.TokenLogProbsBackward(a.dlogits, a.dlogp, a.logits, a.lse, a.targets, N, V)
+		if a.invTemp != 1 {
+			be.Scale(a.dlogits, N*V, a.invTemp)
+		}
+		be.Gemm(true, false, d, V, N, 1, a.hf, 0, d, a.dlogits, 0, V, 1, m.gv[lay.head], 0, V)
+		be.Gemm(false, true, N, d, V, 1, a.dlogits, 0, V, m.pv[lay.head], 0, V, 0, a.dh, 0, d)
 	}
-	be.Gemm(true, false, d, V, N, 1, a.hf, 0, d, a.dlogits, 0, V, 1, m.gv[lay.head], 0, V)
-	be.Gemm(false, true, N, d, V, 1, a.dlogits, 0, V, m.pv[lay.head], 0, V, 0, a.dh, 0, d)
 	be.Zero(a.dres)
 	be.RMSNormBackward(a.dres, m.gv[lay.finalNorm], a.dh, a.x[c.Layers], m.pv[lay.finalNorm], a.rstf, N, d)
 

@@ -107,6 +107,26 @@ func (m *Model) CopyWeightsFrom(src *Model) error {
 	return nil
 }
 
+// NewCritic makes a value model from a policy: the same trunk, with its
+// weights copied, and a scalar value head initialised to zero (so the first
+// values are 0 and the critic starts from the policy's features).
+func NewCritic(policy *Model) (*Model, error) {
+	cfg := policy.Cfg
+	cfg.ValueHead = true
+	c := newEmpty(cfg, policy.be)
+	src := policy.HostParams()
+	dst := make([]float32, c.lay.total)
+	for i, p := range c.lay.params {
+		if p == c.lay.head {
+			continue
+		}
+		q := policy.lay.params[i]
+		copy(dst[p.Off:p.Off+p.Len()], src[q.Off:q.Off+q.Len()])
+	}
+	c.be.Upload(c.Params, dst)
+	return c, nil
+}
+
 // HostParams downloads the parameters.
 func (m *Model) HostParams() []float32 {
 	out := make([]float32, m.lay.total)

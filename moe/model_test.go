@@ -29,8 +29,9 @@ func randomIDs(rng *rand.Rand, n, vocab int) []int32 {
 // finite differences of its forward along random directions in parameter
 // space: the loss is Σ c_i·logp_i plus the load-balancing loss.
 func TestModelGradient(t *testing.T) {
-	for _, dense := range []bool{false, true} {
-		cfg := tinyConfig(dense)
+	critic := tinyConfig(false)
+	critic.ValueHead = true
+	for _, cfg := range []Config{tinyConfig(false), tinyConfig(true), critic} {
 		be := cpu.New()
 		m, err := New(cfg, be, 3)
 		if err != nil {
@@ -77,7 +78,7 @@ func TestModelGradient(t *testing.T) {
 				an += float64(g[i]) * float64(v[i])
 			}
 			if rel := math.Abs(fd-an) / math.Max(math.Abs(fd), 1e-3); rel > 2e-2 || math.IsNaN(an) {
-				t.Errorf("dense=%v direction %d: analytic %.6g, finite differences %.6g (rel %.2g)", dense, dir, an, fd, rel)
+				t.Errorf("dense=%v value=%v direction %d: analytic %.6g, finite differences %.6g (rel %.2g)", cfg.DenseFFN, cfg.ValueHead, dir, an, fd, rel)
 			}
 		}
 		be.Upload(m.Params, p0)

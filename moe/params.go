@@ -66,7 +66,7 @@ func newLayout(c Config) *layout {
 		lp.w3 = add(pre+"w3", true, std, false, e, d, h)
 		lp.w2 = add(pre+"w2", true, outStd, false, e, h, d)
 	}
-	l.head = add("head", true, std, false, d, c.Vocab)
+	l.head = add("head", true, std, false, d, c.Outputs())
 	for i := range l.layers {
 		lp := &l.layers[i]
 		pre := "layer" + strconv.Itoa(i) + "."

@@ -1,0 +1,76 @@
+package rl
+
+import (
+	"fmt"
+
+	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/moe"
+	"github.com/moerl/moerl/moe/tokenizer"
+	"github.com/moerl/moerl/rl/eval"
+	"github.com/moerl/moerl/rl/reward"
+	"github.com/moerl/moerl/rl/task"
+)
+
+// EvalOptions controls sampling for evaluation.
+type EvalOptions struct {
+	N           int     // samples per problem
+	Temperature float64 // 1 samples the model's own distribution
+	TopP        float64
+	MaxNew      int // new tokens per sample at most
+	Batch       int // sequences decoded together at most (memory bound); 0: 2048
+	// Progress, if set, is called after each chunk with problems done.
+	Progress func(done, total int)
+}
+
+// SampleProblems draws opts.N responses to every problem and records each
+// one's parsed answer, whether it is well-formed and whether it is correct.
+func SampleProblems(m *moe.Model, tok *tokenizer.Tokenizer, problems []task.Problem, opts EvalOptions, rng *engine.RNG) ([]eval.ProblemSamples, error) {
+	if opts.N <= 0 || opts.MaxNew <= 0 {
+		return nil, fmt.Errorf("evaluate: samples per problem and max new tokens must be positive")
+	}
+	batch := opts.Batch
+	if batch <= 0 {
+		batch = 2048
+	}
+	// Decode whole problems per call (their samples share a prefill) and
+	// split a problem's samples into several calls only when N > batch.
+	perCall := max(1, batch/opts.N)
+	samplesPerCall := min(opts.N, batch)
+	out := make([]eval.ProblemSamples, len(problems))
+	for i, p := range problems {
+		out[i] = eval.ProblemSamples{ID: p.ID, Bin: p.Bin}
+	}
+	so := moe.SampleOptions{Temperature: opts.Temperature, TopP: opts.TopP, MaxNew: opts.MaxNew}
+	for lo := 0; lo < len(problems); lo += perCall {
+		hi := min(lo+perCall, len(problems))
+		for done := 0; done < opts.N; done += samplesPerCall {
+			g := min(samplesPerCall, opts.N-done)
+			r, err := Sample(m, tok, problems[lo:hi], g, so, reward.Default, rng)
+			if err != nil {
+				return nil, err
+			}
+			for j, s := range r.Seqs {
+				ps := &out[lo+s.Prompt]
+				res := r.Results[j]
+				ps.Answers = append(ps.Answers, res.Answer)
+				ps.Valid = append(ps.Valid, res.WellFormed)
+				ps.Correct = append(ps.Correct, res.Correct)
+			}
+		}
+		if opts.Progress != nil {
+			opts.Progress(hi, len(problems))
+		}
+	}
+	return out, nil
+}
+
+// Evaluate samples and summarises pass@k, maj@k and mean@k for
+// k = 1, 2, 4, …, N, overall and per difficulty bin.
+func Evaluate(m *moe.Model, tok *tokenizer.Tokenizer, problems []task.Problem, opts EvalOptions, rng *engine.RNG) (eval.Report, []eval.ProblemSamples, error) {
+	samples, err := SampleProblems(m, tok, problems, opts, rng)
+	if err != nil {
+		return eval.Report{}, nil, err
+	}
+	rep, err := eval.Summarize(samples, eval.Ks(opts.N))
+	return rep, samples, err
+}
