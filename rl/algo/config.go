@@ -82,7 +82,8 @@ const (
 	SeqMeanTokenSum Aggregation = "seq-mean-token-sum"
 )
 
-// RewardScheme names the values the rule-based reward gives.
+// RewardScheme names the values the rule-based reward gives; rl/reward
+// holds the values (reward.ParseScheme).
 type RewardScheme string
 
 // The reward schemes.
@@ -93,21 +94,6 @@ const (
 	// RewardPM1 is DAPO's: +1 correct, −1 otherwise.
 	RewardPM1 RewardScheme = "pm1"
 )
-
-// Reward returns the scheme's reward for a response.
-func (s RewardScheme) Reward(wellFormed, correct bool) float64 {
-	switch {
-	case s == RewardPM1 && correct:
-		return 1
-	case s == RewardPM1:
-		return -1
-	case correct:
-		return 1
-	case wellFormed:
-		return 0.1
-	}
-	return 0
-}
 
 func (AdvantageEstimator) allowed() []string {
 	return []string{"gae", "group", "group-mean", "rloo", "reinforce++", "reinforce++-baseline"}
