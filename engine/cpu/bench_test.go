@@ -1,0 +1,116 @@
+package cpu
+
+import "testing"
+
+// The benchmarks use moe-micro's shapes: batch 32 × seq 64 (2048 rows),
+// d_model 128 as 4 heads of 32, 4 experts top-2, vocab 64; decoding 256
+// sequences against a 160-position cache.
+
+func BenchmarkAttention(b *testing.B) {
+	const batch, seq, heads, hd = 32, 64, 4, 32
+	be, r := New(), newRand(1)
+	n := batch * seq * heads * hd
+	q, k, v, dout := tf(randVec(r, n, 1)), tf(randVec(r, n, 1)), tf(randVec(r, n, 1)), tf(randVec(r, n, 1))
+	out, lse := tf(zeros(n)), tf(zeros(batch*heads*seq))
+	dq, dk, dv := tf(zeros(n)), tf(zeros(n)), tf(zeros(n))
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			be.Attention(out, lse, q, k, v, batch, seq, heads, hd)
+		}
+	})
+	b.Run("backward", func(b *testing.B) {
+		for b.Loop() {
+			be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, hd)
+		}
+	})
+	b.Run("forward+backward", func(b *testing.B) {
+		for b.Loop() {
+			be.Attention(out, lse, q, k, v, batch, seq, heads, hd)
+			be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, hd)
+		}
+	})
+}
+
+func BenchmarkAttentionDecode(b *testing.B) {
+	const batch, maxSeq, heads, hd = 256, 160, 4, 32
+	be, r := New(), newRand(2)
+	n := batch * maxSeq * heads * hd
+	kc, vc := tf(randVec(r, n, 1)), tf(randVec(r, n, 1))
+	q, out := tf(randVec(r, batch*heads*hd, 1)), tf(zeros(batch*heads*hd))
+	lens := make([]int32, batch)
+	for i := range lens {
+		lens[i] = maxSeq
+	}
+	lt := ti(lens)
+	for b.Loop() {
+		be.AttentionDecode(out, q, kc, vc, lt, batch, maxSeq, heads, hd)
+	}
+}
+
+func BenchmarkRMSNorm(b *testing.B) {
+	const rows, dim = 2048, 128
+	be, r := New(), newRand(3)
+	x, w, dout := tf(randVec(r, rows*dim, 1)), tf(randVec(r, dim, 1)), tf(randVec(r, rows*dim, 1))
+	out, rstd, dx, dw := tf(zeros(rows*dim)), tf(zeros(rows)), tf(zeros(rows*dim)), tf(zeros(dim))
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			be.RMSNorm(out, rstd, x, w, rows, dim, 1e-6)
+		}
+	})
+	b.Run("backward", func(b *testing.B) {
+		for b.Loop() {
+			be.RMSNormBackward(dx, dw, dout, x, w, rstd, rows, dim)
+		}
+	})
+}
+
+func BenchmarkRouterTopK(b *testing.B) {
+	const rows, nExp, k = 2048, 4, 2
+	be, r := New(), newRand(4)
+	logits, dw := tf(randVec(r, rows*nExp, 2)), tf(randVec(r, rows*k, 1))
+	w, e, p, dl := tf(zeros(rows*k)), ti(make([]int32, rows*k)), tf(zeros(rows*nExp)), tf(zeros(rows*nExp))
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			be.RouterTopK(w, e, p, logits, rows, nExp, k)
+		}
+	})
+	b.Run("backward", func(b *testing.B) {
+		for b.Loop() {
+			be.RouterTopKBackward(dl, dw, w, e, p, rows, nExp, k)
+		}
+	})
+}
+
+func BenchmarkTokenLogProbs(b *testing.B) {
+	const rows, vocab = 2048, 64
+	be, r := New(), newRand(5)
+	logits, targets, dlogp := tf(randVec(r, rows*vocab, 3)), ti(randInts(r, rows, vocab)), tf(randVec(r, rows, 1))
+	logp, lse, dl := tf(zeros(rows)), tf(zeros(rows)), tf(zeros(rows*vocab))
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			be.TokenLogProbs(logp, lse, logits, targets, rows, vocab)
+		}
+	})
+	b.Run("backward", func(b *testing.B) {
+		for b.Loop() {
+			be.TokenLogProbsBackward(dl, dlogp, logits, lse, targets, rows, vocab)
+		}
+	})
+}
+
+func BenchmarkSwiGLU(b *testing.B) {
+	const n = 2048 * 2 * 256 // tokens × top-k × expert hidden
+	be, r := New(), newRand(6)
+	gate, up, dout := tf(randVec(r, n, 3)), tf(randVec(r, n, 1)), tf(randVec(r, n, 1))
+	out, dgate, dup := tf(zeros(n)), tf(zeros(n)), tf(zeros(n))
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			be.SwiGLU(out, gate, up, n)
+		}
+	})
+	b.Run("backward", func(b *testing.B) {
+		for b.Loop() {
+			be.SwiGLUBackward(dgate, dup, dout, gate, up, n)
+		}
+	})
+}

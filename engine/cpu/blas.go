@@ -1,0 +1,175 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/engine/cpu/gemm"
+)
+
+// span is the number of elements a rows×cols matrix with row stride ld
+// occupies; it panics when ld is shorter than a row.
+func span(op, name string, rows, cols, ld int) int {
+	if ld < cols {
+		panic(fmt.Sprintf("cpu: %s: %s row stride %d shorter than its %d columns", op, name, ld, cols))
+	}
+	return (rows-1)*ld + cols
+}
+
+// operand returns the slice of t that a stored matrix at offset off, batch
+// matrices stride apart, occupies.
+func operand(op, name string, t *engine.Tensor, off, stride, batch, rows, cols, ld int) []float32 {
+	if off < 0 || stride < 0 {
+		panic(fmt.Sprintf("cpu: %s: negative offset %d or stride %d for %s", op, off, stride, name))
+	}
+	n := off + (batch-1)*stride + span(op, name, rows, cols, ld)
+	return f32(op, name, t, n)[off:]
+}
+
+// dims returns the stored shape of op(X) when op(X) is rows×cols.
+func dims(trans bool, rows, cols int) (int, int) {
+	if trans {
+		return cols, rows
+	}
+	return rows, cols
+}
+
+// Gemm computes C = alpha·op(A)·op(B) + beta·C with gemm.Sgemm.
+func (*Backend) Gemm(transA, transB bool, m, n, k int, alpha float32,
+	a *engine.Tensor, offA, lda int, b *engine.Tensor, offB, ldb int,
+	beta float32, c *engine.Tensor, offC, ldc int) {
+	if m <= 0 || n <= 0 {
+		if m < 0 || n < 0 || k < 0 {
+			panic(fmt.Sprintf("cpu: Gemm: negative size m=%d n=%d k=%d", m, n, k))
+		}
+		return
+	}
+	if k < 0 {
+		panic(fmt.Sprintf("cpu: Gemm: negative size k=%d", k))
+	}
+	cs := operand("Gemm", "C", c, offC, 0, 1, m, n, ldc)
+	if k == 0 {
+		scaleMatrix(cs, m, n, ldc, beta)
+		return
+	}
+	ar, ac := dims(transA, m, k)
+	br, bc := dims(transB, k, n)
+	as := operand("Gemm", "A", a, offA, 0, 1, ar, ac, lda)
+	bs := operand("Gemm", "B", b, offB, 0, 1, br, bc, ldb)
+	gemm.Sgemm(transA, transB, m, n, k, alpha, as, lda, bs, ldb, beta, cs, ldc)
+}
+
+// scaleMatrix computes C = beta·C, or C = 0 when beta is 0: a product with
+// k = 0, whose A and B hold nothing to check.
+func scaleMatrix(c []float32, m, n, ldc int, beta float32) {
+	for i := range m {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+		} else {
+			scaleBy(row, beta)
+		}
+	}
+}
+
+// smallGemm is the number of multiply-adds under which GemmBatched runs
+// the products of a batch in parallel rather than one after another:
+// Sgemm spreads larger products over the cores itself.
+const smallGemm = 1 << 18
+
+// GemmBatched runs batch Gemms whose operands start stride elements apart.
+// The products run in parallel when they are small and their C matrices do
+// not overlap; a C stride of 0 accumulates them in batch order.
+func (*Backend) GemmBatched(transA, transB bool, m, n, k int, alpha float32,
+	a *engine.Tensor, offA, lda, strideA int, b *engine.Tensor, offB, ldb, strideB int,
+	beta float32, c *engine.Tensor, offC, ldc, strideC int, batch int) {
+	if m <= 0 || n <= 0 || batch <= 0 {
+		if m < 0 || n < 0 || k < 0 || batch < 0 {
+			panic(fmt.Sprintf("cpu: GemmBatched: negative size m=%d n=%d k=%d batch=%d", m, n, k, batch))
+		}
+		return
+	}
+	if k < 0 {
+		panic(fmt.Sprintf("cpu: GemmBatched: negative size k=%d", k))
+	}
+	cs := operand("GemmBatched", "C", c, offC, strideC, batch, m, n, ldc)
+	if k == 0 {
+		for i := range batch {
+			scaleMatrix(cs[i*strideC:], m, n, ldc, beta)
+		}
+		return
+	}
+	ar, ac := dims(transA, m, k)
+	br, bc := dims(transB, k, n)
+	as := operand("GemmBatched", "A", a, offA, strideA, batch, ar, ac, lda)
+	bs := operand("GemmBatched", "B", b, offB, strideB, batch, br, bc, ldb)
+	one := func(i int) {
+		gemm.Sgemm(transA, transB, m, n, k, alpha, as[i*strideA:], lda, bs[i*strideB:], ldb, beta, cs[i*strideC:], ldc)
+	}
+	work := m * n * k
+	if work >= smallGemm || strideC < span("GemmBatched", "C", m, n, ldc) {
+		for i := range batch {
+			one(i)
+		}
+		return
+	}
+	parallelFor(batch, grain(2*work), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			one(i)
+		}
+	})
+}
+
+// Add computes y += x over n elements.
+func (*Backend) Add(y, x *engine.Tensor, n int) {
+	ys, xs := f32("Add", "y", y, n), f32("Add", "x", x, n)
+	parallelFor(n, chunkWork, func(lo, hi int) {
+		addTo(ys[lo:hi], xs[lo:hi])
+	})
+}
+
+// Scale computes x *= s over n elements.
+func (*Backend) Scale(x *engine.Tensor, n int, s float32) {
+	xs := f32("Scale", "x", x, n)
+	parallelFor(n, chunkWork, func(lo, hi int) {
+		scaleBy(xs[lo:hi], s)
+	})
+}
+
+// sumSquaresChunk is the fixed chunk of SumSquares: partial sums over these
+// many elements are added in chunk order.
+const sumSquaresChunk = 1 << 14
+
+// SumSquares returns Σ x² over n elements in float64: four interleaved sums
+// per chunk of 16384 elements, then the chunk sums in order.
+func (*Backend) SumSquares(x *engine.Tensor, n int) float64 {
+	xs := f32("SumSquares", "x", x, n)
+	chunks := (n + sumSquaresChunk - 1) / sumSquaresChunk
+	s := getScratch(0, chunks, 0)
+	defer putScratch(s)
+	parts := s.f64
+	parallelFor(n, sumSquaresChunk, func(lo, hi int) {
+		parts[lo/sumSquaresChunk] = sumSquares(xs[lo:hi])
+	})
+	var total float64
+	for _, p := range parts {
+		total += p
+	}
+	return total
+}
+
+func sumSquares(x []float32) float64 {
+	var s0, s1, s2, s3 float64
+	for len(x) >= 4 {
+		a, b, c, d := float64(x[0]), float64(x[1]), float64(x[2]), float64(x[3])
+		s0 += a * a
+		s1 += b * b
+		s2 += c * c
+		s3 += d * d
+		x = x[4:]
+	}
+	for _, v := range x {
+		s0 += float64(v) * float64(v)
+	}
+	return (s0 + s1) + (s2 + s3)
+}

@@ -1,0 +1,141 @@
+// Package cpu is moerl's reference Backend: every engine.Backend op on host
+// tensors, in float32 storage, parallel over the CPU cores. Matrix products,
+// attention's included, go through gemm.Sgemm; the rest are Go loops, with
+// float64 sums where rounding would show (norms, softmax denominators,
+// SumSquares).
+//
+// Work is split into chunks whose size depends only on the shapes, every
+// output element is written by one goroutine in a fixed order, and every
+// reduction across chunks is summed in chunk order, so results are bitwise
+// identical whatever GOMAXPROCS is.
+package cpu
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/moerl/moerl/engine"
+	"golang.org/x/sys/cpu"
+)
+
+// Backend runs the engine ops on the host CPU. The zero value is ready to
+// use, and one Backend may be used from several goroutines at once.
+type Backend struct {
+	deviceOnce sync.Once
+	device     string
+
+	rope ropeCache
+}
+
+var _ engine.Backend = (*Backend)(nil)
+
+// New returns a CPU backend.
+func New() *Backend { return &Backend{} }
+
+// Name returns "cpu".
+func (*Backend) Name() string { return "cpu" }
+
+// Device describes the processor: model, logical core count and the widest
+// SIMD extension it offers.
+func (b *Backend) Device() string {
+	b.deviceOnce.Do(func() {
+		b.device = fmt.Sprintf("%s, %d cores, %s", cpuModel(), runtime.NumCPU(), simdLevel())
+	})
+	return b.device
+}
+
+// cpuModel reads the model name from /proc/cpuinfo, falling back to the
+// architecture where that file does not exist (non-Linux systems).
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			key, val, ok := strings.Cut(sc.Text(), ":")
+			if !ok {
+				continue
+			}
+			switch strings.TrimSpace(key) {
+			case "model name", "Model", "cpu model":
+				if v := strings.TrimSpace(val); v != "" {
+					return v
+				}
+			}
+		}
+	}
+	return runtime.GOARCH + " CPU"
+}
+
+func simdLevel() string {
+	switch {
+	case cpu.X86.HasAVX512F:
+		return "AVX-512"
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return "AVX2+FMA"
+	case cpu.X86.HasAVX:
+		return "AVX"
+	case cpu.X86.HasSSE2:
+		return "SSE2"
+	case cpu.ARM64.HasSVE:
+		return "SVE"
+	case cpu.ARM64.HasASIMD:
+		return "NEON"
+	}
+	return "no SIMD"
+}
+
+// NewF32 allocates a zeroed host float32 tensor.
+func (*Backend) NewF32(shape ...int) *engine.Tensor { return engine.HostF32(shape...) }
+
+// NewI32 allocates a zeroed host int32 tensor.
+func (*Backend) NewI32(shape ...int) *engine.Tensor { return engine.HostI32(shape...) }
+
+// Free drops the tensor's buffer, so that a later use fails loudly instead
+// of reading stale data.
+func (*Backend) Free(t *engine.Tensor) {
+	t.F = nil
+	t.I = nil
+}
+
+// Upload copies src into dst, which must have the same length.
+func (*Backend) Upload(dst *engine.Tensor, src []float32) {
+	copy(f32Exact("Upload", "dst", dst, len(src)), src)
+}
+
+// UploadI32 copies src into dst, which must have the same length.
+func (*Backend) UploadI32(dst *engine.Tensor, src []int32) {
+	copy(i32Exact("UploadI32", "dst", dst, len(src)), src)
+}
+
+// Download copies src into dst, which must have the same length.
+func (*Backend) Download(dst []float32, src *engine.Tensor) {
+	copy(dst, f32Exact("Download", "src", src, len(dst)))
+}
+
+// DownloadI32 copies src into dst, which must have the same length.
+func (*Backend) DownloadI32(dst []int32, src *engine.Tensor) {
+	copy(dst, i32Exact("DownloadI32", "src", src, len(dst)))
+}
+
+// Zero sets every element of t to 0.
+func (*Backend) Zero(t *engine.Tensor) {
+	clear(t.F)
+	clear(t.I)
+}
+
+// Copy copies src into dst; both must have the same type and length.
+func (*Backend) Copy(dst, src *engine.Tensor) {
+	if len(dst.F) != len(src.F) || len(dst.I) != len(src.I) {
+		panic(fmt.Sprintf("cpu: Copy: dst %v and src %v differ in type or length", dst, src))
+	}
+	copy(dst.F, src.F)
+	copy(dst.I, src.I)
+}
+
+// Sync returns nil: every CPU op has finished when it returns.
+func (*Backend) Sync() error { return nil }

@@ -1,0 +1,82 @@
+package cpu
+
+import "github.com/moerl/moerl/engine"
+
+// TokenLogProbs computes lse = log Σ exp(logits) (the sum in float64) and
+// logp = logits[target] − lse per row.
+func (*Backend) TokenLogProbs(logp, lse, logits, targets *engine.Tensor, rows, vocab int) {
+	const op = "TokenLogProbs"
+	lps, lses := f32(op, "logp", logp, rows), f32(op, "lse", lse, rows)
+	xs, ts := f32(op, "logits", logits, rows*vocab), i32(op, "targets", targets, rows)
+	for _, t := range ts {
+		checkIndex(op, "target", t, vocab)
+	}
+	parallelFor(rows, grain(24*vocab), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			x := xs[r*vocab : (r+1)*vocab]
+			l := logSumExp(x)
+			lses[r] = l
+			lps[r] = x[ts[r]] - l
+		}
+	})
+}
+
+// TokenLogProbsBackward accumulates dlogits += dlogp·(onehot(target) − p)
+// with p = exp(logits − lse).
+func (*Backend) TokenLogProbsBackward(dlogits, dlogp, logits, lse, targets *engine.Tensor, rows, vocab int) {
+	const op = "TokenLogProbsBackward"
+	dxs, xs := f32(op, "dlogits", dlogits, rows*vocab), f32(op, "logits", logits, rows*vocab)
+	dlps, lses := f32(op, "dlogp", dlogp, rows), f32(op, "lse", lse, rows)
+	ts := i32(op, "targets", targets, rows)
+	for _, t := range ts {
+		checkIndex(op, "target", t, vocab)
+	}
+	parallelFor(rows, grain(24*vocab), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			x, dx := xs[r*vocab:(r+1)*vocab], dxs[r*vocab:(r+1)*vocab]
+			dx = dx[:len(x)]
+			g, l := dlps[r], lses[r]
+			for i, v := range x {
+				dx[i] -= g * exp32(v-l)
+			}
+			dx[ts[r]] += g
+		}
+	})
+}
+
+// Entropy computes Σ p·(lse − logits) with p = exp(logits − lse) per row,
+// in float64; every term is non-negative, so nothing cancels.
+func (*Backend) Entropy(ent, logits, lse *engine.Tensor, rows, vocab int) {
+	const op = "Entropy"
+	es, xs, lses := f32(op, "ent", ent, rows), f32(op, "logits", logits, rows*vocab), f32(op, "lse", lse, rows)
+	parallelFor(rows, grain(26*vocab), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			l := lses[r]
+			var h float64
+			for _, v := range xs[r*vocab : (r+1)*vocab] {
+				h += float64(exp32(v-l)) * float64(l-v)
+			}
+			es[r] = float32(h)
+		}
+	})
+}
+
+// SoftmaxBackward accumulates dlogits += probs⊙(dprobs − Σ probs⊙dprobs)
+// per row of n, the sum in float64.
+func (*Backend) SoftmaxBackward(dlogits, dprobs, probs *engine.Tensor, rows, n int) {
+	const op = "SoftmaxBackward"
+	dls, dps, ps := f32(op, "dlogits", dlogits, rows*n), f32(op, "dprobs", dprobs, rows*n), f32(op, "probs", probs, rows*n)
+	parallelFor(rows, grain(5*n), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			p, dp, dl := ps[r*n:(r+1)*n], dps[r*n:(r+1)*n], dls[r*n:(r+1)*n]
+			dp, dl = dp[:len(p)], dl[:len(p)]
+			var s float64
+			for i, v := range p {
+				s += float64(v) * float64(dp[i])
+			}
+			for i, v := range p {
+				dl[i] += float32(float64(v) * (float64(dp[i]) - s))
+			}
+		}
+	})
+}

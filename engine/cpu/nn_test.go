@@ -1,0 +1,297 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+)
+
+func TestEmbedding(t *testing.T) {
+	b := New()
+	r := newRand(4)
+	const vocab, rows, dim = 7, 12, 5
+	table := randVec(r, vocab*dim, 1)
+	ids := randInts(r, rows, vocab)
+	ids[3] = ids[0] // a repeated id sums both rows
+	out := tf(make([]float32, rows*dim))
+	b.Embedding(out, tf(table), ti(ids), rows, dim)
+	want := refGather(f64s(table), ids, dim)
+	checkClose(t, "Embedding", out.F, want, 0)
+
+	c := randVec(r, rows*dim, 1)
+	dtable := make([]float32, vocab*dim)
+	backward := func() { b.EmbeddingBackward(wrap(dtable), tf(c), ti(ids), rows, dim) }
+	backward()
+	x := f64s(table)
+	checkGrad(t, "EmbeddingBackward", dtable, x, func() float64 { return linear(c, refGather(x, ids, dim)) })
+	checkAccumulates(t, "EmbeddingBackward", backward, dtable)
+}
+
+func TestRMSNorm(t *testing.T) {
+	b := New()
+	for _, dim := range []int{16, 13} {
+		r := newRand(uint64(5 + dim))
+		const rows, eps = 6, 1e-5
+		x := randVec(r, rows*dim, 2)
+		w := randVec(r, dim, 0.5)
+		for i := range w {
+			w[i]++
+		}
+		out, rstd := make([]float32, rows*dim), make([]float32, rows)
+		b.RMSNorm(wrap(out), wrap(rstd), tf(x), tf(w), rows, dim, eps)
+		wantOut, wantR := refRMSNorm(f64s(x), f64s(w), rows, dim, eps)
+		checkClose(t, fmt.Sprintf("RMSNorm dim=%d out", dim), out, wantOut, fwdTol)
+		checkClose(t, fmt.Sprintf("RMSNorm dim=%d rstd", dim), rstd, wantR, fwdTol)
+
+		c := randVec(r, rows*dim, 1)
+		dx, dw := make([]float32, rows*dim), make([]float32, dim)
+		backward := func() { b.RMSNormBackward(wrap(dx), wrap(dw), tf(c), tf(x), tf(w), wrap(rstd), rows, dim) }
+		backward()
+		x64, w64 := f64s(x), f64s(w)
+		loss := func() float64 { o, _ := refRMSNorm(x64, w64, rows, dim, eps); return linear(c, o) }
+		checkGrad(t, fmt.Sprintf("RMSNorm dim=%d dx", dim), dx, x64, loss)
+		checkGrad(t, fmt.Sprintf("RMSNorm dim=%d dw", dim), dw, w64, loss)
+		checkAccumulates(t, "RMSNormBackward", backward, dx, dw)
+	}
+}
+
+func TestRoPE(t *testing.T) {
+	b := New()
+	for _, tc := range []struct {
+		rows, heads, hd int
+		theta           float32
+	}{{3, 2, 8, 10000}, {4, 3, 6, 100}, {2, 1, 2, 10}} {
+		name := fmt.Sprintf("RoPE %d×%d×%d θ=%v", tc.rows, tc.heads, tc.hd, tc.theta)
+		r := newRand(uint64(tc.hd))
+		n := tc.rows * tc.heads * tc.hd
+		x := randVec(r, n, 1)
+		pos := randInts(r, tc.rows, 300)
+		got := slices.Clone(x)
+		b.RoPE(wrap(got), ti(pos), tc.rows, tc.heads, tc.hd, tc.theta)
+		checkClose(t, name, got, refRoPE(f64s(x), pos, tc.rows, tc.heads, tc.hd, float64(tc.theta)), fwdTol)
+
+		// The backward is the transpose of the rotation, so it undoes RoPE.
+		b.RoPEBackward(wrap(got), ti(pos), tc.rows, tc.heads, tc.hd, tc.theta)
+		checkClose(t, name+" then backward", got, f64s(x), fwdTol)
+
+		c := randVec(r, n, 1)
+		dx := slices.Clone(c)
+		b.RoPEBackward(wrap(dx), ti(pos), tc.rows, tc.heads, tc.hd, tc.theta)
+		x64 := f64s(x)
+		checkGrad(t, name, dx, x64, func() float64 {
+			return linear(c, refRoPE(x64, pos, tc.rows, tc.heads, tc.hd, float64(tc.theta)))
+		})
+	}
+}
+
+// attentionShapes include sequences longer than one and two query blocks
+// (attnBlock).
+var attentionShapes = []struct{ batch, seq, heads, hd int }{
+	{2, 5, 2, 4}, {1, 7, 3, 8}, {2, 4, 1, 10}, {1, 2*attnBlock + 2, 1, 4},
+}
+
+func TestAttention(t *testing.T) {
+	b := New()
+	for _, s := range attentionShapes {
+		name := fmt.Sprintf("Attention %d×%d×%d×%d", s.batch, s.seq, s.heads, s.hd)
+		r := newRand(uint64(s.seq))
+		n := s.batch * s.seq * s.heads * s.hd
+		q, k, v := randVec(r, n, 1.5), randVec(r, n, 1.5), randVec(r, n, 1)
+		out, lse := make([]float32, n), make([]float32, s.batch*s.heads*s.seq)
+		b.Attention(wrap(out), wrap(lse), tf(q), tf(k), tf(v), s.batch, s.seq, s.heads, s.hd)
+		q64, k64, v64 := f64s(q), f64s(k), f64s(v)
+		wantOut, wantLse := refAttention(q64, k64, v64, s.batch, s.seq, s.heads, s.hd)
+		checkClose(t, name+" out", out, wantOut, fwdTol)
+		checkClose(t, name+" lse", lse, wantLse, fwdTol)
+
+		c := randVec(r, n, 1)
+		dq, dk, dv := make([]float32, n), make([]float32, n), make([]float32, n)
+		backward := func() {
+			b.AttentionBackward(wrap(dq), wrap(dk), wrap(dv), tf(c), tf(q), tf(k), tf(v), wrap(out), wrap(lse),
+				s.batch, s.seq, s.heads, s.hd)
+		}
+		backward()
+		loss := func() float64 {
+			o, _ := refAttention(q64, k64, v64, s.batch, s.seq, s.heads, s.hd)
+			return linear(c, o)
+		}
+		checkGrad(t, name+" dq", dq, q64, loss)
+		checkGrad(t, name+" dk", dk, k64, loss)
+		checkGrad(t, name+" dv", dv, v64, loss)
+		checkAccumulates(t, name+" backward", backward, dq, dk, dv)
+	}
+}
+
+// TestAttentionDecode checks that attending one query to a cache prefix of
+// length L gives row L−1 of full causal attention over the cache.
+func TestAttentionDecode(t *testing.T) {
+	b := New()
+	r := newRand(8)
+	const batch, maxSeq, heads, hd = 5, 9, 2, 8
+	n := batch * maxSeq * heads * hd
+	q, kc, vc := randVec(r, n, 1.5), randVec(r, n, 1.5), randVec(r, n, 1)
+	full, lse := make([]float32, n), make([]float32, batch*heads*maxSeq)
+	b.Attention(wrap(full), wrap(lse), tf(q), tf(kc), tf(vc), batch, maxSeq, heads, hd)
+
+	lens := []int32{maxSeq, 4, 1, 0, 7}
+	stride := heads * hd
+	qd := make([]float32, batch*stride)
+	for i, l := range lens {
+		at := (i*maxSeq + max(int(l)-1, 0)) * stride
+		copy(qd[i*stride:(i+1)*stride], q[at:at+stride])
+	}
+	out := randVec(r, batch*stride, 1)
+	b.AttentionDecode(wrap(out), tf(qd), tf(kc), tf(vc), ti(lens), batch, maxSeq, heads, hd)
+	for i, l := range lens {
+		want := make([]float64, stride) // an empty cache attends to nothing
+		if l > 0 {
+			at := (i*maxSeq + int(l) - 1) * stride
+			want = f64s(full[at : at+stride])
+		}
+		checkClose(t, fmt.Sprintf("sequence %d (length %d)", i, l), out[i*stride:(i+1)*stride], want, fwdTol)
+	}
+}
+
+func TestSwiGLU(t *testing.T) {
+	b := New()
+	r := newRand(9)
+	const n = 37
+	g, u := randVec(r, n, 5), randVec(r, n, 1)
+	out := make([]float32, n)
+	b.SwiGLU(wrap(out), tf(g), tf(u), n)
+	g64, u64 := f64s(g), f64s(u)
+	checkClose(t, "SwiGLU", out, refSwiGLU(g64, u64), fwdTol)
+
+	c := randVec(r, n, 1)
+	dg, du := make([]float32, n), make([]float32, n)
+	backward := func() { b.SwiGLUBackward(wrap(dg), wrap(du), tf(c), tf(g), tf(u), n) }
+	backward()
+	loss := func() float64 { return linear(c, refSwiGLU(g64, u64)) }
+	checkGrad(t, "SwiGLU dgate", dg, g64, loss)
+	checkGrad(t, "SwiGLU dup", du, u64, loss)
+	checkAccumulates(t, "SwiGLUBackward", backward, dg, du)
+}
+
+// separatedLogits gives every row distinct logits at least 0.3 apart, so
+// that no finite-difference step changes the top-k choice.
+func separatedLogits(seed uint64, rows, n int) []float32 {
+	r := newRand(seed)
+	x := make([]float32, rows*n)
+	for row := range rows {
+		for i, p := range r.Perm(n) {
+			x[row*n+i] = float32(p)*0.4 - 1 + float32(r.Float64()*0.1)
+		}
+	}
+	return x
+}
+
+func TestRouterTopK(t *testing.T) {
+	b := New()
+	const rows, nExperts = 5, 6
+	for k := 1; k <= 3; k++ {
+		name := fmt.Sprintf("RouterTopK k=%d", k)
+		logits := separatedLogits(uint64(k), rows, nExperts)
+		w, e, p := make([]float32, rows*k), make([]int32, rows*k), make([]float32, rows*nExperts)
+		b.RouterTopK(wrap(w), wrapI(e), wrap(p), tf(logits), rows, nExperts, k)
+		x64 := f64s(logits)
+		wantW, wantE, wantP := refRouter(x64, rows, nExperts, k)
+		checkClose(t, name+" probs", p, wantP, fwdTol)
+		checkClose(t, name+" weights", w, wantW, fwdTol)
+		if !slices.Equal(e, wantE) {
+			t.Errorf("%s experts %v, want %v", name, e, wantE)
+		}
+
+		c := randVec(newRand(uint64(k)), rows*k, 1)
+		dl := make([]float32, rows*nExperts)
+		backward := func() { b.RouterTopKBackward(wrap(dl), tf(c), wrap(w), wrapI(e), wrap(p), rows, nExperts, k) }
+		backward()
+		checkGrad(t, name+" dlogits", dl, x64, func() float64 {
+			w, _, _ := refRouter(x64, rows, nExperts, k)
+			return linear(c, w)
+		})
+		checkAccumulates(t, name+" backward", backward, dl)
+	}
+}
+
+func TestRouterTopKTies(t *testing.T) {
+	b := New()
+	logits := []float32{1, 3, 3, 0, 3}
+	w, e, p := make([]float32, 3), make([]int32, 3), make([]float32, 5)
+	b.RouterTopK(wrap(w), wrapI(e), wrap(p), tf(logits), 1, 5, 3)
+	if want := []int32{1, 2, 4}; !slices.Equal(e, want) {
+		t.Errorf("tied experts %v, want %v (lower index first)", e, want)
+	}
+	checkClose(t, "tied weights", w, []float64{1.0 / 3, 1.0 / 3, 1.0 / 3}, 1e-6)
+}
+
+func TestSoftmaxBackward(t *testing.T) {
+	b := New()
+	r := newRand(10)
+	const rows, n = 3, 7
+	x := randVec(r, rows*n, 3)
+	x64 := f64s(x)
+	p := make([]float32, rows*n)
+	for i, v := range refSoftmax(x64, rows, n) {
+		p[i] = float32(v)
+	}
+	c := randVec(r, rows*n, 1)
+	dl := make([]float32, rows*n)
+	backward := func() { b.SoftmaxBackward(wrap(dl), tf(c), wrap(p), rows, n) }
+	backward()
+	checkGrad(t, "SoftmaxBackward", dl, x64, func() float64 { return linear(c, refSoftmax(x64, rows, n)) })
+	checkAccumulates(t, "SoftmaxBackward", backward, dl)
+}
+
+func TestTokenLogProbs(t *testing.T) {
+	b := New()
+	r := newRand(11)
+	const rows, vocab = 4, 11
+	logits := randVec(r, rows*vocab, 4)
+	targets := randInts(r, rows, vocab)
+	logp, lse := make([]float32, rows), make([]float32, rows)
+	b.TokenLogProbs(wrap(logp), wrap(lse), tf(logits), ti(targets), rows, vocab)
+	x64 := f64s(logits)
+	wantLogp, wantLse := refLogProbs(x64, targets, vocab)
+	checkClose(t, "TokenLogProbs logp", logp, wantLogp, fwdTol)
+	checkClose(t, "TokenLogProbs lse", lse, wantLse, fwdTol)
+
+	ent := make([]float32, rows)
+	b.Entropy(wrap(ent), tf(logits), wrap(lse), rows, vocab)
+	checkClose(t, "Entropy", ent, refEntropy(x64, rows, vocab), fwdTol)
+
+	c := randVec(r, rows, 1)
+	dl := make([]float32, rows*vocab)
+	backward := func() { b.TokenLogProbsBackward(wrap(dl), tf(c), tf(logits), wrap(lse), ti(targets), rows, vocab) }
+	backward()
+	checkGrad(t, "TokenLogProbs dlogits", dl, x64, func() float64 {
+		lp, _ := refLogProbs(x64, targets, vocab)
+		return linear(c, lp)
+	})
+	checkAccumulates(t, "TokenLogProbsBackward", backward, dl)
+}
+
+func TestAdamW(t *testing.T) {
+	b := New()
+	r := newRand(12)
+	const n = 50
+	const lr, b1, b2, eps, wd = 1e-2, 0.9, 0.95, 1e-8, 0.1
+	p := randVec(r, n, 1)
+	m, v := make([]float32, n), make([]float32, n)
+	p64, m64, v64 := f64s(p), make([]float64, n), make([]float64, n)
+	for step := 1; step <= 3; step++ {
+		g := randVec(r, n, 1)
+		b.AdamW(wrap(p), tf(g), wrap(m), wrap(v), n, lr, b1, b2, eps, wd, step)
+		for i := range n {
+			gi := float64(g[i])
+			m64[i] = b1*m64[i] + (1-b1)*gi
+			v64[i] = b2*v64[i] + (1-b2)*gi*gi
+			mh := m64[i] / (1 - math.Pow(b1, float64(step)))
+			vh := v64[i] / (1 - math.Pow(b2, float64(step)))
+			p64[i] -= lr * (wd*p64[i] + mh/(math.Sqrt(vh)+eps))
+		}
+	}
+	checkClose(t, "AdamW p", p, p64, 1e-6)
+	checkClose(t, "AdamW m", m, m64, 1e-6)
+	checkClose(t, "AdamW v", v, v64, 1e-6)
+}
