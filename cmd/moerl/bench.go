@@ -1,0 +1,185 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/moe"
+)
+
+// benchResult is one workload's measurement.
+type benchResult struct {
+	Workload   string  `json:"workload"`
+	Config     string  `json:"config"`
+	Device     string  `json:"device"`
+	TokensPerS float64 `json:"tokens_per_s"`
+	MsPerStep  float64 `json:"ms_per_step,omitempty"`
+	GFLOPs     float64 `json:"model_gflop_per_s,omitempty"`
+	Shape      string  `json:"shape"`
+}
+
+// benchShape is a workload's size for a model preset: BENCH.md's GPU
+// workloads for moe-tiny and moe-small; for moe-micro the CPU peer's
+// (peers/torch_cpu_bench.py: train 32×64, generate 64 prompts of 8 + 56).
+type benchShape struct{ trainB, trainT, genPrompts, genPromptLen, genNew int }
+
+var benchShapes = map[string]benchShape{
+	"moe-micro": {32, 64, 64, 8, 56},
+	"moe-tiny":  {64, 256, 256, 32, 128},
+	"moe-small": {32, 512, 256, 32, 128},
+}
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench", `Measure BENCH.md's workloads on random tokens:
+  train     forward, backward and AdamW on B×T tokens (tokens/s counts B×(T−1)
+            predicted tokens, as the peer does)
+  generate  KV-cache sampling at temperature 1, no early stop (new tokens/s)`, stderr)
+	configs := fs.String("config", "moe-micro", "comma-separated model presets")
+	workloads := fs.String("workloads", "train,generate", "comma-separated workloads")
+	steps := fs.Int("steps", 10, "timed train steps")
+	warm := fs.Int("warmup", 3, "untimed train steps first")
+	asJSON := fs.Bool("json", false, "print one JSON object with a workloads list")
+	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *steps <= 0 || *warm < 0 {
+		return usagef("--steps must be positive and --warmup ≥ 0")
+	}
+	var names []string
+	for _, c := range strings.Split(*configs, ",") {
+		if _, ok := benchShapes[c]; !ok {
+			return usagef("--config %q: want one of moe-micro, moe-tiny, moe-small", c)
+		}
+		names = append(names, c)
+	}
+	var wl []string
+	for _, w := range strings.Split(*workloads, ",") {
+		if w != "train" && w != "generate" {
+			return usagef("--workloads %q: want train or generate", w)
+		}
+		wl = append(wl, w)
+	}
+	be, err := openBackend(*device, stderr)
+	if err != nil {
+		return err
+	}
+	var results []benchResult
+	for _, name := range names {
+		cfg, _ := moe.Preset(name)
+		sh := benchShapes[name]
+		m, err := moe.New(cfg, be, 1)
+		if err != nil {
+			return err
+		}
+		for _, w := range wl {
+			var r benchResult
+			var err error
+			if w == "train" {
+				r, err = benchTrain(m, sh, *warm, *steps)
+			} else {
+				r, err = benchGenerate(m, sh)
+			}
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", name, w, err)
+			}
+			r.Config, r.Device = name, be.Device()
+			results = append(results, r)
+			fmt.Fprintf(stderr, "%s %s: %s tok/s\n", name, w, fmtRate(r.TokensPerS))
+		}
+	}
+	if *asJSON {
+		out, _ := json.MarshalIndent(map[string]any{"workloads": results, "date": time.Now().UTC().Format(time.RFC3339)}, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", out)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\tconfig\tshape\ttokens/s\tms/step\tmodel GFLOP/s\tdevice")
+	for _, r := range results {
+		ms, gf := "", ""
+		if r.MsPerStep > 0 {
+			ms, gf = fmt.Sprintf("%.1f", r.MsPerStep), fmt.Sprintf("%.1f", r.GFLOPs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Config, r.Shape, fmtRate(r.TokensPerS), ms, gf, r.Device)
+	}
+	return tw.Flush()
+}
+
+func randomTokens(rng *rand.Rand, n, vocab int) []int32 {
+	t := make([]int32, n)
+	for i := range t {
+		t[i] = int32(rng.IntN(vocab))
+	}
+	return t
+}
+
+func benchTrain(m *moe.Model, sh benchShape, warm, steps int) (benchResult, error) {
+	B, T := sh.trainB, sh.trainT
+	rng := rand.New(rand.NewPCG(1, 2))
+	docs := make([][]int32, B)
+	for i := range docs {
+		docs[i] = randomTokens(rng, T, m.Cfg.Vocab)
+	}
+	// T tokens per row give T−1 predictions, as in the peer's x[:, :-1].
+	b := moe.NewBatch(docs, T, 0)
+	acts := m.NewActs(B, T)
+	defer acts.Free(m.Backend())
+	tc := moe.DefaultTrain
+	tc.Batch, tc.SeqLen, tc.Steps = B, T, warm+steps
+	for i := range warm {
+		if _, err := m.TrainStep(acts, b, tc, i); err != nil {
+			return benchResult{}, err
+		}
+	}
+	if err := m.Backend().Sync(); err != nil {
+		return benchResult{}, err
+	}
+	t0 := time.Now()
+	for i := range steps {
+		if _, err := m.TrainStep(acts, b, tc, warm+i); err != nil {
+			return benchResult{}, err
+		}
+	}
+	if err := m.Backend().Sync(); err != nil {
+		return benchResult{}, err
+	}
+	dt := time.Since(t0).Seconds() / float64(steps)
+	tokens := float64(B * (T - 1))
+	return benchResult{Workload: "train", TokensPerS: tokens / dt, MsPerStep: dt * 1e3,
+		GFLOPs: tokens * m.Cfg.FLOPsPerToken(T) / dt / 1e9, Shape: fmt.Sprintf("%d×%d", B, T)}, nil
+}
+
+func benchGenerate(m *moe.Model, sh benchShape) (benchResult, error) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	prompts := make([][]int32, sh.genPrompts)
+	for i := range prompts {
+		prompts[i] = randomTokens(rng, sh.genPromptLen, m.Cfg.Vocab)
+	}
+	o := moe.SampleOptions{Temperature: 1, MaxNew: sh.genNew}
+	// One short untimed run warms caches and allocators.
+	if _, err := m.Generate(prompts[:min(8, len(prompts))], 1, moe.SampleOptions{Temperature: 1, MaxNew: 4},
+		engine.NewRNG(1, engine.StreamSample)); err != nil {
+		return benchResult{}, err
+	}
+	t0 := time.Now()
+	seqs, err := m.Generate(prompts, 1, o, engine.NewRNG(1, engine.StreamSample))
+	if err != nil {
+		return benchResult{}, err
+	}
+	if err := m.Backend().Sync(); err != nil {
+		return benchResult{}, err
+	}
+	dt := time.Since(t0).Seconds()
+	n := 0
+	for _, s := range seqs {
+		n += len(s.Tokens)
+	}
+	return benchResult{Workload: "generate", TokensPerS: float64(n) / dt,
+		Shape: fmt.Sprintf("%d prompts×%d+%d", sh.genPrompts, sh.genPromptLen, sh.genNew)}, nil
+}
