@@ -18,11 +18,13 @@ func goKernel4x4(kc int, a []float32, rsA, csA int, b []float32, rsB int, c []fl
 		c20, c21, c22, c23 float32
 		c30, c31, c32, c33 float32
 	)
-	for p := 0; p < kc; p++ {
-		ap := p * csA
-		a0, a1, a2, a3 := a[ap], a[ap+rsA], a[ap+2*rsA], a[ap+3*rsA]
-		bp := b[p*rsB : p*rsB+4]
-		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+	// Row slices and running offsets keep the loop's bounds checks to one
+	// per operand row.
+	a0s, a1s, a2s, a3s := a, a[rsA:], a[2*rsA:], a[3*rsA:]
+	for p, ap, bp := 0, 0, 0; p < kc; p, ap, bp = p+1, ap+csA, bp+rsB {
+		a0, a1, a2, a3 := a0s[ap], a1s[ap], a2s[ap], a3s[ap]
+		bs := b[bp : bp+4 : bp+4]
+		b0, b1, b2, b3 := bs[0], bs[1], bs[2], bs[3]
 		c00 += float32(a0 * b0)
 		c01 += float32(a0 * b1)
 		c02 += float32(a0 * b2)

@@ -41,6 +41,13 @@ var (
 
 func init() {
 	available = append(archImpls(), goImpl)
+	for _, p := range available {
+		// The assembly writes scratch tiles through raw pointers: a tile
+		// larger than the scratch would corrupt memory, not panic.
+		if p.mr*p.nr > maxTile || len(p.kernels) != p.mr {
+			panic(fmt.Sprintf("gemm: path %s has a %d×%d tile and %d kernels", p.name, p.mr, p.nr, len(p.kernels)))
+		}
+	}
 	active.Store(available[0])
 	if name := os.Getenv("MOERL_GEMM"); name != "" {
 		if err := SetPath(name); err != nil {
