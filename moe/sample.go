@@ -169,7 +169,16 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 			u[s] = float32(rng.Float64())
 		}
 		be.Upload(uT, u)
-		be.Sample(tokT, lpT, dec.logits, uT, S, V, float32(o.Temperature), o.TopK, topP)
+		// Scale by 1/T exactly as Forward does (rather than letting Sample
+		// divide), so recorded and recomputed log-probs round alike.
+		temp := float32(0)
+		if o.Temperature > 0 {
+			temp = 1
+			if o.Temperature != 1 {
+				be.Scale(dec.logits, S*V, float32(1/o.Temperature))
+			}
+		}
+		be.Sample(tokT, lpT, dec.logits, uT, S, V, temp, o.TopK, topP)
 		be.DownloadI32(tok, tokT)
 		be.Download(lp, lpT)
 		active := false

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -46,8 +48,20 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	warm := fs.Int("warmup", 3, "untimed train steps first")
 	asJSON := fs.Bool("json", false, "print one JSON object with a workloads list")
 	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
+	profile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *steps <= 0 || *warm < 0 {
 		return usagef("--steps must be positive and --warmup ≥ 0")

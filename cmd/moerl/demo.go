@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,7 +35,7 @@ type demoSettings struct {
 	RLSteps       int        `json:"rl_steps"`
 	RLPrompts     int        `json:"rl_prompts"`
 	RLLR          float64    `json:"rl_lr"`
-	EvalProblems  int        `json:"eval_problems"` // per training difficulty
+	EvalProblems  int        `json:"eval_problems"` // per difficulty
 	N             int        `json:"n"`             // samples per problem
 	MaxNew        int        `json:"max_new"`
 	Seed          uint64     `json:"seed"`
@@ -160,10 +162,18 @@ stages already finished in --out.`, stderr)
 	}
 	st.StageTimesS.Pretrain = time.Since(t0).Seconds()
 
-	// 2. Problems neither stage trained on: a seed of their own, and any
-	// that equals a training problem of the RL stage is still possible at
-	// small difficulties; pass@k over many samples is what is compared.
-	problems := task.GenerateSet(t, s.Seed+1_000_003, s.EvalProblems*len(train), train)
+	// 2. Evaluation problems: the training difficulties (from a seed of
+	// their own; at 2 digits there are only ~8k distinct additions, so some
+	// were seen in pretraining — both models are scored on the same set)
+	// and the first held-out, harder difficulty, which neither stage saw.
+	evalDiffs := train
+	if _, held := t.Difficulties(); len(held) > 0 && !*quick {
+		evalDiffs = append(slices.Clone(train), held[0])
+	}
+	var problems []task.Problem
+	for _, d := range evalDiffs {
+		problems = append(problems, task.GenerateSet(t, s.Seed+1_000_003+uint64(d), s.EvalProblems, []int{d})...)
+	}
 	opts := rl.EvalOptions{N: s.N, Temperature: 1, MaxNew: s.MaxNew}
 	evaluate := func(label, ckpt string) (eval.Report, error) {
 		m, _, _, err := moe.LoadCheckpoint(ckpt, be)
@@ -257,6 +267,18 @@ func printComparison(w io.Writer, algoName string, base, rlr eval.Report) {
 	fmt.Fprintf(tw, "k\tpass@k base\tpass@k %s\tmaj@k base\tmaj@k %s\t\n", algoName, algoName)
 	for _, k := range eval.Ks(base.N) {
 		fmt.Fprintf(tw, "%d\t%.3f\t%.3f\t%.3f\t%.3f\t\n", k, base.PassAtK[k], rlr.PassAtK[k], base.MajAtK[k], rlr.MajAtK[k])
+	}
+	tw.Flush()
+	if len(base.Bins) < 2 {
+		return
+	}
+	n := base.N
+	fmt.Fprintf(w, "\nper difficulty bin:\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "bin\tproblems\tpass@1 base\tpass@1 %s\tpass@%d base\tpass@%d %s\t\n", algoName, n, n, algoName)
+	for _, b := range slices.Sorted(maps.Keys(base.Bins)) {
+		br, rr := base.Bins[b], rlr.Bins[b]
+		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t\n", b, br.Problems, br.PassAtK[1], rr.PassAtK[1], br.PassAtK[n], rr.PassAtK[n])
 	}
 	tw.Flush()
 }

@@ -41,6 +41,8 @@ answer and the reason. --responses is JSONL of {"id" or "index", "response"}.`, 
 	}
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // keep "</answer>" readable in reasons
 	for j, r := range rs {
 		i, err := matchProblem(problems, byID, r)
 		if err != nil {
@@ -51,9 +53,10 @@ answer and the reason. --responses is JSONL of {"id" or "index", "response"}.`, 
 			return err
 		}
 		res := reward.Score(t, problems[i], r.Response, sc)
-		line, _ := json.Marshal(map[string]any{"id": problems[i].ID, "reward": res.Reward, "correct": res.Correct,
-			"well_formed": res.WellFormed, "answer": res.Answer, "reason": res.Reason})
-		fmt.Fprintf(w, "%s\n", line)
+		if err := enc.Encode(map[string]any{"id": problems[i].ID, "reward": res.Reward, "correct": res.Correct,
+			"well_formed": res.WellFormed, "answer": res.Answer, "reason": res.Reason}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

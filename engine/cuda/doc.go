@@ -1,0 +1,35 @@
+// Package cuda is moerl's GPU backend: engine.Backend on one NVIDIA GPU,
+// through the CUDA driver API and cuBLAS, with no cgo.
+//
+// The driver (libcuda.so.1) and cuBLAS (libcublas.so.13, .12, .11, or the
+// file MOERL_CUBLAS names; MOERL_CUBLAS=off forces the fallback GEMM kernel)
+// are opened at run time with purego, so a CGO_ENABLED=0 binary runs on
+// machines with and without a GPU: Available says which, and New returns an
+// error wrapping ErrUnavailable where there is none. The kernels are PTX from
+// package kernels, JIT-compiled by the driver when New loads them.
+//
+// Design:
+//
+//   - One stream, one driver thread. Every driver and cuBLAS call runs on
+//     one goroutine locked to its OS thread, on which the device's primary
+//     context is current (see worker). Ops queue their kernels there and
+//     return; Sync waits and reports the first error, including bad indices
+//     that kernels find (see kernels/common.cuh).
+//   - Kernel arguments are packed at their natural sizes into a pinned block
+//     from cuMemAllocHost and checked against the parameter types parsed
+//     from the kernel's PTX, so a launcher that passes the wrong arguments
+//     gets an error, not a corrupted launch (see packArgs).
+//   - A caching allocator reuses freed blocks by size class, so a repeated
+//     step stops calling cuMemAlloc (MemStats).
+//   - Deterministic: no kernel sums floats with atomics; every reduction has
+//     a fixed order that depends on the shapes only. Same inputs, same GPU,
+//     same bits.
+//   - Capture records a fixed sequence of ops as a CUDA graph, and
+//     Graph.Launch replays it with one launch.
+//
+// The GPU tests (cuda_test.go) compare every op with the CPU backend and
+// skip where CUDA is unavailable; the tests that need no GPU check every
+// launcher against the PTX through a fake driver, and TestOnEmulator runs
+// the GPU tests on the CPU kernel emulator of kernels/emu when MOERL_EMU_LIB
+// names its library (make -f kernels/ptx.mk kernels-emu-gotest).
+package cuda

@@ -1,0 +1,828 @@
+// emu_test.cc: runs every kernel of kernels/*.cu on the CPU emulator (emu.h)
+// with the launch shapes engine/cuda uses, and compares the results with
+// plain float64 references written from the engine.Backend contract.
+//
+//   make -f kernels/ptx.mk kernels-emu-test
+//
+// It checks indexing, barriers, warp intrinsics and the algorithms (sort
+// stability, online softmax, top-k ties, the sampler's selection rule), not
+// the GPU's rounding or speed: that needs the GPU tests in engine/cuda.
+#include "emu.h"
+
+#include "../adamw.cu"
+#include "../attention.cu"
+#include "../embedding.cu"
+#include "../gather.cu"
+#include "../gemm.cu"
+#include "../logprob.cu"
+#include "../reduce.cu"
+#include "../rmsnorm.cu"
+#include "../rope.cu"
+#include "../router.cu"
+#include "../sampling.cu"
+#include "../sort.cu"
+#include "../swiglu.cu"
+
+#include <map>
+#include <random>
+#include <string>
+
+static int failures = 0;
+static std::mt19937_64 rng(20251126);
+
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            failures++;                                                                                      \
+            std::printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                \
+            std::printf(__VA_ARGS__);                                                                        \
+            std::printf("\n");                                                                               \
+        }                                                                                                    \
+    } while (0)
+
+static std::vector<float> randn(size_t n, float std = 1.0f) {
+    std::normal_distribution<float> d(0.0f, std);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+static std::vector<int> randint(size_t n, int lo, int hi) {
+    std::uniform_int_distribution<int> d(lo, hi - 1);
+    std::vector<int> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+// relerr is ‖a − b‖ / ‖b‖ (or ‖a‖ when b is zero), NaN when a has a NaN.
+template <class A, class B> static double relerr(const A& a, const B& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        if (std::isnan((double)a[i])) return NAN;
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+#define CHECK_CLOSE(name, got, want, tol)                                                                    \
+    do {                                                                                                     \
+        double e_ = relerr(got, want);                                                                       \
+        CHECK(e_ <= (tol), "%s: relative error %.3g > %.1g", name, e_, (double)(tol));                       \
+        if (e_ == e_) std::printf("  %-34s rel err %.2e\n", name, e_);                                      \
+    } while (0)
+
+static unsigned cdiv(long a, long b) { return (unsigned)((a + b - 1) / b); }
+static unsigned block_for(int dim) { return (unsigned)std::min(256, std::max(32, (dim + 31) / 32 * 32)); }
+
+static const float NaN = std::nanf("");
+
+// ---------------------------------------------------------------- reduce
+
+static void test_reduce() {
+    std::printf("reduce\n");
+    int n = 5000;
+    auto y = randn(n), x = randn(n), y0 = y;
+    emu::launch(dim3(cdiv(n, 256)), dim3(256), 0, add_f32, y.data(), (const float*)x.data(), n);
+    std::vector<double> want(n);
+    for (int i = 0; i < n; i++) want[i] = (double)y0[i] + x[i];
+    CHECK_CLOSE("add_f32", y, want, 1e-7);
+    auto s = y;
+    emu::launch(dim3(4), dim3(256), 0, scale_f32, s.data(), n, 0.37f);
+    for (int i = 0; i < n; i++) want[i] = (double)y[i] * 0.37f;
+    CHECK_CLOSE("scale_f32", s, want, 1e-7);
+
+    for (int nn : {1, 255, 5000, 70001}) {
+        auto v = randn(nn);
+        int G = std::min(1024, std::max(1, (int)cdiv(nn, 2048)));
+        std::vector<double> partial(G, NaN), out(1, NaN);
+        emu::launch(dim3(G), dim3(256), 0, sumsq_partial, (const float*)v.data(), nn, partial.data());
+        emu::launch(dim3(1), dim3(256), 0, sumsq_final, (const double*)partial.data(), G, out.data());
+        double ref = 0;
+        for (float f : v) ref += (double)f * f;
+        CHECK(std::fabs(out[0] - ref) <= 1e-12 * ref, "sumsq n=%d: %.17g want %.17g", nn, out[0], ref);
+    }
+}
+
+// ---------------------------------------------------------------- adamw, swiglu
+
+static void test_adamw_swiglu() {
+    std::printf("adamw, swiglu\n");
+    int n = 3000;
+    auto p = randn(n), g = randn(n), m = randn(n, 0.1f), v = randn(n, 0.1f);
+    for (auto& e : v) e = std::fabs(e);
+    auto p0 = p, m0 = m, v0 = v;
+    float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    int step = 7;
+    double bc1 = 1 - std::pow(0.9f, step), bc2 = 1 - std::pow(0.95f, step);
+    float c1 = (float)(1 / bc1), c2 = (float)(1 / bc2);
+    emu::launch(dim3(cdiv(n, 256)), dim3(256), 0, adamw, p.data(), (const float*)g.data(), m.data(), v.data(), n,
+                lr, b1, b2, eps, wd, c1, c2);
+    std::vector<double> wp(n), wm(n), wv(n);
+    for (int i = 0; i < n; i++) {
+        double mi = 0.9f * m0[i] + (1 - 0.9f) * g[i], vi = 0.95f * v0[i] + (1 - 0.95f) * (double)g[i] * g[i];
+        wm[i] = mi;
+        wv[i] = vi;
+        wp[i] = p0[i] - 1e-3 * ((mi / bc1) / (std::sqrt(vi / bc2) + 1e-8) + 0.1 * p0[i]);
+    }
+    CHECK_CLOSE("adamw p", p, wp, 1e-6);
+    CHECK_CLOSE("adamw m", m, wm, 1e-6);
+    CHECK_CLOSE("adamw v", v, wv, 1e-6);
+
+    auto gate = randn(n, 3), up = randn(n), out = std::vector<float>(n, NaN);
+    emu::launch(dim3(cdiv(n, 256)), dim3(256), 0, swiglu_fwd, out.data(), (const float*)gate.data(),
+                (const float*)up.data(), n);
+    std::vector<double> want(n), wdg(n), wdu(n);
+    auto dout = randn(n), dg = randn(n), du = randn(n), dg0 = dg, du0 = du;
+    for (int i = 0; i < n; i++) {
+        double gg = gate[i], s = 1 / (1 + std::exp(-gg));
+        want[i] = gg * s * up[i];
+        wdg[i] = dg0[i] + dout[i] * up[i] * s * (1 + gg * (1 - s));
+        wdu[i] = du0[i] + dout[i] * gg * s;
+    }
+    CHECK_CLOSE("swiglu_fwd", out, want, 1e-6);
+    emu::launch(dim3(cdiv(n, 256)), dim3(256), 0, swiglu_bwd, dg.data(), du.data(), (const float*)dout.data(),
+                (const float*)gate.data(), (const float*)up.data(), n);
+    CHECK_CLOSE("swiglu_bwd dgate", dg, wdg, 1e-6);
+    CHECK_CLOSE("swiglu_bwd dup", du, wdu, 1e-6);
+}
+
+// ---------------------------------------------------------------- sort
+
+// stable_sort_emu runs the launcher's pass sequence and returns the order.
+static std::vector<int> stable_sort_emu(const std::vector<int>& in, int limit, int* status, int code,
+                                        std::vector<int>* keysOut) {
+    int n = (int)in.size();
+    std::vector<int> keys(n, -7);
+    emu::launch(dim3(cdiv(n, 256)), dim3(256), 0, sort_keys, in.data(), keys.data(), n, limit, status, code);
+    int bits = 1;
+    while ((1 << bits) <= limit) bits++; // keys lie in [0, limit]
+    int seg = std::max(1024, (int)cdiv(n, 1024));
+    int nb = (int)cdiv(n, seg);
+    std::vector<int> counts(256 * nb), a(n, -1), b(n, -1);
+    const int* inOrder = nullptr;
+    std::vector<int>* out = &a;
+    for (int shift = 0; shift < bits; shift += 8) {
+        emu::launch(dim3(nb), dim3(256), 0, sort_count, (const int*)keys.data(), inOrder, n, shift, seg,
+                    counts.data());
+        emu::launch(dim3(1), dim3(256), 0, sort_scan, counts.data(), 256 * nb);
+        emu::launch(dim3(nb), dim3(32), 0, sort_place, (const int*)keys.data(), inOrder, out->data(), n, shift, seg,
+                    (const int*)counts.data());
+        inOrder = out->data();
+        out = out == &a ? &b : &a;
+    }
+    if (keysOut) *keysOut = keys;
+    return std::vector<int>(inOrder, inOrder + n);
+}
+
+static void test_sort() {
+    std::printf("sort\n");
+    for (int n : {1, 31, 1000, 3000, 40000}) {
+        for (int limit : {4, 256, 700, 70000}) {
+            auto in = randint(n, 0, limit);
+            int status = 0;
+            auto order = stable_sort_emu(in, limit, &status, 9, nullptr);
+            std::vector<int> want(n);
+            for (int i = 0; i < n; i++) want[i] = i;
+            std::stable_sort(want.begin(), want.end(), [&](int x, int y) { return in[x] < in[y]; });
+            CHECK(order == want, "stable sort n=%d limit=%d differs", n, limit);
+            CHECK(status == 0, "sort status %d", status);
+        }
+    }
+    std::vector<int> bad = {3, -1, 2, 9, 3};
+    int status = 0;
+    auto order = stable_sort_emu(bad, 4, &status, 9, nullptr);
+    CHECK(status == 9, "bad key not reported: %d", status);
+    CHECK((order == std::vector<int>{2, 0, 4, 1, 3}), "bad keys not sorted last");
+}
+
+// ---------------------------------------------------------------- embedding
+
+static void test_embedding() {
+    std::printf("embedding\n");
+    for (int vocab : {50, 300}) {
+        int rows = 700, dim = 40;
+        auto table = randn((size_t)vocab * dim);
+        auto ids = randint(rows, 0, vocab);
+        for (int i = 0; i < rows; i += 7) ids[i] = 3; // a frequent token
+        std::vector<float> out(rows * dim, NaN);
+        int status = 0;
+        emu::launch(dim3(rows), dim3(block_for(dim)), 0, embedding_fwd, out.data(), (const float*)table.data(),
+                    (const int*)ids.data(), rows, dim, vocab, &status);
+        std::vector<float> want(rows * dim);
+        for (int i = 0; i < rows; i++)
+            for (int d = 0; d < dim; d++) want[i * dim + d] = table[ids[i] * dim + d];
+        CHECK(out == want, "embedding_fwd vocab=%d differs", vocab);
+
+        auto dout = randn(rows * dim), dtable = randn((size_t)vocab * dim), wt = dtable;
+        for (int i = 0; i < rows; i++)
+            for (int d = 0; d < dim; d++) wt[ids[i] * dim + d] += dout[i * dim + d]; // float, CPU order
+        std::vector<int> keys;
+        auto order = stable_sort_emu(ids, vocab, &status, STATUS_EMBED_ID, &keys);
+        emu::launch(dim3(rows), dim3(block_for(dim)), 0, embedding_bwd_apply, dtable.data(),
+                    (const float*)dout.data(), (const int*)keys.data(), (const int*)order.data(), rows, dim, vocab);
+        CHECK(dtable == wt, "embedding backward vocab=%d is not bitwise the sequential sum", vocab);
+        CHECK(status == 0, "status %d", status);
+    }
+    // A bad id is reported, gives a zero row, and is skipped by the backward.
+    std::vector<int> ids = {1, 7, 0};
+    std::vector<float> table = {1, 2, 3, 4}, out(6, NaN);
+    int status = 0;
+    emu::launch(dim3(3), dim3(32), 0, embedding_fwd, out.data(), (const float*)table.data(), (const int*)ids.data(),
+                3, 2, 2, &status);
+    CHECK(status == STATUS_EMBED_ID && out[2] == 0 && out[3] == 0 && out[0] == 3, "bad id forward");
+}
+
+// ---------------------------------------------------------------- rmsnorm
+
+static void test_rmsnorm() {
+    std::printf("rmsnorm\n");
+    for (auto [rows, dim] : {std::pair{37, 64}, std::pair{2100, 24}, std::pair{9, 600}}) {
+        float eps = 1e-5f;
+        auto x = randn((size_t)rows * dim), w = randn(dim);
+        std::vector<float> out(rows * dim, NaN), rstd(rows, NaN);
+        emu::launch(dim3(cdiv(rows, 8)), dim3(256), 0, rmsnorm_fwd, out.data(), rstd.data(), (const float*)x.data(),
+                    (const float*)w.data(), rows, dim, eps);
+        std::vector<double> wo(rows * dim), wr(rows);
+        for (int r = 0; r < rows; r++) {
+            double ss = 0;
+            for (int d = 0; d < dim; d++) ss += (double)x[r * dim + d] * x[r * dim + d];
+            wr[r] = 1 / std::sqrt(ss / dim + eps);
+            for (int d = 0; d < dim; d++) wo[r * dim + d] = x[r * dim + d] * wr[r] * w[d];
+        }
+        CHECK_CLOSE("rmsnorm_fwd out", out, wo, 1e-6);
+        CHECK_CLOSE("rmsnorm_fwd rstd", rstd, wr, 1e-6);
+
+        auto dout = randn((size_t)rows * dim), dx = randn((size_t)rows * dim), dw = randn(dim);
+        std::vector<double> wdx(dx.begin(), dx.end()), wdw(dw.begin(), dw.end());
+        for (int r = 0; r < rows; r++) {
+            double dot = 0, rs = rstd[r];
+            for (int d = 0; d < dim; d++) dot += (double)dout[r * dim + d] * w[d] * x[r * dim + d];
+            for (int d = 0; d < dim; d++) {
+                wdx[r * dim + d] += rs * w[d] * dout[r * dim + d] - rs * rs * rs * x[r * dim + d] * dot / dim;
+                wdw[d] += (double)dout[r * dim + d] * x[r * dim + d] * rs;
+            }
+        }
+        unsigned T = block_for(dim);
+        int rpb = std::max(1, (int)cdiv(rows, 1024));
+        int nb = (int)cdiv(rows, rpb);
+        std::vector<double> partial((size_t)nb * dim, NaN);
+        emu::launch(dim3(nb), dim3(T), 0, rmsnorm_bwd, dx.data(), partial.data(), (const float*)dout.data(),
+                    (const float*)x.data(), (const float*)w.data(), (const float*)rstd.data(), rows, dim, rpb);
+        emu::launch(dim3(cdiv(dim, 256)), dim3(256), 0, rmsnorm_dw_reduce, dw.data(), (const double*)partial.data(),
+                    nb, dim);
+        CHECK_CLOSE("rmsnorm_bwd dx", dx, wdx, 1e-5);
+        CHECK_CLOSE("rmsnorm_bwd dw", dw, wdw, 1e-5);
+    }
+}
+
+// ---------------------------------------------------------------- rope
+
+static void test_rope() {
+    std::printf("rope\n");
+    int rows = 50, heads = 3, hd = 16;
+    float theta = 10000;
+    auto x = randn((size_t)rows * heads * hd), x0 = x;
+    auto pos = randint(rows, 0, 4000);
+    emu::launch(dim3(cdiv(rows * hd / 2, 256)), dim3(256), 0, rope_fwd, x.data(), (const int*)pos.data(), rows,
+                heads, hd, theta);
+    std::vector<double> want(x.size());
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < hd / 2; i++) {
+                double a = pos[r] * std::pow((double)theta, -2.0 * i / hd);
+                double x1 = x0[(r * heads + h) * hd + i], x2 = x0[(r * heads + h) * hd + i + hd / 2];
+                want[(r * heads + h) * hd + i] = x1 * std::cos(a) - x2 * std::sin(a);
+                want[(r * heads + h) * hd + i + hd / 2] = x1 * std::sin(a) + x2 * std::cos(a);
+            }
+    CHECK_CLOSE("rope_fwd", x, want, 1e-6);
+    emu::launch(dim3(cdiv(rows * hd / 2, 256)), dim3(256), 0, rope_bwd, x.data(), (const int*)pos.data(), rows,
+                heads, hd, theta);
+    CHECK_CLOSE("rope_bwd(rope_fwd(x)) = x", x, x0, 1e-6);
+}
+
+// ---------------------------------------------------------------- attention
+
+static size_t attn_fwd_smem(int D) { return (size_t)(3 * 64 * (D + 1) + 64 * 65) * 4; }
+static size_t attn_dkdv_smem(int D) { return (size_t)(2 * 32 * (D + 1) + 2 * 64 * (D + 1) + 2 * 64 * 33 + 128) * 4; }
+static size_t attn_dq_smem(int D) { return (size_t)(2 * 64 * (D + 1) + 2 * 32 * (D + 1) + 64 * 33 + 128) * 4; }
+
+template <int D> struct Attn;
+#define ATTN_TEST_ENTRIES(D)                                                                                 \
+    template <> struct Attn<D> {                                                                             \
+        static constexpr auto fwd = attn_fwd_d##D;                                                           \
+        static constexpr auto dkdv = attn_bwd_dkdv_d##D;                                                     \
+        static constexpr auto dq = attn_bwd_dq_d##D;                                                         \
+        static constexpr auto decode = attn_decode_d##D;                                                     \
+    };
+ATTN_TEST_ENTRIES(32)
+ATTN_TEST_ENTRIES(64)
+ATTN_TEST_ENTRIES(128)
+
+template <int D>
+static void run_attention(int batch, int seq, int heads, int hd) {
+    char name[96];
+    size_t n = (size_t)batch * seq * heads * hd;
+    auto q = randn(n), k = randn(n), v = randn(n);
+    float scale = (float)(1 / std::sqrt((double)hd));
+    std::vector<float> out(n, NaN), lse((size_t)batch * heads * seq, NaN);
+    auto at = [&](int b, int i, int h) { return (((size_t)b * seq + i) * heads + h) * hd; };
+    emu::launch(dim3(cdiv(seq, 64), heads, batch), dim3(256), attn_fwd_smem(D), Attn<D>::fwd, out.data(),
+                lse.data(), (const float*)q.data(), (const float*)k.data(), (const float*)v.data(), seq, heads, hd,
+                scale);
+
+    std::vector<double> wo(n), wl(lse.size()), P((size_t)batch * heads * seq * seq);
+    auto pat = [&](int b, int h, int i, int j) -> double& { return P[(((size_t)b * heads + h) * seq + i) * seq + j]; };
+    for (int b = 0; b < batch; b++)
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < seq; i++) {
+                std::vector<double> s(i + 1);
+                double m = -INFINITY;
+                for (int j = 0; j <= i; j++) {
+                    double dot = 0;
+                    for (int d = 0; d < hd; d++) dot += (double)q[at(b, i, h) + d] * k[at(b, j, h) + d];
+                    s[j] = dot * scale;
+                    m = std::max(m, s[j]);
+                }
+                double sum = 0;
+                for (int j = 0; j <= i; j++) sum += std::exp(s[j] - m);
+                wl[((size_t)b * heads + h) * seq + i] = m + std::log(sum);
+                for (int j = 0; j <= i; j++) pat(b, h, i, j) = std::exp(s[j] - m) / sum;
+                for (int d = 0; d < hd; d++) {
+                    double o = 0;
+                    for (int j = 0; j <= i; j++) o += pat(b, h, i, j) * v[at(b, j, h) + d];
+                    wo[at(b, i, h) + d] = o;
+                }
+            }
+    std::snprintf(name, sizeof name, "attn_fwd_d%d out (seq %d hd %d)", D, seq, hd);
+    CHECK_CLOSE(name, out, wo, 1e-5);
+    std::snprintf(name, sizeof name, "attn_fwd_d%d lse", D);
+    CHECK_CLOSE(name, lse, wl, 1e-6);
+
+    // Backward.
+    auto dout = randn(n), dq = randn(n), dk = randn(n), dv = randn(n);
+    std::vector<double> wdq(dq.begin(), dq.end()), wdk(dk.begin(), dk.end()), wdv(dv.begin(), dv.end());
+    for (int b = 0; b < batch; b++)
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < seq; i++) {
+                std::vector<double> dp(i + 1);
+                double delta = 0;
+                for (int j = 0; j <= i; j++) {
+                    double s = 0;
+                    for (int d = 0; d < hd; d++) s += (double)dout[at(b, i, h) + d] * v[at(b, j, h) + d];
+                    dp[j] = s;
+                    delta += pat(b, h, i, j) * s;
+                }
+                for (int j = 0; j <= i; j++) {
+                    double p = pat(b, h, i, j), ds = p * (dp[j] - delta);
+                    for (int d = 0; d < hd; d++) {
+                        wdq[at(b, i, h) + d] += scale * ds * k[at(b, j, h) + d];
+                        wdk[at(b, j, h) + d] += scale * ds * q[at(b, i, h) + d];
+                        wdv[at(b, j, h) + d] += p * dout[at(b, i, h) + d];
+                    }
+                }
+            }
+    std::vector<float> delta(lse.size(), NaN);
+    emu::launch(dim3(cdiv((long)batch * seq * heads, 8)), dim3(256), 0, attn_bwd_delta, delta.data(),
+                (const float*)dout.data(), (const float*)out.data(), batch, seq, heads, hd);
+    emu::launch(dim3(cdiv(seq, 32), heads, batch), dim3(256), attn_dkdv_smem(D), Attn<D>::dkdv, dk.data(),
+                dv.data(), (const float*)dout.data(), (const float*)q.data(), (const float*)k.data(),
+                (const float*)v.data(), (const float*)lse.data(), (const float*)delta.data(), seq, heads, hd, scale);
+    emu::launch(dim3(cdiv(seq, 64), heads, batch), dim3(256), attn_dq_smem(D), Attn<D>::dq, dq.data(),
+                (const float*)dout.data(), (const float*)q.data(), (const float*)k.data(), (const float*)v.data(),
+                (const float*)lse.data(), (const float*)delta.data(), seq, heads, hd, scale);
+    std::snprintf(name, sizeof name, "attn_bwd_d%d dq", D);
+    CHECK_CLOSE(name, dq, wdq, 1e-5);
+    std::snprintf(name, sizeof name, "attn_bwd_d%d dk", D);
+    CHECK_CLOSE(name, dk, wdk, 1e-5);
+    std::snprintf(name, sizeof name, "attn_bwd_d%d dv", D);
+    CHECK_CLOSE(name, dv, wdv, 1e-5);
+
+    // Decode: the last query of each sequence against a cache of maxSeq
+    // positions, lens[b] of them valid.
+    int maxSeq = seq + 5;
+    std::vector<float> kc((size_t)batch * maxSeq * heads * hd, NaN), vc(kc.size(), NaN);
+    std::vector<int> lens(batch);
+    std::vector<float> qd((size_t)batch * heads * hd), od(qd.size(), NaN);
+    std::vector<double> wod(qd.size());
+    for (int b = 0; b < batch; b++) {
+        lens[b] = 1 + (b * 7 + seq / 2) % seq;
+        int L = lens[b];
+        for (int j = 0; j < L; j++)
+            for (int h = 0; h < heads; h++)
+                for (int d = 0; d < hd; d++) {
+                    kc[(((size_t)b * maxSeq + j) * heads + h) * hd + d] = k[at(b, j, h) + d];
+                    vc[(((size_t)b * maxSeq + j) * heads + h) * hd + d] = v[at(b, j, h) + d];
+                }
+        for (int h = 0; h < heads; h++)
+            for (int d = 0; d < hd; d++) {
+                qd[((size_t)b * heads + h) * hd + d] = q[at(b, L - 1, h) + d];
+                wod[((size_t)b * heads + h) * hd + d] = wo[at(b, L - 1, h) + d];
+            }
+    }
+    int status = 0;
+    emu::launch(dim3(heads, batch), dim3(128), (size_t)maxSeq * 4, Attn<D>::decode, od.data(),
+                (const float*)qd.data(), (const float*)kc.data(), (const float*)vc.data(), (const int*)lens.data(),
+                maxSeq, heads, hd, scale, &status);
+    std::snprintf(name, sizeof name, "attn_decode_d%d", D);
+    CHECK_CLOSE(name, od, wod, 1e-5);
+    CHECK(status == 0, "decode status %d", status);
+}
+
+static void test_attention() {
+    std::printf("attention\n");
+    run_attention<32>(2, 70, 2, 32);
+    run_attention<64>(1, 130, 2, 48);
+    run_attention<128>(1, 65, 1, 128);
+    run_attention<32>(1, 1, 1, 2);
+}
+
+// ---------------------------------------------------------------- router
+
+static void test_router() {
+    std::printf("router\n");
+    int rows = 45, nE = 40, k = 3;
+    auto logits = randn((size_t)rows * nE);
+    // Ties: row 0 has all-equal logits, row 1 two equal maxima.
+    for (int e = 0; e < nE; e++) logits[e] = 0.5f;
+    logits[nE + 7] = logits[nE + 3] = 9.0f;
+    std::vector<float> w(rows * k, NaN), probs(rows * nE, NaN);
+    std::vector<int> ex(rows * k, -1);
+    emu::launch(dim3(cdiv(rows, 8)), dim3(256), 0, router_topk_fwd, w.data(), ex.data(), probs.data(),
+                (const float*)logits.data(), rows, nE, k);
+    std::vector<double> wp(rows * nE), ww(rows * k);
+    std::vector<int> wex(rows * k);
+    for (int r = 0; r < rows; r++) {
+        double m = -INFINITY, s = 0;
+        for (int e = 0; e < nE; e++) m = std::max(m, (double)logits[r * nE + e]);
+        for (int e = 0; e < nE; e++) s += std::exp(logits[r * nE + e] - m);
+        std::vector<int> idx(nE);
+        for (int e = 0; e < nE; e++) {
+            wp[r * nE + e] = std::exp(logits[r * nE + e] - m) / s;
+            idx[e] = e;
+        }
+        // Rank by the kernel's float probabilities: larger first, lower index on ties.
+        std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return probs[r * nE + a] > probs[r * nE + b]; });
+        double sel = 0;
+        for (int j = 0; j < k; j++) sel += probs[r * nE + idx[j]];
+        for (int j = 0; j < k; j++) {
+            wex[r * k + j] = idx[j];
+            ww[r * k + j] = probs[r * nE + idx[j]] / sel;
+        }
+    }
+    CHECK_CLOSE("router_topk_fwd probs", probs, wp, 1e-6);
+    CHECK(ex == wex, "router_topk_fwd experts differ (ties: lower index first)");
+    CHECK(ex[0] == 0 && ex[1] == 1 && ex[2] == 2 && ex[k] == 3 && ex[k + 1] == 7, "tie rule");
+    CHECK_CLOSE("router_topk_fwd weights", w, ww, 1e-6);
+
+    auto dw = randn(rows * k), dl = randn(rows * nE);
+    std::vector<double> wdl(dl.begin(), dl.end());
+    for (int r = 0; r < rows; r++) {
+        double S = 0, dotw = 0, dot2 = 0;
+        for (int j = 0; j < k; j++) {
+            S += probs[r * nE + ex[r * k + j]];
+            dotw += (double)dw[r * k + j] * w[r * k + j];
+        }
+        std::vector<double> g(nE, 0.0);
+        for (int j = 0; j < k; j++) g[ex[r * k + j]] = (dw[r * k + j] - dotw) / S;
+        for (int e = 0; e < nE; e++) dot2 += probs[r * nE + e] * g[e];
+        for (int e = 0; e < nE; e++) wdl[r * nE + e] += probs[r * nE + e] * (g[e] - dot2);
+    }
+    int status = 0;
+    emu::launch(dim3(cdiv(rows, 8)), dim3(256), 0, router_topk_bwd, dl.data(), (const float*)dw.data(),
+                (const float*)w.data(), (const int*)ex.data(), (const float*)probs.data(), rows, nE, k, &status);
+    CHECK_CLOSE("router_topk_bwd", dl, wdl, 1e-5);
+
+    auto dp = randn(rows * nE), ds = randn(rows * nE);
+    std::vector<double> wds(ds.begin(), ds.end());
+    for (int r = 0; r < rows; r++) {
+        double dot = 0;
+        for (int e = 0; e < nE; e++) dot += (double)probs[r * nE + e] * dp[r * nE + e];
+        for (int e = 0; e < nE; e++) wds[r * nE + e] += probs[r * nE + e] * (dp[r * nE + e] - dot);
+    }
+    emu::launch(dim3(cdiv(rows, 8)), dim3(256), 0, softmax_bwd, ds.data(), (const float*)dp.data(),
+                (const float*)probs.data(), rows, nE);
+    CHECK_CLOSE("softmax_bwd", ds, wds, 1e-5);
+
+    // Dispatch.
+    int n = rows * k;
+    std::vector<int> keys;
+    auto order = stable_sort_emu(ex, nE, &status, STATUS_EXPERT, &keys);
+    std::vector<int> perm(n, -1), inv(n, -1), offsets(nE + 1, -1);
+    emu::launch(dim3(cdiv(n, 256)), dim3(256), 0, dispatch_finalize, (const int*)order.data(), n, k, perm.data(),
+                inv.data());
+    emu::launch(dim3(1), dim3(256), (size_t)(nE + 1) * 4, dispatch_offsets, (const int*)keys.data(), n, nE,
+                offsets.data());
+    std::vector<int> wperm, winv(n), woff(nE + 1, 0);
+    for (int e = 0; e < nE; e++) {
+        woff[e] = (int)wperm.size();
+        for (int t = 0; t < rows; t++)
+            for (int j = 0; j < k; j++)
+                if (ex[t * k + j] == e) {
+                    winv[t * k + j] = (int)wperm.size();
+                    wperm.push_back(t);
+                }
+    }
+    woff[nE] = n;
+    CHECK(perm == wperm, "dispatch perm");
+    CHECK(inv == winv, "dispatch inv");
+    CHECK(offsets == woff, "dispatch offsets");
+    CHECK(status == 0, "status %d", status);
+}
+
+// ---------------------------------------------------------------- gather, combine
+
+static void test_gather_combine() {
+    std::printf("gather, combine\n");
+    int rows = 60, k = 3, dim = 70, n = rows * k;
+    std::vector<int> inv(n), perm(n);
+    for (int i = 0; i < n; i++) inv[i] = i;
+    std::shuffle(inv.begin(), inv.end(), rng);
+    for (int a = 0; a < n; a++) perm[inv[a]] = a / k;
+    auto x = randn((size_t)rows * dim);
+    std::vector<float> xp((size_t)n * dim, NaN);
+    int status = 0;
+    emu::launch(dim3(n), dim3(block_for(dim)), 0, gather_fwd, xp.data(), (const float*)x.data(),
+                (const int*)perm.data(), n, dim, rows, &status);
+    std::vector<float> wxp((size_t)n * dim);
+    for (int s = 0; s < n; s++)
+        for (int d = 0; d < dim; d++) wxp[s * dim + d] = x[perm[s] * dim + d];
+    CHECK(xp == wxp, "gather_fwd");
+
+    auto dxp = randn((size_t)n * dim), dx = randn((size_t)rows * dim);
+    auto wdx = dx;
+    for (int t = 0; t < rows; t++)
+        for (int j = 0; j < k; j++)
+            for (int d = 0; d < dim; d++) wdx[t * dim + d] += dxp[inv[t * k + j] * dim + d];
+    emu::launch(dim3(rows), dim3(block_for(dim)), 0, gather_bwd, dx.data(), (const float*)dxp.data(),
+                (const int*)inv.data(), rows, k, dim, n, &status);
+    CHECK(dx == wdx, "gather_bwd is not bitwise the sequential sum");
+
+    auto y = randn((size_t)n * dim), wts = randn(n), out = randn((size_t)rows * dim);
+    auto wout = out;
+    for (int t = 0; t < rows; t++)
+        for (int d = 0; d < dim; d++) {
+            float acc = wout[t * dim + d];
+            for (int j = 0; j < k; j++) acc += wts[t * k + j] * y[inv[t * k + j] * dim + d];
+            wout[t * dim + d] = acc;
+        }
+    emu::launch(dim3(rows), dim3(block_for(dim)), 0, combine_fwd, out.data(), (const float*)y.data(),
+                (const float*)wts.data(), (const int*)inv.data(), rows, k, dim, n, &status);
+    CHECK_CLOSE("combine_fwd", out, wout, 1e-6);
+
+    auto dout = randn((size_t)rows * dim), dy = randn((size_t)n * dim), dwts = randn(n);
+    std::vector<double> wdy(dy.begin(), dy.end()), wdw(dwts.begin(), dwts.end());
+    for (int t = 0; t < rows; t++)
+        for (int j = 0; j < k; j++) {
+            int s = inv[t * k + j];
+            for (int d = 0; d < dim; d++) {
+                wdy[s * dim + d] += (double)wts[t * k + j] * dout[t * dim + d];
+                wdw[t * k + j] += (double)dout[t * dim + d] * y[s * dim + d];
+            }
+        }
+    emu::launch(dim3(rows), dim3(block_for(dim)), 0, combine_bwd, dy.data(), dwts.data(), (const float*)dout.data(),
+                (const float*)y.data(), (const float*)wts.data(), (const int*)inv.data(), rows, k, dim, n, &status);
+    CHECK_CLOSE("combine_bwd dy", dy, wdy, 1e-6);
+    CHECK_CLOSE("combine_bwd dweights", dwts, wdw, 1e-5);
+    CHECK(status == 0, "status %d", status);
+
+    std::vector<float> dst((size_t)rows * dim, 1.5f);
+    std::vector<int> idx = {5, 2, 9};
+    auto src = randn(3 * dim);
+    emu::launch(dim3(3), dim3(block_for(dim)), 0, scatter_rows, dst.data(), (const float*)src.data(),
+                (const int*)idx.data(), 3, dim, rows, &status);
+    CHECK(dst[5 * dim] == src[0] && dst[2 * dim + 1] == src[dim + 1] && dst[9 * dim + dim - 1] == src[3 * dim - 1] &&
+              dst[0] == 1.5f,
+          "scatter_rows");
+    idx[1] = rows;
+    emu::launch(dim3(3), dim3(block_for(dim)), 0, scatter_rows, dst.data(), (const float*)src.data(),
+                (const int*)idx.data(), 3, dim, rows, &status);
+    CHECK(status == STATUS_GATHER_INDEX, "scatter_rows bad index not reported");
+}
+
+// ---------------------------------------------------------------- logprob
+
+static void test_logprob() {
+    std::printf("logprob\n");
+    for (int vocab : {7, 128, 1000}) {
+        int rows = 20;
+        auto logits = randn((size_t)rows * vocab, 3);
+        auto targets = randint(rows, 0, vocab);
+        std::vector<float> logp(rows, NaN), lse(rows, NaN), ent(rows, NaN);
+        int status = 0;
+        emu::launch(dim3(rows), dim3(256), 0, logprob_fwd, logp.data(), lse.data(), (const float*)logits.data(),
+                    (const int*)targets.data(), rows, vocab, &status);
+        emu::launch(dim3(rows), dim3(256), 0, entropy, ent.data(), (const float*)logits.data(),
+                    (const float*)lse.data(), rows, vocab);
+        std::vector<double> wl(rows), wlp(rows), we(rows);
+        for (int r = 0; r < rows; r++) {
+            double m = -INFINITY, s = 0, h = 0;
+            for (int j = 0; j < vocab; j++) m = std::max(m, (double)logits[r * vocab + j]);
+            for (int j = 0; j < vocab; j++) s += std::exp(logits[r * vocab + j] - m);
+            wl[r] = m + std::log(s);
+            wlp[r] = logits[r * vocab + targets[r]] - wl[r];
+            for (int j = 0; j < vocab; j++) {
+                double lp = logits[r * vocab + j] - wl[r];
+                h -= std::exp(lp) * lp;
+            }
+            we[r] = h;
+        }
+        CHECK_CLOSE("logprob_fwd lse", lse, wl, 1e-6);
+        CHECK_CLOSE("logprob_fwd logp", logp, wlp, 1e-6);
+        CHECK_CLOSE("entropy", ent, we, 1e-6);
+        auto dlogp = randn(rows), dl = randn((size_t)rows * vocab);
+        std::vector<double> wdl(dl.begin(), dl.end());
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < vocab; j++)
+                wdl[r * vocab + j] +=
+                    dlogp[r] * ((j == targets[r] ? 1.0 : 0.0) - std::exp(logits[r * vocab + j] - wl[r]));
+        emu::launch(dim3(rows), dim3(256), 0, logprob_bwd, dl.data(), (const float*)dlogp.data(),
+                    (const float*)logits.data(), (const float*)lse.data(), (const int*)targets.data(), rows, vocab,
+                    &status);
+        CHECK_CLOSE("logprob_bwd", dl, wdl, 1e-6);
+        CHECK(status == 0, "status %d", status);
+    }
+}
+
+// ---------------------------------------------------------------- sampling
+
+// sample_ref is the documented rule, in float64.
+static int sample_ref(const float* lr, int vocab, float T, int topK, float topP, float u) {
+    if (T == 0) {
+        int b = 0;
+        for (int i = 1; i < vocab; i++)
+            if (lr[i] > lr[b]) b = i;
+        return b;
+    }
+    std::vector<double> x(vocab);
+    double m = -INFINITY;
+    for (int i = 0; i < vocab; i++) {
+        x[i] = lr[i] / T;
+        m = std::max(m, x[i]);
+    }
+    std::vector<int> rank(vocab);
+    for (int i = 0; i < vocab; i++) rank[i] = i;
+    std::stable_sort(rank.begin(), rank.end(), [&](int a, int b) { return x[a] > x[b]; });
+    int c = (topK > 0 && topK < vocab) ? topK : vocab;
+    if (topP < 1) {
+        double Mk = 0;
+        for (int r = 0; r < c; r++) Mk += std::exp(x[rank[r]] - m);
+        double cum = 0;
+        for (int r = 0; r < c; r++) {
+            cum += std::exp(x[rank[r]] - m);
+            if (cum >= topP * Mk) {
+                c = r + 1;
+                break;
+            }
+        }
+    }
+    std::vector<bool> kept(vocab, false);
+    for (int r = 0; r < c; r++) kept[rank[r]] = true;
+    double W = 0;
+    for (int i = 0; i < vocab; i++)
+        if (kept[i]) W += std::exp(x[i] - m);
+    double cum = 0;
+    int last = 0;
+    for (int i = 0; i < vocab; i++)
+        if (kept[i]) {
+            cum += std::exp(x[i] - m);
+            last = i;
+            if (cum > u * W) return i;
+        }
+    return last;
+}
+
+static void test_sampling() {
+    std::printf("sampling\n");
+    struct Case {
+        int vocab;
+        float T;
+        int topK;
+        float topP;
+    } cases[] = {{128, 1, 0, 1}, {128, 0.7f, 5, 1}, {128, 1.3f, 0, 0.8f}, {128, 1, 10, 0.5f}, {128, 0, 0, 1},
+                 {5000, 1, 40, 0.9f}, {300, 1, 0, 1}, {1, 1, 1, 0.5f}, {64, 1, 64, 1}};
+    for (auto& c : cases) {
+        int rows = 24;
+        // Well separated: logits spaced by at least 0.05, shuffled.
+        std::vector<float> logits((size_t)rows * c.vocab);
+        for (int r = 0; r < rows; r++) {
+            std::vector<int> order(c.vocab);
+            for (int i = 0; i < c.vocab; i++) order[i] = i;
+            std::shuffle(order.begin(), order.end(), rng);
+            for (int i = 0; i < c.vocab; i++) logits[r * c.vocab + order[i]] = -4.0f + 0.05f * i * 100.0f / c.vocab;
+        }
+        std::uniform_real_distribution<float> ud(0.0f, 1.0f);
+        std::vector<float> u(rows);
+        for (auto& e : u) e = ud(rng);
+        std::vector<int> tok(rows, -1);
+        std::vector<float> lp(rows, NaN);
+        bool greedy = c.T == 0;
+        float T = greedy ? 1.0f : c.T;
+        int npow2 = 1;
+        while (npow2 < c.vocab) npow2 <<= 1;
+        bool trunc = (c.topK > 0 && c.topK < c.vocab) || c.topP < 1;
+        bool inSmem = npow2 <= SAMPLE_SMEM_KEYS;
+        std::vector<unsigned long long> scratch(trunc && !inSmem ? (size_t)rows * npow2 : 0);
+        emu::launch(dim3(rows), dim3(256), trunc && inSmem ? (size_t)npow2 * 8 : 0, sample_rows, tok.data(),
+                    lp.data(), (const float*)logits.data(), (const float*)u.data(), c.vocab, T, (int)greedy,
+                    c.topK, c.topP, scratch.empty() ? nullptr : scratch.data(), npow2);
+        int bad = 0;
+        std::vector<double> wlp(rows);
+        std::vector<float> glp(rows);
+        for (int r = 0; r < rows; r++) {
+            const float* lr = &logits[(size_t)r * c.vocab];
+            int want = sample_ref(lr, c.vocab, c.T, c.topK, c.topP, u[r]);
+            if (tok[r] != want) bad++;
+            double m = -INFINITY, s = 0;
+            for (int i = 0; i < c.vocab; i++) m = std::max(m, (double)(lr[i] / T));
+            for (int i = 0; i < c.vocab; i++) s += std::exp(lr[i] / T - m);
+            wlp[r] = lr[want] / T - (m + std::log(s));
+            glp[r] = lp[r];
+        }
+        CHECK(bad == 0, "sampling vocab=%d T=%g topK=%d topP=%g: %d of %d tokens differ", c.vocab, c.T, c.topK,
+              c.topP, bad, rows);
+        CHECK_CLOSE("sample_rows logp", glp, wlp, 1e-6);
+    }
+    // Greedy ties go to the lower id.
+    std::vector<float> lg = {1, 3, 3, 2};
+    std::vector<int> tok(1, -1);
+    std::vector<float> lp(1), u = {0.5f};
+    emu::launch(dim3(1), dim3(256), 0, sample_rows, tok.data(), lp.data(), (const float*)lg.data(),
+                (const float*)u.data(), 4, 1.0f, 1, 0, 1.0f, (unsigned long long*)nullptr, 4);
+    CHECK(tok[0] == 1, "greedy tie: got %d", tok[0]);
+    // Top-k ties go to the lower id: of four equal logits, top-2 keeps ids 0, 1.
+    std::vector<float> eq = {2, 2, 2, 2};
+    for (float uu : {0.1f, 0.9f}) {
+        u[0] = uu;
+        emu::launch(dim3(1), dim3(256), 32, sample_rows, tok.data(), lp.data(), (const float*)eq.data(),
+                    (const float*)u.data(), 4, 1.0f, 0, 2, 1.0f, (unsigned long long*)nullptr, 4);
+        CHECK(tok[0] == (uu < 0.5f ? 0 : 1), "top-k tie u=%g: got %d", uu, tok[0]);
+    }
+}
+
+// ---------------------------------------------------------------- gemm
+
+static void test_gemm() {
+    std::printf("gemm\n");
+    for (int tA = 0; tA < 2; tA++)
+        for (int tB = 0; tB < 2; tB++)
+            for (float beta : {0.0f, 0.5f}) {
+                int m = 67, n = 45, k = 33, batch = 2;
+                int lda = (tA ? m : k) + 3, ldb = (tB ? k : n) + 1, ldc = n + 2;
+                long long sA = (long long)(tA ? k : m) * lda + 5, sB = (long long)(tB ? n : k) * ldb,
+                          sC = (long long)m * ldc + 1;
+                auto A = randn(sA * batch), B = randn(sB * batch), C = randn(sC * batch);
+                if (beta == 0)
+                    for (auto& c : C) c = NaN;
+                std::vector<double> want(C.begin(), C.end());
+                float alpha = 1.25f;
+                for (int z = 0; z < batch; z++)
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++) {
+                            double s = 0;
+                            for (int p = 0; p < k; p++) {
+                                double a = tA ? A[z * sA + p * lda + i] : A[z * sA + i * lda + p];
+                                double b = tB ? B[z * sB + j * ldb + p] : B[z * sB + p * ldb + j];
+                                s += a * b;
+                            }
+                            double& c = want[z * sC + i * ldc + j];
+                            c = alpha * s + (beta != 0 ? beta * c : 0.0);
+                        }
+                emu::launch(dim3(cdiv(n, 64), cdiv(m, 64), batch), dim3(256), 0, sgemm_tiled, tA, tB, m, n, k, alpha,
+                            (const float*)A.data(), lda, sA, (const float*)B.data(), ldb, sB, beta, C.data(), ldc,
+                            sC);
+                // Only the written elements are compared when C held NaN.
+                std::vector<float> got;
+                std::vector<double> ref;
+                for (int z = 0; z < batch; z++)
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++) {
+                            got.push_back(C[z * sC + i * ldc + j]);
+                            ref.push_back(want[z * sC + i * ldc + j]);
+                        }
+                char name[64];
+                std::snprintf(name, sizeof name, "sgemm_tiled tA=%d tB=%d beta=%g", tA, tB, beta);
+                CHECK_CLOSE(name, got, ref, 1e-6);
+            }
+}
+
+int main() {
+    test_reduce();
+    test_adamw_swiglu();
+    test_sort();
+    test_embedding();
+    test_rmsnorm();
+    test_rope();
+    test_attention();
+    test_router();
+    test_gather_combine();
+    test_logprob();
+    test_sampling();
+    test_gemm();
+    if (failures) {
+        std::printf("emu-test: %d failures\n", failures);
+        return 1;
+    }
+    std::printf("emu-test: all kernels match their references\n");
+    return 0;
+}
