@@ -138,55 +138,13 @@ stages already finished in --out.`, stderr)
 
 	// 1. The base model.
 	tok := tokenizer.Default()
-	train, _ := t.Difficulties()
 	basePath := filepath.Join(*out, "base", "model.ck")
 	t0 := time.Now()
-	if done, err := finished(basePath, *resume); err != nil {
+	if err := pretrainBase(s, t, basePath, *resume, be, tok, stdout, stderr); err != nil {
 		return err
-	} else if !done {
-		docs, err := rl.TaskCorpus(t, s.PretrainDocs, train, s.Mix, s.Seed)
-		if err != nil {
-			return err
-		}
-		corpus, err := moe.EncodeCorpus(docs, tok)
-		if err != nil {
-			return err
-		}
-		tc := moe.DefaultTrain
-		tc.Steps, tc.LR, tc.MinLR, tc.Warmup, tc.SeqLen, tc.Seed = s.PretrainSteps, s.PretrainLR, s.PretrainLR/10, s.PretrainSteps/20, s.Model.MaxSeq, s.Seed
-		r := &lmRun{stage: "pretrain", model: s.Model, train: tc, corpus: corpus, tok: tok,
-			out: filepath.Dir(basePath), resume: *resume, saveEvery: 200, be: be}
-		if err := r.run(stdout, stderr); err != nil {
-			return fmt.Errorf("pretrain: %w", err)
-		}
 	}
 	st.StageTimesS.Pretrain = time.Since(t0).Seconds()
-
-	// 2. Evaluation problems: the training difficulties (from a seed of
-	// their own; at 2 digits there are only ~8k distinct additions, so some
-	// were seen in pretraining — both models are scored on the same set)
-	// and the first held-out, harder difficulty, which neither stage saw.
-	evalDiffs := train
-	if _, held := t.Difficulties(); len(held) > 0 && !*quick {
-		evalDiffs = append(slices.Clone(train), held[0])
-	}
-	var problems []task.Problem
-	for _, d := range evalDiffs {
-		problems = append(problems, task.GenerateSet(t, s.Seed+1_000_003+uint64(d), s.EvalProblems, []int{d})...)
-	}
-	opts := rl.EvalOptions{N: s.N, Temperature: 1, MaxNew: s.MaxNew}
-	evaluate := func(label, ckpt string) (eval.Report, error) {
-		m, _, _, err := moe.LoadCheckpoint(ckpt, be)
-		if err != nil {
-			return eval.Report{}, err
-		}
-		bar := newProgress(stderr, "eval "+label, len(problems))
-		o := opts
-		o.Progress = func(done, _ int) { bar.update(done, "") }
-		rep, _, err := rl.Evaluate(m, tok, problems, o, engine.NewRNG(s.Seed, engine.StreamEval))
-		bar.finish()
-		return rep, err
-	}
+	evaluate := evaluator(s, studyProblems(s, t, !*quick), be, tok, stderr)
 	t0 = time.Now()
 	if st.Base, err = evaluate("base", basePath); err != nil {
 		return err
@@ -291,4 +249,65 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// pretrainBase trains the study's base model into path's folder, or with
+// resume reuses (or completes) the one there.
+func pretrainBase(s demoSettings, t task.Task, path string, resume bool, be engine.Backend, tok *tokenizer.Tokenizer, stdout, stderr io.Writer) error {
+	done, err := finished(path, resume)
+	if err != nil || done && stageComplete(path, s.PretrainSteps) {
+		return err
+	}
+	train, _ := t.Difficulties()
+	docs, err := rl.TaskCorpus(t, s.PretrainDocs, train, s.Mix, s.Seed)
+	if err != nil {
+		return err
+	}
+	corpus, err := moe.EncodeCorpus(docs, tok)
+	if err != nil {
+		return err
+	}
+	tc := moe.DefaultTrain
+	tc.Steps, tc.LR, tc.MinLR, tc.Warmup, tc.SeqLen, tc.Seed = s.PretrainSteps, s.PretrainLR, s.PretrainLR/10, s.PretrainSteps/20, s.Model.MaxSeq, s.Seed
+	r := &lmRun{stage: "pretrain", model: s.Model, train: tc, corpus: corpus, tok: tok,
+		out: filepath.Dir(path), resume: resume, saveEvery: 200, be: be}
+	if err := r.run(stdout, stderr); err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	return nil
+}
+
+// studyProblems are the evaluation problems: EvalProblems per training
+// difficulty (from a seed of their own; at 2 digits there are only ~8k
+// distinct additions, so some were seen in pretraining — every model is
+// scored on the same set) and, with heldOut, the first held-out, harder
+// difficulty, which no stage trains on.
+func studyProblems(s demoSettings, t task.Task, heldOut bool) []task.Problem {
+	train, held := t.Difficulties()
+	diffs := slices.Clone(train)
+	if heldOut && len(held) > 0 {
+		diffs = append(diffs, held[0])
+	}
+	var problems []task.Problem
+	for _, d := range diffs {
+		problems = append(problems, task.GenerateSet(t, s.Seed+1_000_003+uint64(d), s.EvalProblems, []int{d})...)
+	}
+	return problems
+}
+
+// evaluator returns a function that samples s.N responses per problem from
+// a checkpoint (with the study's seed, so every model sees the same draws'
+// random numbers) and summarises pass@k and maj@k.
+func evaluator(s demoSettings, problems []task.Problem, be engine.Backend, tok *tokenizer.Tokenizer, stderr io.Writer) func(label, ckpt string) (eval.Report, error) {
+	return func(label, ckpt string) (eval.Report, error) {
+		m, _, _, err := moe.LoadCheckpoint(ckpt, be)
+		if err != nil {
+			return eval.Report{}, err
+		}
+		bar := newProgress(stderr, "eval "+label, len(problems))
+		o := rl.EvalOptions{N: s.N, Temperature: 1, MaxNew: s.MaxNew, Progress: func(done, _ int) { bar.update(done, "") }}
+		rep, _, err := rl.Evaluate(m, tok, problems, o, engine.NewRNG(s.Seed, engine.StreamEval))
+		bar.finish()
+		return rep, err
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/moerl/moerl/engine"
 	"github.com/moerl/moerl/moe"
 	"github.com/moerl/moerl/moe/tokenizer"
+	"github.com/moerl/moerl/rl"
 )
 
 func runGenerate(args []string, stdout, stderr io.Writer) error {
@@ -72,29 +73,20 @@ at <eos> or after --max-new tokens. Prints one line per sample (or JSONL).`, std
 	}
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	for _, s := range seqs {
-		text := decodeResponse(tok, s.Tokens)
+		text := rl.DecodeResponse(tok, s.Tokens)
 		if *asJSON {
-			line, _ := json.Marshal(map[string]any{"prompt": texts[s.Prompt], "text": text, "tokens": s.Tokens,
-				"logprobs": s.LogProbs, "stopped": s.Stopped, "truncated": s.Truncated})
-			fmt.Fprintf(w, "%s\n", line)
+			if err := enc.Encode(map[string]any{"prompt": texts[s.Prompt], "text": text, "tokens": s.Tokens,
+				"logprobs": s.LogProbs, "stopped": s.Stopped, "truncated": s.Truncated}); err != nil {
+				return err
+			}
 			continue
 		}
 		fmt.Fprintf(w, "%s%s\n", texts[s.Prompt], strings.ReplaceAll(text, "\n", `\n`))
 	}
 	return nil
-}
-
-// decodeResponse turns generated tokens into text, dropping a final <eos>.
-func decodeResponse(tok *tokenizer.Tokenizer, ids []int32) string {
-	if len(ids) > 0 && ids[len(ids)-1] == tokenizer.EOS {
-		ids = ids[:len(ids)-1]
-	}
-	s, err := tok.Decode(ids)
-	if err != nil { // the model's vocabulary may be larger than the tokenizer's
-		return fmt.Sprintf("<undecodable: %v>", err)
-	}
-	return s
 }
 
 func promptTexts(prompt, file string) ([]string, error) {

@@ -26,6 +26,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"demo", "the main job: pretrain a base model, run RL, compare pass@k (writes study.json and a plot)", runDemo},
+		{"pipeline", "a multi-stage recipe (r1-zero, r1, kimi, qwen3, seed-thinking) at toy scale, every stage evaluated", runPipeline},
 		{"pretrain", "train a model from scratch on a text corpus or a synthetic task", runPretrain},
 		{"sft", "fine-tune a checkpoint on solutions: a task's, a corpus', or a teacher's (distillation)", runSFT},
 		{"rl", "train a policy with RL (ppo, grpo, dapo, omd, drgrpo, rloo, reinforce++)", runRL},

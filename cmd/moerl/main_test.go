@@ -227,3 +227,33 @@ func TestBenchJSON(t *testing.T) {
 		t.Errorf("bench JSON: %s", out)
 	}
 }
+
+// TestPipelineQuick runs the recipes that need no distillation at toy size
+// (a toy model solves nothing, so it has no samples to distil) and checks
+// every stage is evaluated.
+func TestPipelineQuick(t *testing.T) {
+	for _, name := range []string{"r1-zero", "kimi", "seed-thinking"} {
+		dir := filepath.Join(t.TempDir(), name)
+		code, out, stderr := moerl(t, "pipeline", "--quick", "--name", name, "--out", dir, "--device", "cpu")
+		if code != 0 {
+			t.Fatalf("pipeline %s: exit %d\n%s", name, code, stderr)
+		}
+		var res struct {
+			Stages  []string
+			Reports map[string]json.RawMessage
+		}
+		data, _ := os.ReadFile(filepath.Join(dir, "pipeline.json"))
+		if err := json.Unmarshal(data, &res); err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Stages) != len(pipelines[name].stages)+1 || len(res.Reports) != len(res.Stages) {
+			t.Errorf("pipeline %s: stages %v, %d reports", name, res.Stages, len(res.Reports))
+		}
+		if !strings.Contains(out, "pass@1") {
+			t.Errorf("pipeline %s printed no table:\n%s", name, out)
+		}
+	}
+	if code, _, stderr := moerl(t, "pipeline", "--name", "o1"); code != 2 || !strings.Contains(stderr, `--name "o1"`) {
+		t.Errorf("unknown pipeline: exit %d %q", code, stderr)
+	}
+}
