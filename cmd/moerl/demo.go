@@ -55,35 +55,44 @@ func defaultDemo(quick bool) demoSettings {
 
 // study is what the demo writes to study.json.
 type study struct {
-	Settings    demoSettings `json:"settings"`
-	Base        eval.Report  `json:"base"`
-	RL          eval.Report  `json:"rl"`
-	DeltaSE     float64      `json:"delta_se"` // pass@n(base) − pass@1(RL)
-	RLSettings  rl.Config    `json:"rl_settings"`
-	Device      string       `json:"device"`
-	Seconds     float64      `json:"seconds"`
-	StageTimesS struct {
-		Pretrain, EvalBase, RL, EvalRL float64
-	} `json:"stage_seconds"`
+	Settings demoSettings `json:"settings"`
+	Base     eval.Report  `json:"base"`
+	// RL is the first algorithm's model (the one --algo names first);
+	// Runs holds every algorithm's, keyed by preset.
+	RL         eval.Report        `json:"rl"`
+	DeltaSE    float64            `json:"delta_se"` // pass@n(base) − pass@1(RL)
+	RLSettings rl.Config          `json:"rl_settings"`
+	Runs       map[string]algoRun `json:"runs"`
+	Device     string             `json:"device"`
+	Seconds    float64            `json:"seconds"`
+	StageTimes map[string]float64 `json:"stage_seconds"`
+}
+
+// algoRun is one algorithm's result in a study.
+type algoRun struct {
+	Settings rl.Config   `json:"settings"`
+	Report   eval.Report `json:"report"`
+	DeltaSE  float64     `json:"delta_se"`
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", `The main job. Pretrain a base model on a reasoning task (problems with
-full, noisy, partial and no solutions), run an RL algorithm from it, sample
---n responses to held-back problems from both, and compare pass@k and maj@k
-for k = 1, 2, …, n. Writes into --out: base/ and rl/ (checkpoints, metrics),
-study.json (both models' reports) and pass_at_k.svg. --resume reuses the
-stages already finished in --out.`, stderr)
+full, noisy, partial and no solutions), run an RL algorithm from it (or
+several, side by side: --algo grpo,ppo,dapo), sample --n responses to
+held-back problems from every model, and compare pass@k and maj@k for
+k = 1, 2, …, n. Writes into --out: base/ and one folder per algorithm
+(checkpoints, metrics), study.json (every model's report) and
+pass_at_k.svg. --resume reuses the stages already finished in --out.`, stderr)
 	quick := fs.Bool("quick", false, "a tiny model and a few steps (a smoke test, seconds)")
 	d := defaultDemo(false)
 	taskName := fs.String("task", d.Task, "task: "+strings.Join(task.Names(), ", "))
-	algoName := fs.String("algo", d.Algo, "RL algorithm preset: "+strings.Join(algo.Presets(), ", "))
+	algoNames := fs.String("algo", d.Algo, "RL algorithm presets, comma-separated: "+strings.Join(algo.Presets(), ", "))
 	pretrainSteps := fs.Int("pretrain-steps", 0, "pretraining steps (0: the recipe's)")
 	rlSteps := fs.Int("rl-steps", 0, "RL steps (0: the recipe's)")
 	n := fs.Int("n", 0, "samples per evaluation problem (0: the recipe's, 256)")
 	seed := fs.Uint64("seed", d.Seed, "seed of the whole study")
 	var sets setList
-	fs.Var(&sets, "set", "override an algorithm field: key=value (repeatable)")
+	fs.Var(&sets, "set", "override an algorithm field of every algorithm: key=value (repeatable)")
 	out := fs.String("out", "runs/demo", "output folder")
 	resume := fs.Bool("resume", false, "reuse finished stages in --out")
 	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
@@ -91,7 +100,7 @@ stages already finished in --out.`, stderr)
 		return err
 	}
 	s := defaultDemo(*quick)
-	s.Task, s.Algo, s.Seed = *taskName, *algoName, *seed
+	s.Task, s.Algo, s.Seed = *taskName, *algoNames, *seed
 	if *pretrainSteps < 0 || *rlSteps < 0 || *n < 0 {
 		return usagef("--pretrain-steps, --rl-steps and --n must be ≥ 0")
 	}
@@ -108,22 +117,18 @@ stages already finished in --out.`, stderr)
 	if err != nil {
 		return usageError{fmt.Errorf("--task: %w", err)}
 	}
-	rcfg, err := rl.DefaultConfig(s.Algo)
-	if err != nil {
-		return usageError{fmt.Errorf("--algo: %w", err)}
-	}
-	rcfg.Task, rcfg.Steps, rcfg.Prompts, rcfg.MaxNew, rcfg.LR, rcfg.MinLR, rcfg.Seed =
-		s.Task, s.RLSteps, s.RLPrompts, s.MaxNew, s.RLLR, s.RLLR, s.Seed
-	if rcfg.Algo.GroupSize < 2 { // ppo samples one response per prompt: keep the batch size
-		rcfg.Prompts *= 8
-	}
-	for _, a := range sets {
-		if err := rcfg.Algo.Apply(a); err != nil {
-			return usageError{fmt.Errorf("--set %s: %w", a, err)}
+	var algos []string
+	cfgs := map[string]rl.Config{}
+	for _, name := range strings.Split(s.Algo, ",") {
+		if _, dup := cfgs[name]; dup {
+			return usagef("--algo lists %s twice", name)
 		}
-	}
-	if err := rcfg.Validate(); err != nil {
-		return usageError{err}
+		cfg, err := demoRLConfig(s, name, sets)
+		if err != nil {
+			return err
+		}
+		algos = append(algos, name)
+		cfgs[name] = cfg
 	}
 	studyPath := filepath.Join(*out, "study.json")
 	if _, err := os.Stat(studyPath); err == nil && !*resume {
@@ -134,66 +139,111 @@ stages already finished in --out.`, stderr)
 		return err
 	}
 	start := time.Now()
-	st := study{Settings: s, RLSettings: rcfg, Device: be.Device()}
+	st := study{Settings: s, Runs: map[string]algoRun{}, Device: be.Device(), StageTimes: map[string]float64{}}
+	timed := func(stage string, f func() error) error {
+		t0 := time.Now()
+		err := f()
+		st.StageTimes[stage] = time.Since(t0).Seconds()
+		return err
+	}
 
-	// 1. The base model.
+	// 1. The base model and its evaluation.
 	tok := tokenizer.Default()
 	basePath := filepath.Join(*out, "base", "model.ck")
-	t0 := time.Now()
-	if err := pretrainBase(s, t, basePath, *resume, be, tok, stdout, stderr); err != nil {
+	if err := timed("pretrain", func() error { return pretrainBase(s, t, basePath, *resume, be, tok, stdout, stderr) }); err != nil {
 		return err
 	}
-	st.StageTimesS.Pretrain = time.Since(t0).Seconds()
 	evaluate := evaluator(s, studyProblems(s, t, !*quick), be, tok, stderr)
-	t0 = time.Now()
-	if st.Base, err = evaluate("base", basePath); err != nil {
+	if err := timed("eval base", func() (err error) { st.Base, err = evaluate("base", basePath); return }); err != nil {
 		return err
 	}
-	st.StageTimesS.EvalBase = time.Since(t0).Seconds()
 
-	// 3. RL from the base model.
-	t0 = time.Now()
-	rlPath := filepath.Join(*out, "rl", "policy.ck")
-	if done, err := finished(rlPath, *resume); err != nil {
-		return err
-	} else if !done || !stageComplete(rlPath, rcfg.Steps) {
-		if _, err := trainRL(rcfg, basePath, filepath.Dir(rlPath), done, 10, be, stdout, stderr); err != nil {
+	// 2. Each algorithm from the base model, and its evaluation.
+	for _, name := range algos {
+		cfg := cfgs[name]
+		dir := filepath.Join(*out, name)
+		if len(algos) == 1 {
+			dir = filepath.Join(*out, "rl")
+		}
+		path := filepath.Join(dir, "policy.ck")
+		err := timed("rl "+name, func() error {
+			done, err := finished(path, *resume)
+			if err != nil || done && stageComplete(path, cfg.Steps) {
+				return err
+			}
+			_, err = trainRL(cfg, basePath, dir, done, 10, be, stdout, stderr)
+			return err
+		})
+		if err != nil {
 			return err
 		}
+		run := algoRun{Settings: cfg}
+		if err := timed("eval "+name, func() (err error) { run.Report, err = evaluate(name, path); return }); err != nil {
+			return err
+		}
+		if run.DeltaSE, err = eval.DeltaSE(st.Base, run.Report); err != nil {
+			return err
+		}
+		st.Runs[name] = run
 	}
-	st.StageTimesS.RL = time.Since(t0).Seconds()
-	t0 = time.Now()
-	if st.RL, err = evaluate("rl", rlPath); err != nil {
-		return err
-	}
-	st.StageTimesS.EvalRL = time.Since(t0).Seconds()
-	if st.DeltaSE, err = eval.DeltaSE(st.Base, st.RL); err != nil {
-		return err
-	}
+	first := st.Runs[algos[0]]
+	st.RL, st.RLSettings, st.DeltaSE = first.Report, first.Settings, first.DeltaSE
 	st.Seconds = time.Since(start).Seconds()
 
-	// 4. Report.
+	// 3. Report.
 	js, _ := json.MarshalIndent(st, "", "  ")
 	if err := writeFileAtomic(studyPath, append(js, '\n')); err != nil {
 		return err
 	}
 	svgPath := filepath.Join(*out, "pass_at_k.svg")
-	f, err := os.Create(svgPath)
-	if err != nil {
+	curves := []curve{{"base", curveColors[0], st.Base.PassAtK}}
+	for i, name := range algos {
+		curves = append(curves, curve{name, curveColors[(i+1)%len(curveColors)], st.Runs[name].Report.PassAtK})
+	}
+	var svg strings.Builder
+	title := fmt.Sprintf("%s: base vs %s, pass@k over %d problems", s.Task, strings.Join(algos, ", "), st.Base.Problems)
+	if err := writePassAtKSVG(&svg, title, curves); err != nil {
 		return err
 	}
-	title := fmt.Sprintf("%s: base vs %s, pass@k over %d problems", s.Task, s.Algo, st.Base.Problems)
-	if err := writePassAtKSVG(f, title, []curve{{"base", "#1f77b4", st.Base.PassAtK}, {s.Algo, "#d62728", st.RL.PassAtK}}); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := writeFileAtomic(svgPath, []byte(svg.String())); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\n%s, %d problems × %d samples, device %s, %.0f s\n\n", s.Task, st.Base.Problems, s.N, be.Device(), st.Seconds)
-	printComparison(stdout, s.Algo, st.Base, st.RL)
-	fmt.Fprintf(stdout, "\nΔSE = pass@%d(base) − pass@1(%s) = %.3f\nwrote %s and %s\n", s.N, s.Algo, st.DeltaSE, studyPath, svgPath)
+	reports := []namedReport{{"base", st.Base}}
+	for _, name := range algos {
+		reports = append(reports, namedReport{name, st.Runs[name].Report})
+	}
+	printComparison(stdout, reports)
+	fmt.Fprintln(stdout)
+	for _, name := range algos {
+		fmt.Fprintf(stdout, "ΔSE = pass@%d(base) − pass@1(%s) = %.3f\n", s.N, name, st.Runs[name].DeltaSE)
+	}
+	fmt.Fprintf(stdout, "wrote %s and %s\n", studyPath, svgPath)
 	return nil
+}
+
+var curveColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"}
+
+// demoRLConfig is the study's RL setting for one preset.
+func demoRLConfig(s demoSettings, preset string, sets []string) (rl.Config, error) {
+	cfg, err := rl.DefaultConfig(preset)
+	if err != nil {
+		return cfg, usageError{fmt.Errorf("--algo: %w", err)}
+	}
+	cfg.Task, cfg.Steps, cfg.Prompts, cfg.MaxNew, cfg.LR, cfg.MinLR, cfg.Seed =
+		s.Task, s.RLSteps, s.RLPrompts, s.MaxNew, s.RLLR, s.RLLR, s.Seed
+	if cfg.Algo.GroupSize < 2 { // ppo samples one response per prompt: keep the batch size
+		cfg.Prompts *= 8
+	}
+	for _, a := range sets {
+		if err := cfg.Algo.Apply(a); err != nil {
+			return cfg, usageError{fmt.Errorf("--set %s: %w", a, err)}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
 }
 
 // finished reports whether a stage's checkpoint is there to reuse.
@@ -220,23 +270,54 @@ func stageComplete(path string, steps int) bool {
 	return json.Unmarshal(ck.State, &st) == nil && st.Step >= steps
 }
 
-func printComparison(w io.Writer, algoName string, base, rlr eval.Report) {
+// namedReport is one model's report in a comparison.
+type namedReport struct {
+	name string
+	rep  eval.Report
+}
+
+// printComparison prints pass@k and maj@k of several models side by side,
+// then pass@1 and pass@n per difficulty bin.
+func printComparison(w io.Writer, reports []namedReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "k\tpass@k base\tpass@k %s\tmaj@k base\tmaj@k %s\t\n", algoName, algoName)
-	for _, k := range eval.Ks(base.N) {
-		fmt.Fprintf(tw, "%d\t%.3f\t%.3f\t%.3f\t%.3f\t\n", k, base.PassAtK[k], rlr.PassAtK[k], base.MajAtK[k], rlr.MajAtK[k])
+	fmt.Fprint(tw, "k\t")
+	for _, r := range reports {
+		fmt.Fprintf(tw, "pass@k %s\t", r.name)
+	}
+	for _, r := range reports {
+		fmt.Fprintf(tw, "maj@k %s\t", r.name)
+	}
+	fmt.Fprintln(tw)
+	for _, k := range eval.Ks(reports[0].rep.N) {
+		fmt.Fprintf(tw, "%d\t", k)
+		for _, r := range reports {
+			fmt.Fprintf(tw, "%.3f\t", r.rep.PassAtK[k])
+		}
+		for _, r := range reports {
+			fmt.Fprintf(tw, "%.3f\t", r.rep.MajAtK[k])
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	base := reports[0].rep
 	if len(base.Bins) < 2 {
 		return
 	}
 	n := base.N
-	fmt.Fprintf(w, "\nper difficulty bin:\n")
+	fmt.Fprintf(w, "\nper difficulty bin, pass@1 / pass@%d:\n", n)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "bin\tproblems\tpass@1 base\tpass@1 %s\tpass@%d base\tpass@%d %s\t\n", algoName, n, n, algoName)
+	fmt.Fprint(tw, "bin\tproblems\t")
+	for _, r := range reports {
+		fmt.Fprintf(tw, "%s\t", r.name)
+	}
+	fmt.Fprintln(tw)
 	for _, b := range slices.Sorted(maps.Keys(base.Bins)) {
-		br, rr := base.Bins[b], rlr.Bins[b]
-		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t\n", b, br.Problems, br.PassAtK[1], rr.PassAtK[1], br.PassAtK[n], rr.PassAtK[n])
+		fmt.Fprintf(tw, "%s\t%d\t", b, base.Bins[b].Problems)
+		for _, r := range reports {
+			br := r.rep.Bins[b]
+			fmt.Fprintf(tw, "%.3f / %.3f\t", br.PassAtK[1], br.PassAtK[n])
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 }
