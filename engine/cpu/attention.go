@@ -49,17 +49,12 @@ func (*Backend) Attention(out, lse, q, k, v *engine.Tensor, batch, seq, heads, h
 	})
 }
 
-// softmaxInPlace replaces x by softmax(x), the sum in float64, and returns
-// log Σ exp(x).
+// softmaxInPlace replaces a non-empty x by softmax(x), the sum in float64,
+// and returns log Σ exp(x).
 func softmaxInPlace(x []float32) float32 {
-	m := maxOf(x)
-	var l float64
-	for j, v := range x {
-		e := exp32(v - m)
-		x[j] = e
-		l += float64(e)
-	}
-	scaleBy(x, float32(1/l))
+	m := maxOfVec(x)
+	l := expSum(x, x, m)
+	scaleVec(x, float32(1/l))
 	return m + float32(math.Log(l))
 }
 
@@ -101,9 +96,8 @@ func (*Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *engine.Te
 					l := ls[bh*seq+i]
 					pr, dr := p[r*keys:(r+1)*keys], ds[r*keys:(r+1)*keys]
 					pr, dr = pr[:i+1], dr[:i+1]
-					for j, x := range pr {
-						e := exp32(x - l)
-						pr[j] = e
+					expSum(pr, pr, l)
+					for j, e := range pr {
 						dr[j] = e * (dr[j] - d) * scale
 					}
 					clear(p[r*keys+i+1 : (r+1)*keys])

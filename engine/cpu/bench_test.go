@@ -13,21 +13,23 @@ func BenchmarkAttention(b *testing.B) {
 	q, k, v, dout := tf(randVec(r, n, 1)), tf(randVec(r, n, 1)), tf(randVec(r, n, 1)), tf(randVec(r, n, 1))
 	out, lse := tf(zeros(n)), tf(zeros(batch*heads*seq))
 	dq, dk, dv := tf(zeros(n)), tf(zeros(n)), tf(zeros(n))
-	b.Run("forward", func(b *testing.B) {
-		for b.Loop() {
-			be.Attention(out, lse, q, k, v, batch, seq, heads, hd)
-		}
-	})
-	b.Run("backward", func(b *testing.B) {
-		for b.Loop() {
-			be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, hd)
-		}
-	})
-	b.Run("forward+backward", func(b *testing.B) {
-		for b.Loop() {
-			be.Attention(out, lse, q, k, v, batch, seq, heads, hd)
-			be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, hd)
-		}
+	benchSIMDPaths(b, func(b *testing.B) {
+		b.Run("forward", func(b *testing.B) {
+			for b.Loop() {
+				be.Attention(out, lse, q, k, v, batch, seq, heads, hd)
+			}
+		})
+		b.Run("backward", func(b *testing.B) {
+			for b.Loop() {
+				be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, hd)
+			}
+		})
+		b.Run("forward+backward", func(b *testing.B) {
+			for b.Loop() {
+				be.Attention(out, lse, q, k, v, batch, seq, heads, hd)
+				be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, hd)
+			}
+		})
 	})
 }
 
@@ -85,17 +87,32 @@ func BenchmarkTokenLogProbs(b *testing.B) {
 	const rows, vocab = 2048, 64
 	be, r := New(), newRand(5)
 	logits, targets, dlogp := tf(randVec(r, rows*vocab, 3)), ti(randInts(r, rows, vocab)), tf(randVec(r, rows, 1))
-	logp, lse, dl := tf(zeros(rows)), tf(zeros(rows)), tf(zeros(rows*vocab))
-	b.Run("forward", func(b *testing.B) {
-		for b.Loop() {
-			be.TokenLogProbs(logp, lse, logits, targets, rows, vocab)
-		}
+	logp, lse, dl, ent := tf(zeros(rows)), tf(zeros(rows)), tf(zeros(rows*vocab)), tf(zeros(rows))
+	benchSIMDPaths(b, func(b *testing.B) {
+		b.Run("forward", func(b *testing.B) {
+			for b.Loop() {
+				be.TokenLogProbs(logp, lse, logits, targets, rows, vocab)
+			}
+		})
+		b.Run("backward", func(b *testing.B) {
+			for b.Loop() {
+				be.TokenLogProbsBackward(dl, dlogp, logits, lse, targets, rows, vocab)
+			}
+		})
+		b.Run("entropy", func(b *testing.B) {
+			for b.Loop() {
+				be.Entropy(ent, logits, lse, rows, vocab)
+			}
+		})
 	})
-	b.Run("backward", func(b *testing.B) {
-		for b.Loop() {
-			be.TokenLogProbsBackward(dl, dlogp, logits, lse, targets, rows, vocab)
-		}
-	})
+}
+
+// benchSIMDPaths runs f under every SIMD path this CPU supports, so that
+// one run compares the vector kernels with the Go loops.
+func benchSIMDPaths(b *testing.B, f func(b *testing.B)) {
+	for _, p := range simdAvailable {
+		b.Run(p.name, func(b *testing.B) { withSIMDPath(p, func() { f(b) }) })
+	}
 }
 
 func BenchmarkSwiGLU(b *testing.B) {
@@ -103,14 +120,47 @@ func BenchmarkSwiGLU(b *testing.B) {
 	be, r := New(), newRand(6)
 	gate, up, dout := tf(randVec(r, n, 3)), tf(randVec(r, n, 1)), tf(randVec(r, n, 1))
 	out, dgate, dup := tf(zeros(n)), tf(zeros(n)), tf(zeros(n))
-	b.Run("forward", func(b *testing.B) {
+	benchSIMDPaths(b, func(b *testing.B) {
+		b.Run("forward", func(b *testing.B) {
+			for b.Loop() {
+				be.SwiGLU(out, gate, up, n)
+			}
+		})
+		b.Run("backward", func(b *testing.B) {
+			for b.Loop() {
+				be.SwiGLUBackward(dgate, dup, dout, gate, up, n)
+			}
+		})
+	})
+}
+
+// BenchmarkSoftmaxRows runs the attention forward's softmax alone: the
+// causal rows of lengths 1..64 of a 64×64 block of scores (which Sgemm
+// has just written, so it is in L1), for 32×4 (sequence, head) pairs.
+func BenchmarkSoftmaxRows(b *testing.B) {
+	const pairs, seq = 32 * 4, 64
+	src := randVec(newRand(7), seq*seq, 3)
+	x := make([]float32, len(src))
+	benchSIMDPaths(b, func(b *testing.B) {
 		for b.Loop() {
-			be.SwiGLU(out, gate, up, n)
+			for range pairs {
+				copy(x, src)
+				for i := range seq {
+					softmaxInPlace(x[i*seq : i*seq+i+1])
+				}
+			}
 		}
 	})
-	b.Run("backward", func(b *testing.B) {
+}
+
+// BenchmarkExp times the exponential alone over 1M elements.
+func BenchmarkExp(b *testing.B) {
+	const n = 1 << 20
+	x, dst := randVec(newRand(8), n, 20), make([]float32, n)
+	benchSIMDPaths(b, func(b *testing.B) {
 		for b.Loop() {
-			be.SwiGLUBackward(dgate, dup, dout, gate, up, n)
+			expSum(dst, x, 0)
 		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/elem")
 	})
 }

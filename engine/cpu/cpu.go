@@ -1,8 +1,10 @@
 // Package cpu is moerl's reference Backend: every engine.Backend op on host
 // tensors, in float32 storage, parallel over the CPU cores. Matrix products,
-// attention's included, go through gemm.Sgemm; the rest are Go loops, with
-// float64 sums where rounding would show (norms, softmax denominators,
-// SumSquares).
+// attention's included, go through gemm.Sgemm; the loops built on the
+// exponential (softmax, log-sum-exp, SwiGLU) through AVX-512 or AVX2
+// kernels where the CPU has them (see SIMDPath; MOERL_SIMD=go selects the
+// pure-Go reference loops); the rest are Go loops. Sums where rounding
+// would show (norms, softmax denominators, SumSquares) are in float64.
 //
 // Work is split into chunks whose size depends only on the shapes, every
 // output element is written by one goroutine in a fixed order, and every

@@ -173,18 +173,37 @@ var determinismCases = []struct {
 }
 
 // TestDeterminism checks that every op gives bitwise identical results
-// whatever the number of threads.
+// whatever the number of threads, on every SIMD path, and that the AVX2
+// and AVX-512 paths give the same bits as each other (they evaluate the
+// same operations lane by lane and sum in the same order).
 func TestDeterminism(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	b := New()
-	for _, tc := range determinismCases {
-		runtime.GOMAXPROCS(1)
-		want := tc.run(b)
-		for _, procs := range []int{2, 7} {
-			runtime.GOMAXPROCS(procs)
-			if got := tc.run(b); !slices.Equal(got, want) {
-				t.Errorf("%s: GOMAXPROCS=%d differs from GOMAXPROCS=1", tc.name, procs)
+	vectorBits := make(map[string][]uint32)
+	var vectorPath string
+	for _, p := range simdAvailable {
+		withSIMDPath(p, func() {
+			for _, tc := range determinismCases {
+				runtime.GOMAXPROCS(1)
+				want := tc.run(b)
+				for _, procs := range []int{2, 7} {
+					runtime.GOMAXPROCS(procs)
+					if got := tc.run(b); !slices.Equal(got, want) {
+						t.Errorf("%s path %s: GOMAXPROCS=%d differs from GOMAXPROCS=1", p.name, tc.name, procs)
+					}
+				}
+				if p == simdGo {
+					continue
+				}
+				if prev, ok := vectorBits[tc.name]; !ok {
+					vectorBits[tc.name] = want
+				} else if !slices.Equal(prev, want) {
+					t.Errorf("%s: path %s differs from path %s", tc.name, p.name, vectorPath)
+				}
 			}
+		})
+		if p != simdGo && vectorPath == "" {
+			vectorPath = p.name
 		}
 	}
 }

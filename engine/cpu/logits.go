@@ -32,12 +32,16 @@ func (*Backend) TokenLogProbsBackward(dlogits, dlogp, logits, lse, targets *engi
 		checkIndex(op, "target", t, vocab)
 	}
 	parallelFor(rows, grain(24*vocab), func(lo, hi int) {
+		s := getScratch(vocab, 0, 0)
+		defer putScratch(s)
+		e := s.f
 		for r := lo; r < hi; r++ {
 			x, dx := xs[r*vocab:(r+1)*vocab], dxs[r*vocab:(r+1)*vocab]
 			dx = dx[:len(x)]
 			g, l := dlps[r], lses[r]
-			for i, v := range x {
-				dx[i] -= g * exp32(v-l)
+			expSum(e, x, l)
+			for i, v := range e {
+				dx[i] -= g * v
 			}
 			dx[ts[r]] += g
 		}
@@ -50,11 +54,16 @@ func (*Backend) Entropy(ent, logits, lse *engine.Tensor, rows, vocab int) {
 	const op = "Entropy"
 	es, xs, lses := f32(op, "ent", ent, rows), f32(op, "logits", logits, rows*vocab), f32(op, "lse", lse, rows)
 	parallelFor(rows, grain(26*vocab), func(lo, hi int) {
+		s := getScratch(vocab, 0, 0)
+		defer putScratch(s)
+		e := s.f
 		for r := lo; r < hi; r++ {
 			l := lses[r]
+			x := xs[r*vocab : (r+1)*vocab]
+			expSum(e, x, l)
 			var h float64
-			for _, v := range xs[r*vocab : (r+1)*vocab] {
-				h += float64(exp32(v-l)) * float64(l-v)
+			for i, v := range x {
+				h += float64(e[i]) * float64(l-v)
 			}
 			es[r] = float32(h)
 		}

@@ -6,15 +6,18 @@ import (
 	"github.com/moerl/moerl/engine"
 )
 
+// swigluGrain is the elements per chunk of the SwiGLU loops. Each element
+// is independent, so any chunking gives the same result; on the vector
+// paths a chunk this size takes a few microseconds, which hides the
+// hand-off between goroutines (4096 was 15% slower), and a million
+// elements still make 64 chunks to balance.
+const swigluGrain = 16384
+
 // SwiGLU computes out = silu(gate)·up with silu(g) = g·σ(g).
 func (*Backend) SwiGLU(out, gate, up *engine.Tensor, n int) {
 	os, gs, us := f32("SwiGLU", "out", out, n), f32("SwiGLU", "gate", gate, n), f32("SwiGLU", "up", up, n)
-	parallelFor(n, grain(24), func(lo, hi int) {
-		o, g, u := os[lo:hi], gs[lo:hi], us[lo:hi]
-		g, u = g[:len(o)], u[:len(o)]
-		for i, x := range g {
-			o[i] = x / (1 + exp32(-x)) * u[i]
-		}
+	parallelFor(n, swigluGrain, func(lo, hi int) {
+		swiglu(os[lo:hi], gs[lo:hi], us[lo:hi])
 	})
 }
 
@@ -24,14 +27,8 @@ func (*Backend) SwiGLUBackward(dgate, dup, dout, gate, up *engine.Tensor, n int)
 	const op = "SwiGLUBackward"
 	dgs, dus, dos := f32(op, "dgate", dgate, n), f32(op, "dup", dup, n), f32(op, "dout", dout, n)
 	gs, us := f32(op, "gate", gate, n), f32(op, "up", up, n)
-	parallelFor(n, grain(30), func(lo, hi int) {
-		dg, du, d, g, u := dgs[lo:hi], dus[lo:hi], dos[lo:hi], gs[lo:hi], us[lo:hi]
-		du, d, g, u = du[:len(dg)], d[:len(dg)], g[:len(dg)], u[:len(dg)]
-		for i, x := range g {
-			sig := 1 / (1 + exp32(-x))
-			dg[i] += d[i] * u[i] * sig * (1 + x*(1-sig))
-			du[i] += d[i] * x * sig
-		}
+	parallelFor(n, swigluGrain, func(lo, hi int) {
+		swigluBackward(dgs[lo:hi], dus[lo:hi], dos[lo:hi], gs[lo:hi], us[lo:hi])
 	})
 }
 

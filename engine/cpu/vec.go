@@ -101,14 +101,10 @@ func argmax(x []float32) int {
 	return best
 }
 
-// logSumExp returns log Σ exp(x) with the sum in float64.
+// logSumExp returns log Σ exp(x) of a non-empty x with the sum in float64.
 func logSumExp(x []float32) float32 {
-	m := maxOf(x)
-	var s float64
-	for _, v := range x {
-		s += float64(exp32(v - m))
-	}
-	return m + float32(math.Log(s))
+	m := maxOfVec(x)
+	return m + float32(math.Log(sumExp(x, m)))
 }
 
 const (
