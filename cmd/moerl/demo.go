@@ -45,7 +45,7 @@ func defaultDemo(quick bool) demoSettings {
 	m, _ := moe.Preset("moe-micro")
 	s := demoSettings{Task: "add", Algo: "grpo", Model: m, Mix: rl.DefaultMix,
 		PretrainDocs: 20000, PretrainSteps: 600, PretrainLR: 3e-3,
-		RLSteps: 60, RLPrompts: 16, RLLR: 2e-4, EvalProblems: 32, N: 256, MaxNew: 40, Seed: 1}
+		RLSteps: 100, RLPrompts: 16, RLLR: 2e-4, EvalProblems: 64, N: 256, MaxNew: 40, Seed: 1}
 	if quick {
 		s.Model.DModel, s.Model.ExpertHidden, s.Model.Layers = 64, 96, 1
 		s.PretrainDocs, s.PretrainSteps, s.RLSteps, s.RLPrompts, s.EvalProblems, s.N = 2000, 40, 3, 4, 4, 8
@@ -201,7 +201,7 @@ pass_at_k.svg. --resume reuses the stages already finished in --out.`, stderr)
 		curves = append(curves, curve{name, curveColors[(i+1)%len(curveColors)], st.Runs[name].Report.PassAtK})
 	}
 	var svg strings.Builder
-	title := fmt.Sprintf("%s: base vs %s, pass@k over %d problems", s.Task, strings.Join(algos, ", "), st.Base.Problems)
+	title := fmt.Sprintf("%s: pass@k of the base model and after RL, %d problems", s.Task, st.Base.Problems)
 	if err := writePassAtKSVG(&svg, title, curves); err != nil {
 		return err
 	}
