@@ -35,41 +35,55 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// bindStruct registers one flag per exported field of the struct that ptr
-// points to, named after its json tag with '_' as '-' and an optional prefix,
-// so that every config field can be set from the command line. It returns
-// the set of flag names it made. Fields whose json names are in skip get no
-// flag.
-func bindStruct(fs *flag.FlagSet, ptr any, prefix, what string, skip ...string) []string {
+// structFlag is a struct field that gets a command-line flag.
+type structFlag struct {
+	name  string // flag name: prefix + json name with '_' as '-'
+	tag   string // json name
+	field reflect.Value
+}
+
+// structFlags lists the fields of the struct ptr points to that take a
+// flag: exported, with a json name not in skip, of a kind a flag can parse
+// (int, uint64, float64, bool, string). bindStruct and copySetFields agree
+// through it on which fields have flags.
+func structFlags(ptr any, prefix string, skip []string) []structFlag {
 	v := reflect.ValueOf(ptr).Elem()
 	t := v.Type()
-	var names []string
+	var out []structFlag
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := strings.Split(f.Tag.Get("json"), ",")[0]
 		if tag == "" || tag == "-" || !f.IsExported() || slices.Contains(skip, tag) {
 			continue
 		}
-		name := prefix + strings.ReplaceAll(tag, "_", "-")
-		usage := what + " " + tag
-		fv := v.Field(i)
-		switch fv.Kind() {
-		case reflect.Int:
-			fs.Var(intValue{fv}, name, usage)
-		case reflect.Uint64:
-			fs.Var(uintValue{fv}, name, usage)
-		case reflect.Float64:
-			fs.Var(floatValue{fv}, name, usage)
-		case reflect.Bool:
-			fs.Var(boolValue{fv}, name, usage)
-		case reflect.String:
-			fs.Var(stringValue{fv}, name, usage)
-		default:
-			continue
+		switch v.Field(i).Kind() {
+		case reflect.Int, reflect.Uint64, reflect.Float64, reflect.Bool, reflect.String:
+			out = append(out, structFlag{prefix + strings.ReplaceAll(tag, "_", "-"), tag, v.Field(i)})
 		}
-		names = append(names, name)
 	}
-	return names
+	return out
+}
+
+// bindStruct registers one flag per field that structFlags lists, named
+// after its json tag with '_' as '-' and an optional prefix, so that every
+// config field can be set from the command line. Fields whose json names
+// are in skip get no flag.
+func bindStruct(fs *flag.FlagSet, ptr any, prefix, what string, skip ...string) {
+	for _, f := range structFlags(ptr, prefix, skip) {
+		usage := what + " " + f.tag
+		switch f.field.Kind() {
+		case reflect.Int:
+			fs.Var(intValue{f.field}, f.name, usage)
+		case reflect.Uint64:
+			fs.Var(uintValue{f.field}, f.name, usage)
+		case reflect.Float64:
+			fs.Var(floatValue{f.field}, f.name, usage)
+		case reflect.Bool:
+			fs.Var(boolValue{f.field}, f.name, usage)
+		case reflect.String:
+			fs.Var(stringValue{f.field}, f.name, usage)
+		}
+	}
 }
 
 type intValue struct{ v reflect.Value }
@@ -160,15 +174,16 @@ func setFlags(fs *flag.FlagSet) map[string]bool {
 
 // copySetFields copies into dst each field of src (same struct type) whose
 // flag, made by bindStruct with prefix, was set on the command line: flags
-// override a preset without resetting the fields they do not name.
-func copySetFields(fs *flag.FlagSet, dst, src any, prefix string) {
+// override a preset without resetting the fields they do not name. A flag
+// of another origin that happens to share a field's name (--algo, say) does
+// not count: only fields bindStruct binds are copied.
+func copySetFields(fs *flag.FlagSet, dst, src any, prefix string, skip ...string) {
 	set := setFlags(fs)
-	dv, sv := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
-	t := dv.Type()
-	for i := range t.NumField() {
-		tag := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]
-		if tag != "" && set[prefix+strings.ReplaceAll(tag, "_", "-")] {
-			dv.Field(i).Set(sv.Field(i))
+	from := structFlags(src, prefix, skip)
+	to := structFlags(dst, prefix, skip)
+	for i, f := range from {
+		if set[f.name] {
+			to[i].field.Set(f.field)
 		}
 	}
 }

@@ -257,3 +257,31 @@ func TestPipelineQuick(t *testing.T) {
 		t.Errorf("unknown pipeline: exit %d %q", code, stderr)
 	}
 }
+
+// TestRLResolvesSettings: --algo picks the preset, a field flag and --set
+// override it, and run.json records the resolved settings.
+func TestRLResolvesSettings(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base")
+	if code, _, stderr := moerl(t, "pretrain", "--task", "add", "--docs", "200", "--d-model", "32", "--expert-hidden", "32",
+		"--layers", "1", "--batch", "4", "--steps", "2", "--out", base, "--device", "cpu"); code != 0 {
+		t.Fatal(stderr)
+	}
+	out := filepath.Join(dir, "dapo")
+	code, _, stderr := moerl(t, "rl", "--algo", "dapo", "--init", filepath.Join(base, "model.ck"), "--steps", "1",
+		"--prompts", "2", "--max-new", "8", "--clip-low", "0.1", "--set", "clip_high=0.3", "--set", "max_tries=1",
+		"--out", out, "--device", "cpu")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	data, _ := os.ReadFile(filepath.Join(out, "run.json"))
+	var raw map[string]map[string]map[string]any
+	json.Unmarshal(data, &raw)
+	a := raw["rl"]["algo"]
+	if a["preset"] != "dapo" || a["clip_low"] != 0.1 || a["clip_high"] != 0.3 || a["dynamic_sampling"] != true {
+		t.Errorf("resolved settings %v: want the dapo preset with clip_low 0.1, clip_high 0.3", a)
+	}
+	if !strings.Contains(stderr, `"preset":"dapo"`) {
+		t.Errorf("the resolved settings are not printed: %q", stderr)
+	}
+}

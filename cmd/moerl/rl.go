@@ -73,7 +73,7 @@ func resolveRL(fs *flag.FlagSet, preset string, ac *algo.Config, rc *rl.Config, 
 	if err != nil {
 		return cfg, usageError{fmt.Errorf("--algo: %w", err)}
 	}
-	copySetFields(fs, &cfg.Algo, ac, "")
+	copySetFields(fs, &cfg.Algo, ac, "", "preset")
 	copySetFields(fs, &cfg, rc, "")
 	for _, s := range sets {
 		if err := cfg.Algo.Apply(s); err != nil {
