@@ -138,23 +138,7 @@ func TestCUDASamplingReproducible(t *testing.T) {
 		}
 	}
 	mc, _ := New(cfg, cpu.New(), 6)
-	T := cfg.MaxSeq
-	acts := mc.NewActs(len(a), T)
-	ids, targets := make([]int32, len(a)*T), make([]int32, len(a)*T)
-	for s, q := range a {
-		full := append(slices.Clone(prompts[q.Prompt]), q.Tokens...)
-		for i := 0; i+1 < len(full); i++ {
-			ids[s*T+i], targets[s*T+i] = full[i], full[i+1]
-		}
-	}
-	lp := mc.Forward(acts, ids, targets, ForwardOptions{})
-	var worst float64
-	for s, q := range a {
-		pl := len(prompts[q.Prompt])
-		for j, v := range q.LogProbs {
-			worst = math.Max(worst, math.Abs(float64(v-lp[s*T+pl-1+j])))
-		}
-	}
+	worst := logProbGap(mc, prompts, a, 1)
 	if worst > 1e-4 {
 		t.Errorf("GPU-recorded log-probs differ from the CPU forward by up to %g", worst)
 	}

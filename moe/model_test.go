@@ -107,27 +107,34 @@ func TestSampledLogProbsMatchForward(t *testing.T) {
 		if len(seqs) != len(prompts)*G {
 			t.Fatalf("got %d sequences, want %d", len(seqs), len(prompts)*G)
 		}
-		T := cfg.MaxSeq
-		a := m.NewActs(len(seqs), T)
-		ids, targets := make([]int32, len(seqs)*T), make([]int32, len(seqs)*T)
-		for s, q := range seqs {
-			full := append(slices.Clone(prompts[q.Prompt]), q.Tokens...)
-			for i := 0; i+1 < len(full); i++ {
-				ids[s*T+i], targets[s*T+i] = full[i], full[i+1]
-			}
-		}
-		logp := m.Forward(a, ids, targets, ForwardOptions{Temperature: temp})
-		var worst float64
-		for s, q := range seqs {
-			pl := len(prompts[q.Prompt])
-			for j, lp := range q.LogProbs {
-				worst = math.Max(worst, math.Abs(float64(lp-logp[s*T+pl-1+j])))
-			}
-		}
+		worst := logProbGap(m, prompts, seqs, temp)
 		if worst > 1e-4 {
 			t.Errorf("temperature %g: recorded and recomputed log-probs differ by up to %g", temp, worst)
 		}
 	}
+}
+
+// logProbGap is the largest |recorded − recomputed| log-prob of the sampled
+// tokens, recomputed by a training forward of m at temperature temp.
+func logProbGap(m *Model, prompts [][]int32, seqs []Sequence, temp float64) float64 {
+	T := m.Cfg.MaxSeq
+	a := m.NewActs(len(seqs), T)
+	ids, targets := make([]int32, len(seqs)*T), make([]int32, len(seqs)*T)
+	for s, q := range seqs {
+		full := append(slices.Clone(prompts[q.Prompt]), q.Tokens...)
+		for i := 0; i+1 < len(full); i++ {
+			ids[s*T+i], targets[s*T+i] = full[i], full[i+1]
+		}
+	}
+	logp := m.Forward(a, ids, targets, ForwardOptions{Temperature: temp})
+	var worst float64
+	for s, q := range seqs {
+		pl := len(prompts[q.Prompt])
+		for j, lp := range q.LogProbs {
+			worst = math.Max(worst, math.Abs(float64(lp-logp[s*T+pl-1+j])))
+		}
+	}
+	return worst
 }
 
 // TestGenerateOptions: a greedy run is reproducible, stop tokens end a
