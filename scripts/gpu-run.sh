@@ -31,7 +31,7 @@ step() { # name, command...: run, log, and record pass/fail with seconds
 } > "$summary"
 step "engine/cuda tests" ./cuda.test -test.v -test.count=1 -test.timeout 8m
 step "moe CUDA tests" ./moe.test -test.v -test.run CUDA -test.count=1 -test.timeout 8m
-step "moerl bench" sh -c "./moerl bench --device cuda --config moe-tiny,moe-small --steps 20 --json > '$OUT/moerl_bench.json'"
+step "moerl bench" sh -c "./moerl bench --device cuda --config moe-tiny,moe-small --workloads train,generate,rl-step --steps 20 --json > '$OUT/moerl_bench.json'"
 step "pretrain moe-tiny" ./moerl pretrain --device cuda --model moe-tiny --synthetic copy --steps 100 --batch 64 --out /tmp/moerl-pretrain
 if [ -f torch_moe_bench.py ]; then
   step "peer torch_moe_bench.py" env OUT="$OUT" python3 torch_moe_bench.py

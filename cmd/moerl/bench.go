@@ -14,6 +14,8 @@ import (
 
 	"github.com/moerl/moerl/engine"
 	"github.com/moerl/moerl/moe"
+	"github.com/moerl/moerl/moe/tokenizer"
+	"github.com/moerl/moerl/rl"
 )
 
 // benchResult is one workload's measurement.
@@ -24,6 +26,8 @@ type benchResult struct {
 	TokensPerS float64 `json:"tokens_per_s"`
 	MsPerStep  float64 `json:"ms_per_step,omitempty"`
 	GFLOPs     float64 `json:"model_gflop_per_s,omitempty"`
+	SPerStep   float64 `json:"s_per_step,omitempty"` // rl-step
+	GenShare   float64 `json:"gen_share,omitempty"`  // rl-step: share of the step spent sampling
 	Shape      string  `json:"shape"`
 }
 
@@ -43,7 +47,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
   train     forward, backward and AdamW on B×T tokens (tokens/s counts B×(T−1)
             predicted tokens, as the peer does)
   generate  KV-cache sampling at temperature 1, no early stop (new tokens/s,
-            the median of three runs)`, stderr)
+            the median of three runs)
+  rl-step   one GRPO step: 32 prompts × 8 samples of up to 128 new tokens
+            (fewer where the context is shorter), reference log-probs, one
+            update; s/step and the share spent generating (optional: not in
+            the default --workloads)`, stderr)
 	configs := fs.String("config", "moe-micro", "comma-separated model presets")
 	workloads := fs.String("workloads", "train,generate", "comma-separated workloads")
 	steps := fs.Int("steps", 10, "timed train steps")
@@ -77,8 +85,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	var wl []string
 	for _, w := range strings.Split(*workloads, ",") {
-		if w != "train" && w != "generate" {
-			return usagef("--workloads %q: want train or generate", w)
+		if w != "train" && w != "generate" && w != "rl-step" {
+			return usagef("--workloads %q: want train, generate or rl-step", w)
 		}
 		wl = append(wl, w)
 	}
@@ -97,10 +105,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		for _, w := range wl {
 			var r benchResult
 			var err error
-			if w == "train" {
+			switch w {
+			case "train":
 				r, err = benchTrain(m, sh, *warm, *steps)
-			} else {
+			case "generate":
 				r, err = benchGenerate(m, sh)
+			case "rl-step":
+				r, err = benchRLStep(m)
 			}
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", name, w, err)
@@ -116,13 +127,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tconfig\tshape\ttokens/s\tms/step\tmodel GFLOP/s\tdevice")
+	fmt.Fprintln(tw, "workload\tconfig\tshape\ttokens/s\tms/step\tmodel GFLOP/s\tgen share\tdevice")
 	for _, r := range results {
-		ms, gf := "", ""
+		ms, gf, gs := "", "", ""
 		if r.MsPerStep > 0 {
-			ms, gf = fmt.Sprintf("%.1f", r.MsPerStep), fmt.Sprintf("%.1f", r.GFLOPs)
+			ms = fmt.Sprintf("%.1f", r.MsPerStep)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Config, r.Shape, fmtRate(r.TokensPerS), ms, gf, r.Device)
+		if r.GFLOPs > 0 {
+			gf = fmt.Sprintf("%.1f", r.GFLOPs)
+		}
+		if r.GenShare > 0 {
+			gs = fmt.Sprintf("%.0f%%", 100*r.GenShare)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Config, r.Shape, fmtRate(r.TokensPerS), ms, gf, gs, r.Device)
 	}
 	return tw.Flush()
 }
@@ -204,4 +221,39 @@ func benchGenerate(m *moe.Model, sh benchShape) (benchResult, error) {
 	slices.Sort(rates)
 	return benchResult{Workload: "generate", TokensPerS: rates[1],
 		Shape: fmt.Sprintf("%d prompts×%d+%d", sh.genPrompts, sh.genPromptLen, sh.genNew)}, nil
+}
+
+// benchRLStep times one GRPO step (after one untimed step): 32 prompts × 8
+// samples, the reference's log-probs and one update. Its tokens/s counts the
+// generated tokens per second of the whole step.
+func benchRLStep(m *moe.Model) (benchResult, error) {
+	cfg, err := rl.DefaultConfig("grpo")
+	if err != nil {
+		return benchResult{}, err
+	}
+	const prompt = 16 // "add" prompts are up to 16 tokens with <bos>
+	cfg.Prompts, cfg.Algo.GroupSize, cfg.Steps = 32, 8, 2
+	cfg.MaxNew = min(128, m.Cfg.MaxSeq-prompt)
+	if cfg.MaxNew <= 0 {
+		return benchResult{}, fmt.Errorf("context %d is too short for rl-step", m.Cfg.MaxSeq)
+	}
+	ref, err := moe.New(m.Cfg, m.Backend(), 1)
+	if err != nil {
+		return benchResult{}, err
+	}
+	tr, err := rl.NewTrainer(cfg, m, ref, tokenizer.Default())
+	if err != nil {
+		return benchResult{}, err
+	}
+	if _, err := tr.TrainStep(); err != nil {
+		return benchResult{}, err
+	}
+	st, err := tr.TrainStep()
+	if err != nil {
+		return benchResult{}, err
+	}
+	step := st.GenSeconds + st.UpdateSeconds
+	tokens := st.LenMean * float64(cfg.Prompts*cfg.Algo.GroupSize)
+	return benchResult{Workload: "rl-step", TokensPerS: tokens / step, MsPerStep: step * 1e3, SPerStep: step,
+		GenShare: st.GenSeconds / step, Shape: fmt.Sprintf("32×8, ≤%d new", cfg.MaxNew)}, nil
 }

@@ -210,7 +210,7 @@ func TestBenchJSON(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the micro workloads")
 	}
-	code, out, stderr := moerl(t, "bench", "--json", "--steps", "1", "--warmup", "0", "--device", "cpu")
+	code, out, stderr := moerl(t, "bench", "--json", "--steps", "1", "--warmup", "0", "--workloads", "train,generate,rl-step", "--device", "cpu")
 	if code != 0 {
 		t.Fatal(stderr)
 	}
@@ -218,12 +218,14 @@ func TestBenchJSON(t *testing.T) {
 		Workloads []struct {
 			Workload, Config, Device string
 			TokensPerS               float64 `json:"tokens_per_s"`
+			GenShare                 float64 `json:"gen_share"`
 		}
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Workloads) != 2 || r.Workloads[0].TokensPerS <= 0 || r.Workloads[1].Workload != "generate" {
+	if len(r.Workloads) != 3 || r.Workloads[0].TokensPerS <= 0 || r.Workloads[1].Workload != "generate" ||
+		r.Workloads[2].GenShare <= 0 || r.Workloads[2].GenShare >= 1 {
 		t.Errorf("bench JSON: %s", out)
 	}
 }
