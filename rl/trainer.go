@@ -32,7 +32,15 @@ type Config struct {
 	WeightDecay  float64     `json:"weight_decay"`
 	ClipNorm     float64     `json:"clip_norm"`
 	Seed         uint64      `json:"seed"`
+	// RewardSource is where the reward comes from: "rule" (the task's
+	// verifier), "model" (a learned reward model's P(correct) in place of
+	// the verifier's verdict, format still checked by rule), or "mix" (the
+	// mean of the two). "model" and "mix" need Trainer.RM.
+	RewardSource string `json:"reward_source"`
 }
+
+// RewardSources are the allowed values of Config.RewardSource.
+var RewardSources = []string{"rule", "model", "mix"}
 
 // DefaultConfig is a short GRPO run on add; Algo is filled by the preset.
 func DefaultConfig(preset string) (Config, error) {
@@ -41,7 +49,8 @@ func DefaultConfig(preset string) (Config, error) {
 		return Config{}, err
 	}
 	return Config{Algo: a, Task: "add", Steps: 40, Prompts: 16, MaxNew: 40, Temperature: 1,
-		MiniBatches: 1, LR: 1e-4, MinLR: 1e-4, Warmup: 0, CriticLR: 1e-4, WeightDecay: 0, ClipNorm: 1, Seed: 1}, nil
+		MiniBatches: 1, LR: 1e-4, MinLR: 1e-4, Warmup: 0, CriticLR: 1e-4, WeightDecay: 0, ClipNorm: 1, Seed: 1,
+		RewardSource: "rule"}, nil
 }
 
 // Validate names the first bad field.
@@ -75,6 +84,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rl config: critic_lr must be positive, got %g", c.CriticLR)
 	case c.WeightDecay < 0 || c.ClipNorm < 0:
 		return fmt.Errorf("rl config: weight_decay and clip_norm must be ≥ 0")
+	}
+	if !slices.Contains(RewardSources, c.RewardSource) {
+		return fmt.Errorf("rl config: reward_source %q: want one of %v", c.RewardSource, RewardSources)
 	}
 	if c.Prompts*c.Algo.GroupSize < c.MiniBatches {
 		return fmt.Errorf("rl config: %d responses per batch cannot fill %d mini-batches", c.Prompts*c.Algo.GroupSize, c.MiniBatches)
@@ -112,6 +124,7 @@ type Trainer struct {
 	Cfg            Config
 	Policy, Ref    *moe.Model
 	Critic         *moe.Model // nil unless Cfg.Algo.Critic
+	RM             *moe.Model // learned reward model (value head), for Cfg.RewardSource model or mix
 	Tok            *tokenizer.Tokenizer
 	Step           int // steps done
 	DataRNG        *engine.RNG
@@ -211,10 +224,13 @@ func (t *Trainer) collect(st *StepStats) (*collected, error) {
 		if err != nil {
 			return nil, err
 		}
-		raw := make([]float64, len(r.Seqs))
+		raw, err := t.rewards(r)
+		if err != nil {
+			return nil, err
+		}
 		lengths, correct, groups := make([]int, len(r.Seqs)), make([]bool, len(r.Seqs)), make([]int, len(r.Seqs))
 		for i, s := range r.Seqs {
-			raw[i], lengths[i], correct[i], groups[i] = r.Results[i].Reward, len(s.Tokens), r.Results[i].Correct, s.Prompt
+			lengths[i], correct[i], groups[i] = len(s.Tokens), r.Results[i].Correct, s.Prompt
 		}
 		shaped, err := algo.ShapeRewards(a, raw, lengths, correct, groups, t.Cfg.MaxNew)
 		if err != nil {
@@ -261,6 +277,36 @@ func (t *Trainer) collect(st *StepStats) (*collected, error) {
 	st.ZeroStdGroups = float64(zero) / float64(max(groupsSeen, 1))
 	st.RewardMean, st.RewardStd = meanStd(rewardsRaw)
 	return c, nil
+}
+
+// rewards are the rollout's rewards from the configured source.
+func (t *Trainer) rewards(r *Rollout) ([]float64, error) {
+	out := make([]float64, len(r.Seqs))
+	for i := range out {
+		out[i] = r.Results[i].Reward
+	}
+	if t.Cfg.RewardSource == "rule" || t.Cfg.RewardSource == "" {
+		return out, nil
+	}
+	if t.RM == nil {
+		return nil, fmt.Errorf("reward source %q needs a reward model", t.Cfg.RewardSource)
+	}
+	ex := make([]RMExample, len(r.Seqs))
+	for i, s := range r.Seqs {
+		ex[i] = RMExample{Prompt: r.Prompts[s.Prompt], Response: s.Tokens}
+	}
+	sc := t.scheme
+	for i, p := range RMScores(t.RM, ex) {
+		model := sc.Malformed
+		if r.Results[i].WellFormed || r.Results[i].Correct {
+			model = sc.Wrong + (sc.Correct-sc.Wrong)*p
+		}
+		if t.Cfg.RewardSource == "mix" {
+			model = (model + out[i]) / 2
+		}
+		out[i] = model
+	}
+	return out, nil
 }
 
 func meanStd(x []float64) (float64, float64) {

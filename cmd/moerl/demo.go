@@ -171,7 +171,7 @@ pass_at_k.svg. --resume reuses the stages already finished in --out.`, stderr)
 			if err != nil || done && stageComplete(path, cfg.Steps) {
 				return err
 			}
-			_, err = trainRL(cfg, basePath, dir, done, 10, be, stdout, stderr)
+			_, err = trainRL(cfg, basePath, dir, done, 10, "", be, stdout, stderr)
 			return err
 		})
 		if err != nil {

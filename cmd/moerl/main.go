@@ -30,6 +30,7 @@ func commands() []command {
 		{"pretrain", "train a model from scratch on a text corpus or a synthetic task", runPretrain},
 		{"sft", "fine-tune a checkpoint on solutions: a task's, a corpus', or a teacher's (distillation)", runSFT},
 		{"rl", "train a policy with RL (ppo, grpo, dapo, omd, drgrpo, rloo, reinforce++)", runRL},
+		{"rm", "train a learned reward model that judges whole responses (Seed-Thinking's verifier)", runRM},
 		{"eval", "pass@k, maj@k and mean@k of a checkpoint or of given responses", runEval},
 		{"reward", "score responses with the rule-based reward (debugging)", runReward},
 		{"problems", "write generated task problems as JSONL", runProblems},

@@ -212,7 +212,7 @@ func pipelineRL(s demoSettings, st pipelineStage, from, dir string, resume bool,
 	if done && stageComplete(path, cfg.Steps) {
 		return path, nil
 	}
-	return trainRL(cfg, from, dir, done, 10, be, stdout, stderr)
+	return trainRL(cfg, from, dir, done, 10, "", be, stdout, stderr)
 }
 
 // pipelineSFT fine-tunes stage st.from on canonical solutions ("sft"), a

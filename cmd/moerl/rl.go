@@ -44,6 +44,7 @@ OUT/metrics.jsonl, one line per step.`, stderr)
 	out := fs.String("out", "runs/rl", "output folder")
 	resume := fs.Bool("resume", false, "continue the run in --out from its checkpoint")
 	saveEvery := fs.Int("save-every", 10, "checkpoint every N steps (0: only at the end)")
+	rmPath := fs.String("reward-model", "", "reward model checkpoint (moerl rm), for --reward-source model or mix")
 	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -55,6 +56,9 @@ OUT/metrics.jsonl, one line per step.`, stderr)
 	if *init == "" {
 		return usagef("--init is required: the checkpoint to start from")
 	}
+	if cfg.RewardSource != "rule" && *rmPath == "" {
+		return usagef("--reward-source %s needs --reward-model (a checkpoint from moerl rm)", cfg.RewardSource)
+	}
 	if *saveEvery < 0 {
 		return usagef("--save-every must be ≥ 0, got %d", *saveEvery)
 	}
@@ -62,7 +66,7 @@ OUT/metrics.jsonl, one line per step.`, stderr)
 	if err != nil {
 		return err
 	}
-	_, err = trainRL(cfg, *init, *out, *resume, *saveEvery, be, stdout, stderr)
+	_, err = trainRL(cfg, *init, *out, *resume, *saveEvery, *rmPath, be, stdout, stderr)
 	return err
 }
 
@@ -95,7 +99,9 @@ func resolveRL(fs *flag.FlagSet, preset string, ac *algo.Config, rc *rl.Config, 
 
 // trainRL runs (or resumes) an RL run into out and returns the trained
 // policy's checkpoint path.
-func trainRL(cfg rl.Config, initPath, out string, resume bool, saveEvery int, be engine.Backend, stdout, stderr io.Writer) (string, error) {
+// rmPath, if set, is a reward model checkpoint (moerl rm) for
+// cfg.RewardSource model or mix.
+func trainRL(cfg rl.Config, initPath, out string, resume bool, saveEvery int, rmPath string, be engine.Backend, stdout, stderr io.Writer) (string, error) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return "", fmt.Errorf("create output folder: %w", err)
 	}
@@ -146,7 +152,20 @@ func trainRL(cfg rl.Config, initPath, out string, resume bool, saveEvery int, be
 			return "", err
 		}
 	}
-	resolved, _ := json.MarshalIndent(map[string]any{"init": initPath, "rl": cfg, "device": be.Device()}, "", "  ")
+	if cfg.RewardSource != "rule" {
+		if rmPath == "" {
+			return "", usagef("--reward-source %s needs --reward-model (a checkpoint from moerl rm)", cfg.RewardSource)
+		}
+		rm, _, _, err := moe.LoadCheckpoint(rmPath, be)
+		if err != nil {
+			return "", err
+		}
+		if !rm.Cfg.ValueHead {
+			return "", fmt.Errorf("--reward-model %s is a policy, not a reward model (make one with moerl rm)", rmPath)
+		}
+		tr.RM = rm
+	}
+	resolved, _ := json.MarshalIndent(map[string]any{"init": initPath, "rl": cfg, "reward_model": rmPath, "device": be.Device()}, "", "  ")
 	if err := os.WriteFile(filepath.Join(out, "run.json"), append(resolved, '\n'), 0o644); err != nil {
 		return "", err
 	}

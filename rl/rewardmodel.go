@@ -1,0 +1,218 @@
+package rl
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/moe"
+	"github.com/moerl/moerl/moe/tokenizer"
+	"github.com/moerl/moerl/rl/reward"
+	"github.com/moerl/moerl/rl/task"
+)
+
+// A learned reward model (Seed-Thinking's verifier model, takeaway 4 of the
+// seed article: a model that reads the whole chain of thought and judges
+// it) is the second reward source next to the rule-based verifier. Here it
+// is a value-head model with the policy's architecture; its output at the
+// last token of a response is the logit of P(the response is correct). It
+// is trained with logistic loss on a policy's own samples, labelled by the
+// task's verifier.
+
+// RMExample is one labelled response.
+type RMExample struct {
+	Prompt   []int32 // <bos> and the prompt
+	Response []int32 // generated tokens, <eos> included if it stopped
+	Correct  bool
+}
+
+// RMTrainConfig is a reward-model training run.
+type RMTrainConfig struct {
+	Steps int     `json:"steps"`
+	Batch int     `json:"batch"`
+	LR    float64 `json:"lr"`
+	Seed  uint64  `json:"seed"`
+}
+
+// RMStats reports a reward model's fit on labelled examples.
+type RMStats struct {
+	Loss     float64 `json:"loss"`     // mean logistic loss
+	Accuracy float64 `json:"accuracy"` // P(correct) > 0.5 agrees with the label
+	// AUC is the probability that a correct response scores above a wrong
+	// one (ties count half): how well the model ranks, whatever the prior.
+	AUC      float64 `json:"auc"`
+	Positive float64 `json:"positive"` // share of correct examples
+}
+
+// rmRows lays examples out as rows of T tokens and the position of each
+// response's last token.
+func rmRows(ex []RMExample, T int) (ids []int32, last []int) {
+	ids = make([]int32, len(ex)*T)
+	for i, e := range ex {
+		full := append(slices.Clone(e.Prompt), e.Response...)
+		if len(full) > T {
+			full = full[:T]
+		}
+		copy(ids[i*T:], full)
+		last = append(last, i*T+len(full)-1)
+	}
+	return ids, last
+}
+
+// RMScores returns the reward model's P(correct) for each example.
+func RMScores(rm *moe.Model, ex []RMExample) []float64 {
+	const chunk = 256
+	out := make([]float64, 0, len(ex))
+	T := rm.Cfg.MaxSeq
+	var a *moe.Acts
+	for lo := 0; lo < len(ex); lo += chunk {
+		part := ex[lo:min(lo+chunk, len(ex))]
+		if a == nil || a.B != len(part) {
+			if a != nil {
+				a.Free(rm.Backend())
+			}
+			a = rm.NewActs(len(part), T)
+		}
+		ids, last := rmRows(part, T)
+		v := rm.Forward(a, ids, ids, moe.ForwardOptions{})
+		for _, p := range last {
+			out = append(out, sigmoid(float64(v[p])))
+		}
+	}
+	if a != nil {
+		a.Free(rm.Backend())
+	}
+	return out
+}
+
+func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+
+// auc is the Mann-Whitney estimate of P(a positive scores above a
+// negative), ties counting half; 0.5 when either side is empty.
+func auc(pos, neg []float64) float64 {
+	if len(pos) == 0 || len(neg) == 0 {
+		return 0.5
+	}
+	slices.Sort(neg)
+	var wins float64
+	for _, p := range pos {
+		below, _ := slices.BinarySearch(neg, p) // first index with neg ≥ p
+		equal := below
+		for equal < len(neg) && neg[equal] == p {
+			equal++
+		}
+		wins += float64(below) + 0.5*float64(equal-below)
+	}
+	return wins / float64(len(pos)*len(neg))
+}
+
+// EvalRM measures a reward model on labelled examples.
+func EvalRM(rm *moe.Model, ex []RMExample) RMStats {
+	var st RMStats
+	scores := RMScores(rm, ex)
+	var pos, neg []float64
+	for i, p := range scores {
+		if ex[i].Correct {
+			pos = append(pos, p)
+		} else {
+			neg = append(neg, p)
+		}
+	}
+	st.AUC = auc(pos, neg)
+	for i, p := range scores {
+		y := 0.0
+		if ex[i].Correct {
+			y, st.Positive = 1, st.Positive+1
+		}
+		st.Loss -= y*math.Log(max(p, 1e-12)) + (1-y)*math.Log(max(1-p, 1e-12))
+		if (p > 0.5) == ex[i].Correct {
+			st.Accuracy++
+		}
+	}
+	n := float64(max(len(ex), 1))
+	st.Loss, st.Accuracy, st.Positive = st.Loss/n, st.Accuracy/n, st.Positive/n
+	return st
+}
+
+// TrainRM trains a reward model, initialised from a policy's trunk
+// (moe.NewCritic), on labelled examples with logistic loss and AdamW. Each
+// step draws a batch with rng; correct and wrong examples are weighted to
+// count equally, so a verifier that is mostly right or mostly wrong still
+// learns both sides. progress, if set, is called after every step.
+func TrainRM(policy *moe.Model, ex []RMExample, cfg RMTrainConfig, progress func(step int, loss float64)) (*moe.Model, error) {
+	if cfg.Steps <= 0 || cfg.Batch <= 0 || !(cfg.LR > 0) {
+		return nil, fmt.Errorf("reward model: steps, batch and lr must be positive")
+	}
+	var pos int
+	for _, e := range ex {
+		if e.Correct {
+			pos++
+		}
+	}
+	if pos == 0 || pos == len(ex) {
+		return nil, fmt.Errorf("reward model: the %d examples are all %s; it needs both correct and wrong ones",
+			len(ex), map[bool]string{true: "correct", false: "wrong"}[pos > 0])
+	}
+	wPos, wNeg := float64(len(ex))/(2*float64(pos)), float64(len(ex))/(2*float64(len(ex)-pos))
+	rm, err := moe.NewCritic(policy)
+	if err != nil {
+		return nil, err
+	}
+	T := rm.Cfg.MaxSeq
+	a := rm.NewActs(cfg.Batch, T)
+	defer a.Free(rm.Backend())
+	rng := engine.NewRNG(cfg.Seed, engine.StreamData)
+	sched := engine.Schedule{Peak: cfg.LR, Min: cfg.LR / 10, Warmup: cfg.Steps / 10, Total: cfg.Steps}
+	opt := moe.OptConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0, ClipNorm: 1}
+	batch := make([]RMExample, cfg.Batch)
+	dv := make([]float32, cfg.Batch*T)
+	for step := range cfg.Steps {
+		for i := range batch {
+			batch[i] = ex[rng.IntN(len(ex))]
+		}
+		ids, last := rmRows(batch, T)
+		rm.ZeroGrad()
+		v := rm.Forward(a, ids, ids, moe.ForwardOptions{})
+		clear(dv)
+		var loss, wsum float64
+		for i, p := range last {
+			s := float64(v[p])
+			y, w := -1.0, wNeg
+			if batch[i].Correct {
+				y, w = 1, wPos
+			}
+			// logistic loss log(1 + e^{−y·s}), weighted
+			loss += w * (math.Log1p(math.Exp(-math.Abs(s))) + math.Max(-y*s, 0))
+			dv[p] = float32(w * -y * sigmoid(-y*s))
+			wsum += w
+		}
+		for _, p := range last {
+			dv[p] /= float32(wsum)
+		}
+		rm.Backward(a, dv)
+		rm.Step(sched.LR(step), opt)
+		if progress != nil {
+			progress(step+1, loss/wsum)
+		}
+	}
+	return rm, nil
+}
+
+// LabelledSamples samples G responses per problem from a policy and labels
+// each with the task's verifier: the training data of a reward model.
+func LabelledSamples(policy *moe.Model, tok *tokenizer.Tokenizer, problems []task.Problem, G, maxNew int, rng *engine.RNG) ([]RMExample, error) {
+	var ex []RMExample
+	const chunk = 64
+	for lo := 0; lo < len(problems); lo += chunk {
+		r, err := Sample(policy, tok, problems[lo:min(lo+chunk, len(problems))], G,
+			moe.SampleOptions{Temperature: 1, MaxNew: maxNew}, reward.Default, rng)
+		if err != nil {
+			return nil, err
+		}
+		for i, s := range r.Seqs {
+			ex = append(ex, RMExample{Prompt: r.Prompts[s.Prompt], Response: s.Tokens, Correct: r.Results[i].Correct})
+		}
+	}
+	return ex, nil
+}
