@@ -233,11 +233,11 @@ func TestBenchJSON(t *testing.T) {
 	}
 }
 
-// TestPipelineQuick runs the recipes that need no distillation at toy size
-// (a toy model solves nothing, so it has no samples to distil) and checks
-// every stage is evaluated.
+// TestPipelineQuick runs the recipes that need no distillation and no
+// reward model at toy size (a toy model solves nothing, so it has no
+// samples to learn from) and checks every policy stage is evaluated.
 func TestPipelineQuick(t *testing.T) {
-	for _, name := range []string{"r1-zero", "kimi", "seed-thinking"} {
+	for _, name := range []string{"r1-zero", "kimi"} {
 		dir := filepath.Join(t.TempDir(), name)
 		code, out, stderr := moerl(t, "pipeline", "--quick", "--name", name, "--out", dir, "--device", "cpu")
 		if code != 0 {
@@ -251,7 +251,13 @@ func TestPipelineQuick(t *testing.T) {
 		if err := json.Unmarshal(data, &res); err != nil {
 			t.Fatal(err)
 		}
-		if len(res.Stages) != len(pipelines[name].stages)+1 || len(res.Reports) != len(res.Stages) {
+		want := 1 // base
+		for _, st := range pipelines[name].stages {
+			if st.kind != "rm" {
+				want++
+			}
+		}
+		if len(res.Stages) != want || len(res.Reports) != len(res.Stages) {
 			t.Errorf("pipeline %s: stages %v, %d reports", name, res.Stages, len(res.Reports))
 		}
 		if !strings.Contains(out, "pass@1") {

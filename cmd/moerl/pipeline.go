@@ -24,13 +24,15 @@ import (
 type pipelineStage struct {
 	name string
 	what string // printed description
-	kind string // "rl", "sft" (canonical solutions), "distil" (SFT on a teacher's verified samples), "fusion"
+	kind string // "rl", "sft" (canonical solutions), "distil" (SFT on a teacher's verified samples), "fusion", "rm" (a reward model)
 	from string // the stage whose checkpoint it starts from ("base" is the pretrained model)
 	// rl
 	algo string
 	sets []string
-	// distil: the teacher stage
+	// distil, fusion and rm: the stage whose samples are used
 	teacher string
+	// rl: "model" or "mix" takes rewards from the reward model of stage rm
+	rewardSource, rm string
 }
 
 // pipelines are the article's training recipes at toy scale.
@@ -58,9 +60,10 @@ var pipelines = map[string]struct {
 		{name: "fusion", what: "stage 3: thinking-mode fusion: SFT on reasoning-rl's verified samples, half with the thinking removed", kind: "fusion", from: "reasoning-rl", teacher: "reasoning-rl"},
 		{name: "general-rl", what: "stage 4: general RL (GRPO, KL 0.001)", kind: "rl", from: "fusion", algo: "grpo", sets: []string{"kl_coef=0.001"}},
 	}},
-	"seed-thinking": {"Seed-Thinking v1.5: SFT on chains of thought, then RL with DAPO's techniques (clip-higher, dynamic sampling, token-mean, overlong shaping)", []pipelineStage{
+	"seed-thinking": {"Seed-Thinking v1.5: SFT on chains of thought, a verifier model trained on the SFT model's samples, then RL with DAPO's techniques (clip-higher, dynamic sampling, token-mean, overlong shaping) on the mean of the rule-based and the learned reward", []pipelineStage{
 		{name: "sft", what: "SFT on canonical chains of thought", kind: "sft", from: "base"},
-		{name: "dapo", what: "DAPO", kind: "rl", from: "sft", algo: "dapo"},
+		{name: "verifier", what: "a reward model judging whole responses, trained on the SFT model's labelled samples", kind: "rm", from: "sft", teacher: "sft"},
+		{name: "dapo", what: "DAPO, reward: mean of the verifier rule and the reward model", kind: "rl", from: "sft", algo: "dapo", rewardSource: "mix", rm: "verifier"},
 	}},
 }
 
@@ -150,7 +153,9 @@ Writes OUT/<stage>/ for each stage and OUT/pipeline.json. Pipelines:`+list.Strin
 		var err error
 		switch st.kind {
 		case "rl":
-			ck[st.name], err = pipelineRL(s, st, ck[st.from], dir, *resume, be, stdout, stderr)
+			ck[st.name], err = pipelineRL(s, st, ck, dir, *resume, be, stdout, stderr)
+		case "rm":
+			ck[st.name], err = pipelineRM(s, t, st, ck, dir, *resume, be, tok, stderr)
 		default:
 			ck[st.name], err = pipelineSFT(s, t, st, ck, sft, dir, *resume, be, tok, stdout, stderr)
 		}
@@ -161,7 +166,9 @@ Writes OUT/<stage>/ for each stage and OUT/pipeline.json. Pipelines:`+list.Strin
 	res := pipelineResult{Pipeline: *name, Settings: s, Stages: []string{"base"}, Reports: map[string]eval.Report{}, Device: be.Device()}
 	evaluate := evaluator(s, studyProblems(s, t, !*quick), be, tok, stderr)
 	for _, st := range p.stages {
-		res.Stages = append(res.Stages, st.name)
+		if st.kind != "rm" {
+			res.Stages = append(res.Stages, st.name)
+		}
 	}
 	for _, name := range res.Stages {
 		if res.Reports[name], err = evaluate(name, ck[name]); err != nil {
@@ -187,7 +194,7 @@ Writes OUT/<stage>/ for each stage and OUT/pipeline.json. Pipelines:`+list.Strin
 	return nil
 }
 
-func pipelineRL(s demoSettings, st pipelineStage, from, dir string, resume bool, be engine.Backend, stdout, stderr io.Writer) (string, error) {
+func pipelineRL(s demoSettings, st pipelineStage, ck map[string]string, dir string, resume bool, be engine.Backend, stdout, stderr io.Writer) (string, error) {
 	path := filepath.Join(dir, "policy.ck")
 	cfg, err := rl.DefaultConfig(st.algo)
 	if err != nil {
@@ -196,6 +203,9 @@ func pipelineRL(s demoSettings, st pipelineStage, from, dir string, resume bool,
 	cfg.Task, cfg.Steps, cfg.Prompts, cfg.MaxNew, cfg.LR, cfg.MinLR, cfg.Seed = s.Task, s.RLSteps, s.RLPrompts, s.MaxNew, s.RLLR, s.RLLR, s.Seed
 	if cfg.Algo.GroupSize < 2 {
 		cfg.Prompts *= 8
+	}
+	if st.rewardSource != "" {
+		cfg.RewardSource = st.rewardSource
 	}
 	for _, a := range st.sets {
 		if err := cfg.Algo.Apply(a); err != nil {
@@ -212,7 +222,42 @@ func pipelineRL(s demoSettings, st pipelineStage, from, dir string, resume bool,
 	if done && stageComplete(path, cfg.Steps) {
 		return path, nil
 	}
-	return trainRL(cfg, from, dir, done, 10, "", be, stdout, stderr)
+	return trainRL(cfg, ck[st.from], dir, done, 10, ck[st.rm], be, stdout, stderr)
+}
+
+// pipelineRM trains a reward model on stage st.teacher's labelled samples.
+// A reward model is not trained in steps that a checkpoint resumes: with
+// resume, a finished one is reused, an unfinished one retrained.
+func pipelineRM(s demoSettings, t task.Task, st pipelineStage, ck map[string]string, dir string, resume bool,
+	be engine.Backend, tok *tokenizer.Tokenizer, stderr io.Writer) (string, error) {
+	path := filepath.Join(dir, "model.ck")
+	if done, err := finished(path, resume); err != nil || done {
+		return path, err
+	}
+	policy, _, _, err := moe.LoadCheckpoint(ck[st.teacher], be)
+	if err != nil {
+		return "", err
+	}
+	train, _ := t.Difficulties()
+	rng := engine.NewRNG(s.Seed, engine.StreamSample)
+	ex, err := rl.LabelledSamples(policy, tok, task.GenerateSet(t, s.Seed+17, max(64, s.PretrainDocs/40), train), 4, s.MaxNew, rng)
+	if err != nil {
+		return "", err
+	}
+	cfg := rl.RMTrainConfig{Steps: 300, Batch: 32, LR: 1e-3, Seed: s.Seed}
+	if s.PretrainSteps < 100 { // --quick
+		cfg.Steps, cfg.Batch = 10, 8
+	}
+	rm, err := rl.TrainRM(policy, ex, cfg, nil)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(stderr, "%s: reward model trained on %d samples (%.0f%% correct)\n", st.name, len(ex), 100*correctShare(ex))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	rs := moe.RunState{Stage: "rm", Step: cfg.Steps}
+	return path, rm.SaveCheckpoint(path, tok, rs, false)
 }
 
 // pipelineSFT fine-tunes stage st.from on canonical solutions ("sft"), a
