@@ -85,58 +85,6 @@ func TestModelGradient(t *testing.T) {
 	}
 }
 
-// TestSampledLogProbsMatchForward: the log-probs recorded while sampling
-// equal the ones a training forward recomputes on the same tokens (the
-// ratio is 1 before any update), to float rounding.
-func TestSampledLogProbsMatchForward(t *testing.T) {
-	cfg := tinyConfig(false)
-	cfg.MaxSeq = 24
-	be := cpu.New()
-	m, err := New(cfg, be, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prompts := [][]int32{{1, 5, 6}, {1, 7}, {1, 9, 9, 9, 4}}
-	const G = 3
-	for _, temp := range []float64{1, 0.7} {
-		seqs, err := m.Generate(prompts, G, SampleOptions{Temperature: temp, MaxNew: 10, Stop: []int32{2}},
-			engine.NewRNG(9, engine.StreamSample))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(seqs) != len(prompts)*G {
-			t.Fatalf("got %d sequences, want %d", len(seqs), len(prompts)*G)
-		}
-		worst := logProbGap(m, prompts, seqs, temp)
-		if worst > 1e-4 {
-			t.Errorf("temperature %g: recorded and recomputed log-probs differ by up to %g", temp, worst)
-		}
-	}
-}
-
-// logProbGap is the largest |recorded − recomputed| log-prob of the sampled
-// tokens, recomputed by a training forward of m at temperature temp.
-func logProbGap(m *Model, prompts [][]int32, seqs []Sequence, temp float64) float64 {
-	T := m.Cfg.MaxSeq
-	a := m.NewActs(len(seqs), T)
-	ids, targets := make([]int32, len(seqs)*T), make([]int32, len(seqs)*T)
-	for s, q := range seqs {
-		full := append(slices.Clone(prompts[q.Prompt]), q.Tokens...)
-		for i := 0; i+1 < len(full); i++ {
-			ids[s*T+i], targets[s*T+i] = full[i], full[i+1]
-		}
-	}
-	logp := m.Forward(a, ids, targets, ForwardOptions{Temperature: temp})
-	var worst float64
-	for s, q := range seqs {
-		pl := len(prompts[q.Prompt])
-		for j, lp := range q.LogProbs {
-			worst = math.Max(worst, math.Abs(float64(lp-logp[s*T+pl-1+j])))
-		}
-	}
-	return worst
-}
-
 // TestGenerateOptions: a greedy run is reproducible, stop tokens end a
 // sequence, and length limits hold per prompt.
 func TestGenerateOptions(t *testing.T) {
