@@ -53,6 +53,33 @@ func defaultDemo(quick bool) demoSettings {
 	return s
 }
 
+// fitToTask sizes the generation budget and the context for a task: the
+// budget covers the longest canonical response at the training
+// difficulties (rounded up to 8 tokens), the context the longest prompt of
+// the evaluated difficulties plus that budget (rounded up to 16, at least
+// the preset's). For add it leaves moe-micro's 64 tokens and 40 new ones.
+func (s *demoSettings) fitToTask(t task.Task) {
+	tok := tokenizer.Default()
+	train, held := t.Difficulties()
+	diffs := slices.Clone(train)
+	if len(held) > 0 {
+		diffs = append(diffs, held[0])
+	}
+	var prompt, response int
+	for _, d := range diffs {
+		for _, p := range task.GenerateSet(t, s.Seed, 200, []int{d}) {
+			pi, _ := tok.Encode(p.Prompt)
+			prompt = max(prompt, len(pi)+1) // <bos>
+			if slices.Contains(train, d) {
+				ri, _ := tok.Encode(p.Response())
+				response = max(response, len(ri)+1) // <eos>
+			}
+		}
+	}
+	s.MaxNew = (response + 7) / 8 * 8
+	s.Model.MaxSeq = max(s.Model.MaxSeq, (prompt+s.MaxNew+15)/16*16)
+}
+
 // study is what the demo writes to study.json.
 type study struct {
 	Settings demoSettings `json:"settings"`
@@ -117,6 +144,7 @@ pass_at_k.svg. --resume reuses the stages already finished in --out.`, stderr)
 	if err != nil {
 		return usageError{fmt.Errorf("--task: %w", err)}
 	}
+	s.fitToTask(t)
 	var algos []string
 	cfgs := map[string]rl.Config{}
 	for _, name := range strings.Split(s.Algo, ",") {

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moerl/moerl/moe/tokenizer"
+	"github.com/moerl/moerl/rl/task"
 )
 
 // moerl runs a command line and returns its exit code, stdout and stderr.
@@ -294,5 +297,31 @@ func TestRLResolvesSettings(t *testing.T) {
 	}
 	if !strings.Contains(stderr, `"preset":"dapo"`) {
 		t.Errorf("the resolved settings are not printed: %q", stderr)
+	}
+}
+
+// TestFitToTask: the demo's budget covers every task's canonical responses
+// and its context the longest evaluated prompt plus that budget, and add
+// keeps moe-micro's 64-token context and 40-token budget (the recipe of
+// docs/study.md).
+func TestFitToTask(t *testing.T) {
+	for _, name := range task.Names() {
+		tk, _ := task.Get(name)
+		s := defaultDemo(false)
+		s.fitToTask(tk)
+		if name == "add" && (s.Model.MaxSeq != 64 || s.MaxNew != 40) {
+			t.Errorf("add: context %d, budget %d; want 64 and 40", s.Model.MaxSeq, s.MaxNew)
+		}
+		train, _ := tk.Difficulties()
+		tok := tokenizer.Default()
+		for _, p := range task.GenerateSet(tk, 99, 100, train) {
+			pi, _ := tok.Encode(p.Prompt)
+			ri, _ := tok.Encode(p.Response())
+			if len(ri)+1 > s.MaxNew || len(pi)+1+s.MaxNew > s.Model.MaxSeq {
+				t.Errorf("%s: a %d-token prompt and %d-token response do not fit budget %d, context %d",
+					name, len(pi)+1, len(ri)+1, s.MaxNew, s.Model.MaxSeq)
+				break
+			}
+		}
 	}
 }

@@ -133,6 +133,7 @@ Writes OUT/<stage>/ for each stage and OUT/pipeline.json. Pipelines:`+list.Strin
 	if err != nil {
 		return usageError{fmt.Errorf("--task: %w", err)}
 	}
+	s.fitToTask(t)
 	resultPath := filepath.Join(*out, "pipeline.json")
 	if _, err := os.Stat(resultPath); err == nil && !*resume {
 		return fmt.Errorf("%s exists: choose another --out (or --resume to redo only what is missing)", resultPath)
