@@ -3,6 +3,7 @@ package moe
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -54,9 +55,15 @@ func ReadCorpus(path string, tok *tokenizer.Tokenizer) (*Corpus, error) {
 		return nil, fmt.Errorf("read corpus: %w", err)
 	}
 	defer f.Close()
+	return ParseCorpus(f, "corpus "+path, tok)
+}
+
+// ParseCorpus reads a corpus as ReadCorpus does from r; errors start with
+// name and the line number.
+func ParseCorpus(r io.Reader, name string, tok *tokenizer.Tokenizer) (*Corpus, error) {
 	var docs []string
 	var lines []int
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<16), 1<<24)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimRight(sc.Text(), "\r")
@@ -67,9 +74,12 @@ func ReadCorpus(path string, tok *tokenizer.Tokenizer) (*Corpus, error) {
 		lines = append(lines, n)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read corpus %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return encodeDocs(docs, lines, tok, "corpus "+path+" line")
+	if len(docs) == 0 {
+		return nil, fmt.Errorf("%s has no documents", name)
+	}
+	return encodeDocs(docs, lines, tok, name+" line")
 }
 
 // Batch draws rows documents at random with rng into a batch of T tokens.

@@ -108,6 +108,16 @@ func readResponses(path string) ([]givenResponse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read responses: %w", err)
 	}
+	rs, err := parseResponses(data)
+	if err != nil {
+		return nil, fmt.Errorf("responses %s %w", path, err)
+	}
+	return rs, nil
+}
+
+// parseResponses parses JSONL lines of givenResponse (blank lines skipped,
+// unknown fields rejected); an error starts with the line number.
+func parseResponses(data []byte) ([]givenResponse, error) {
 	var out []givenResponse
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<16), 1<<24)
@@ -120,15 +130,18 @@ func readResponses(path string) ([]givenResponse, error) {
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&r); err != nil {
-			return nil, fmt.Errorf("responses %s line %d: %v", path, line, err)
+			return nil, fmt.Errorf("line %d: %v", line, err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("line %d: more than one JSON value", line)
 		}
 		if r.ID == "" && r.Index == nil {
-			return nil, fmt.Errorf("responses %s line %d: needs an \"id\" or an \"index\"", path, line)
+			return nil, fmt.Errorf("line %d: needs an \"id\" or an \"index\"", line)
 		}
 		out = append(out, r)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("responses %s: %w", path, err)
+		return nil, err
 	}
 	return out, nil
 }
