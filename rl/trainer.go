@@ -100,7 +100,7 @@ type StepStats struct {
 	RewardMean    float64 `json:"reward_mean"` // rule-based reward before shaping
 	RewardStd     float64 `json:"reward_std"`
 	Accuracy      float64 `json:"accuracy"`
-	ZeroStdGroups float64 `json:"zero_std_groups"` // share of groups whose rewards are all equal
+	ZeroStdGroups float64 `json:"zero_std_groups"` // share of groups whose rewards are all equal (0 when G = 1)
 	LenMean       float64 `json:"len_mean"`
 	LenMax        int     `json:"len_max"`
 	Truncated     float64 `json:"truncated"` // share of responses cut at the budget
@@ -241,9 +241,11 @@ func (t *Trainer) collect(st *StepStats) (*collected, error) {
 			return nil, err
 		}
 		for p := range r.Problems {
-			groupsSeen++
-			if !keep[p*G] {
-				zero++
+			if G > 1 { // a group of one has no spread to measure
+				groupsSeen++
+				if !keep[p*G] {
+					zero++
+				}
 			}
 			if a.DynamicSampling && !keep[p*G] || len(c.prompts) >= t.Cfg.Prompts {
 				continue
