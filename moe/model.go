@@ -2,6 +2,9 @@ package moe
 
 import (
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 
 	"github.com/moerl/moerl/engine"
 )
@@ -72,10 +75,17 @@ type OptConfig struct {
 var DefaultOpt = OptConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1}
 
 // Step clips the gradient to o.ClipNorm and takes one AdamW step at
-// learning rate lr. It returns the gradient norm before clipping.
-func (m *Model) Step(lr float64, o OptConfig) float64 {
+// learning rate lr. It returns the gradient norm before clipping. A
+// gradient holding NaN or ±Inf takes no step: the weights, the moments and
+// the step count stay as they were, and the error (a *NonFiniteError)
+// names the first parameter whose gradient is not finite, so a run can
+// either stop there or skip the batch.
+func (m *Model) Step(lr float64, o OptConfig) (float64, error) {
 	be, n := m.be, m.lay.total
 	norm := sqrt(be.SumSquares(m.Grads, n))
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return norm, m.nonFinite("gradient", m.gv)
+	}
 	if s := engine.ClipScale(norm, o.ClipNorm); s != 1 {
 		be.Scale(m.Grads, n, float32(s))
 	}
@@ -87,7 +97,95 @@ func (m *Model) Step(lr float64, o OptConfig) float64 {
 		be.AdamW(m.Params.View(nd, rest), m.Grads.View(nd, rest), m.M.View(nd, rest), m.V.View(nd, rest), rest,
 			float32(lr), float32(o.Beta1), float32(o.Beta2), float32(o.Eps), 0, m.OptStep)
 	}
-	return norm
+	return norm, nil
+}
+
+// NonFiniteError reports a NaN or an infinity in one of a model's tensors.
+type NonFiniteError struct {
+	// What is "weight", "gradient" or "loss".
+	What string
+	// Tensor names the parameter ("layer1.w2", "embed", …); for a loss it
+	// names the first weight that is not finite, or is empty when every
+	// weight is finite.
+	Tensor string
+	// Layer is the transformer layer the tensor belongs to, or -1 for the
+	// embedding, the head, the final norm and a loss.
+	Layer int
+	// Index is the first offending element within the tensor, Value its value.
+	Index int
+	Value float32
+}
+
+func (e *NonFiniteError) Error() string {
+	if e.Tensor == "" {
+		return fmt.Sprintf("%s is not finite (every weight is finite)", e.What)
+	}
+	where := e.Tensor
+	if e.Layer >= 0 {
+		where = fmt.Sprintf("%s (layer %d)", e.Tensor, e.Layer)
+	}
+	return fmt.Sprintf("%s of %s is not finite: element %d is %v", e.What, where, e.Index, e.Value)
+}
+
+// LossError is the error for a loss that is not finite: it names the first
+// weight that is not finite, which is usually the cause, or says that every
+// weight is finite (then the forward pass overflowed).
+func (m *Model) LossError(loss float64) error {
+	if err := m.CheckWeights(); err != nil {
+		return fmt.Errorf("loss is %v: %w", loss, err)
+	}
+	return &NonFiniteError{What: fmt.Sprintf("loss (%v)", loss), Layer: -1}
+}
+
+// CheckWeights returns a *NonFiniteError naming the first parameter that
+// holds NaN or ±Inf, or nil. It costs one reduction when every weight is
+// finite.
+func (m *Model) CheckWeights() error {
+	if s := m.be.SumSquares(m.Params, m.lay.total); !math.IsNaN(s) && !math.IsInf(s, 0) {
+		return nil
+	}
+	return m.nonFinite("weight", m.pv)
+}
+
+// nonFinite downloads each parameter's slice of a buffer in order and
+// describes the first element that is not finite. A sum of squares can
+// overflow to +Inf on finite but huge values; then the largest element is
+// named instead.
+func (m *Model) nonFinite(what string, views map[*Param]*engine.Tensor) error {
+	var worst *NonFiniteError
+	var worstAbs float32
+	for _, p := range m.lay.params {
+		host := make([]float32, p.Len())
+		m.be.Download(host, views[p])
+		for i, v := range host {
+			f := float64(v)
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return &NonFiniteError{What: what, Tensor: p.Name, Layer: paramLayer(p.Name), Index: i, Value: v}
+			}
+			if a := float32(math.Abs(f)); a > worstAbs {
+				worstAbs = a
+				worst = &NonFiniteError{What: what + " (sum of squares overflows)", Tensor: p.Name, Layer: paramLayer(p.Name), Index: i, Value: v}
+			}
+		}
+	}
+	if worst != nil {
+		return worst
+	}
+	return &NonFiniteError{What: what, Layer: -1}
+}
+
+// paramLayer reads the layer number from a parameter name "layer<i>.…".
+func paramLayer(name string) int {
+	rest, ok := strings.CutPrefix(name, "layer")
+	if !ok {
+		return -1
+	}
+	num, _, _ := strings.Cut(rest, ".")
+	i, err := strconv.Atoi(num)
+	if err != nil {
+		return -1
+	}
+	return i
 }
 
 // ResetOptimizer clears the AdamW moments and step count (Kimi's mirror

@@ -122,11 +122,14 @@ func (m *Model) TrainStep(a *Acts, b *Batch, t TrainConfig, step int) (StepStats
 	}
 	loss /= count
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return StepStats{}, fmt.Errorf("train step %d: loss is %v", step, loss)
+		return StepStats{}, m.LossError(loss)
 	}
 	m.Backward(a, dlogp)
 	lr := t.Schedule().LR(step)
-	norm := m.Step(lr, t.Opt())
+	norm, err := m.Step(lr, t.Opt())
+	if err != nil {
+		return StepStats{}, err
+	}
 	return StepStats{Step: step + 1, Loss: loss, AuxLoss: m.AuxLoss, GradNorm: norm, LR: lr, Tokens: int(count)}, nil
 }
 

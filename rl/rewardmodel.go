@@ -191,7 +191,9 @@ func TrainRM(policy *moe.Model, ex []RMExample, cfg RMTrainConfig, progress func
 			dv[p] /= float32(wsum)
 		}
 		rm.Backward(a, dv)
-		rm.Step(sched.LR(step), opt)
+		if _, err := rm.Step(sched.LR(step), opt); err != nil {
+			return nil, fmt.Errorf("reward model step %d: %w", step+1, err)
+		}
 		if progress != nil {
 			progress(step+1, loss/wsum)
 		}

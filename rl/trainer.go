@@ -499,7 +499,11 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 			r.scatter(dlogp, dNew, lo, hi)
 			t.Policy.ZeroGrad()
 			t.Policy.Backward(acts, dlogp)
-			st.GradNorm += t.Policy.Step(st.LR, opt)
+			norm, err := t.Policy.Step(st.LR, opt)
+			if err != nil {
+				return st, fmt.Errorf("policy update: %w", err)
+			}
+			st.GradNorm += norm
 			st.Loss += loss
 			st.ClipFrac += ps.ClipFrac
 			updates++
@@ -515,7 +519,9 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 				r.scatter(dvals, dv, lo, hi)
 				t.Critic.ZeroGrad()
 				t.Critic.Backward(cacts, dvals)
-				t.Critic.Step(cfg.CriticLR, opt)
+				if _, err := t.Critic.Step(cfg.CriticLR, opt); err != nil {
+					return st, fmt.Errorf("critic update: %w", err)
+				}
 				st.ValueLoss += vl
 			}
 		}
