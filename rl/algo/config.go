@@ -82,6 +82,20 @@ const (
 	SeqMeanTokenSum Aggregation = "seq-mean-token-sum"
 )
 
+// ShortBatchPolicy says what a step does when dynamic sampling has used
+// its MaxTries sampling rounds without filling the update batch.
+type ShortBatchPolicy string
+
+// The short-batch policies.
+const (
+	// ShortBatchTrain trains on the groups that were kept (possibly none)
+	// and reports the shortfall in the step's statistics.
+	ShortBatchTrain ShortBatchPolicy = "train"
+	// ShortBatchFail fails the step, as verl's DAPO trainer raises once
+	// max_num_gen_batches generation batches have not filled the batch.
+	ShortBatchFail ShortBatchPolicy = "fail"
+)
+
 // RewardScheme names the values the rule-based reward gives; rl/reward
 // holds the values (reward.ParseScheme).
 type RewardScheme string
@@ -102,6 +116,9 @@ func (KLPlacement) allowed() []string  { return []string{"none", "reward", "loss
 func (KLEstimator) allowed() []string  { return []string{"k1", "k2", "k3"} }
 func (PolicyTerm) allowed() []string   { return []string{"clip", "omd"} }
 func (RewardScheme) allowed() []string { return []string{"default", "pm1"} }
+func (ShortBatchPolicy) allowed() []string {
+	return []string{string(ShortBatchTrain), string(ShortBatchFail)}
+}
 func (Aggregation) allowed() []string {
 	return []string{"seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"}
 }
@@ -146,8 +163,10 @@ type Config struct {
 	// Tau is mirror descent's τ. Kimi k1.5 does not publish its τ; 0.1 is
 	// moerl's default.
 	Tau float64 `json:"tau"`
-	// ResetOptimizer asks the trainer to reset the optimizer state at every
-	// iteration (a mirror-descent option).
+	// ResetOptimizer asks the trainer to reset the optimizer state at the
+	// start of every iteration (RL step). Kimi k1.5 (§2.3.2) does so for its
+	// mirror descent: each iteration optimizes a different problem, since
+	// its reference policy is the one that sampled that iteration's batch.
 	ResetOptimizer bool `json:"reset_optimizer"`
 	// Aggregation reduces per-token losses to the batch loss. The omd policy
 	// term always averages its sequence losses; there Aggregation applies
@@ -164,6 +183,16 @@ type Config struct {
 	// MaxTries caps the sampling rounds dynamic sampling may use to fill one
 	// batch (verl's DAPO recipe: max_num_gen_batches = 10).
 	MaxTries int `json:"max_tries"`
+	// ShortBatch says what a step does when MaxTries rounds leave the batch
+	// short of its prompts: "train" (the default) trains on the groups kept
+	// and reports the shortfall (StepStats short_batch, groups,
+	// groups_wanted); "fail" fails the step, as verl does when
+	// max_num_gen_batches is exceeded. moerl trains by default because a toy
+	// run on a hard bin often comes up short in its first steps, while the
+	// policy rarely solves anything, and failing there would end exactly the
+	// runs a study of hard problems needs; the shortfall is reported, not
+	// silent.
+	ShortBatch ShortBatchPolicy `json:"short_batch"`
 	// OverlongShaping adds DAPO's soft overlong punishment to the reward.
 	OverlongShaping bool `json:"overlong_shaping"`
 	// MaxLen is DAPO's L_max; 0 means the run's generation budget.
@@ -175,6 +204,13 @@ type Config struct {
 	OverlongFilter bool `json:"overlong_filter"`
 	// LengthPenalty is the weight w of Kimi's length reward; 0 is off.
 	LengthPenalty float64 `json:"length_penalty"`
+	// LengthPenaltyWarmup is the number of RL steps trained without the
+	// length reward before it switches on at its full weight. Kimi k1.5
+	// (§2.3.3) found the penalty slows early training and warms it up:
+	// "standard policy optimization without length penalty, followed by a
+	// constant length penalty for the rest of training"; it does not say
+	// for how long. See LengthPenaltyAt.
+	LengthPenaltyWarmup int `json:"length_penalty_warmup"`
 	// Curriculum asks the prompt sampler for easy-to-hard ordering (Kimi).
 	Curriculum bool `json:"curriculum"`
 	// PrioritizedSampling asks the prompt sampler to favour prompts with a
@@ -187,72 +223,122 @@ type Config struct {
 	ValueClip float64 `json:"value_clip"`
 	// Epochs is the number of passes over each batch of samples.
 	Epochs int `json:"epochs"`
+	// MiniBatches is the number of optimizer steps per epoch: the batch is
+	// cut into that many mini-batches of whole responses. Epochs ×
+	// MiniBatches is the number of updates one rollout pays for; after the
+	// first, the policy differs from the one that sampled, ρ ≠ 1, and the
+	// clip (or omd's τ term) can act.
+	MiniBatches int `json:"mini_batches"`
 }
 
 // presets are the defaults of SPEC-RL.md's table, from the papers and
 // reference implementations. Where the table leaves a value open the
 // comment says where it comes from.
+//
+// Updates per rollout (Epochs × MiniBatches) come from each method's paper
+// or reference scripts and are kept as they are at toy scale: a toy step
+// is about 16 prompts × 8 responses = 128 responses (the papers' are 1,000
+// to 8,000), so a mini-batch keeps the share of the batch it has in the
+// source, and each still holds at least one whole group of a toy batch.
+// Keeping the count, not the mini-batch size, keeps how far the policy
+// moves away from the one that sampled before a batch is used up, which is
+// what the clip (and DAPO's clip-higher) is there for.
 var presets = map[string]Config{
 	// PPO for LLMs (verl / OpenRLHF): GAE γ=1, λ=0.95, k1 KL in the reward
-	// with β_r=0.05, clip 0.2, critic with value clip 0.2, 4 epochs.
+	// with β_r=0.05, clip 0.2, critic with value clip 0.2. Updates: 4 epochs
+	// of one mini-batch (TRL's PPOConfig: num_ppo_epochs 4, num_mini_batches
+	// 1; SPEC-RL.md's 4 epochs). A toy PPO batch (16 to 128 prompts × 1
+	// response) is already smaller than one of TRL's mini-batches, so it
+	// stays whole.
 	"ppo": {
 		Advantage: GAE, Gamma: 1, Lambda: 0.95,
 		KLPlacement: KLReward, KLEstimator: K1, KLCoef: 0.05,
 		PolicyLoss: Clip, ClipLow: 0.2, ClipHigh: 0.2,
 		Aggregation: TokenMean, GroupSize: 1,
-		Critic: true, ValueClip: 0.2, Epochs: 4,
+		Critic: true, ValueClip: 0.2, Epochs: 4, MiniBatches: 1,
 	},
 	// GRPO (DeepSeekMath): group mean/std, k3 KL in the loss with β=0.04.
 	// The paper samples G=64; the table allows 8..64 and toy runs use 8.
+	// Updates: 4 mini-batches of one epoch, verl's GRPO example
+	// (examples/grpo_trainer/run_qwen2-7b.sh: train_batch_size 1024,
+	// ppo_mini_batch_size 256). DeepSeekMath takes "a single update
+	// following each exploration stage" (ρ ≡ 1: the clip never acts) and
+	// DeepSeek-R1-Zero 16 (8,192 outputs split into 16 mini-batches, one
+	// inner epoch). Toy: 16 prompts × 8 = 128 responses, 32 (four groups)
+	// per mini-batch.
 	"grpo": {
 		Advantage: Group, Gamma: 1, Lambda: 1,
 		KLPlacement: KLLoss, KLEstimator: K3, KLCoef: 0.04,
 		PolicyLoss: Clip, ClipLow: 0.2, ClipHigh: 0.2,
-		Aggregation: SeqMeanTokenMean, GroupSize: 8, Epochs: 1,
+		Aggregation: SeqMeanTokenMean, GroupSize: 8, Epochs: 1, MiniBatches: 4,
 	},
 	// DAPO: clip-higher 0.2/0.28, token-mean, no KL, dynamic sampling,
-	// overlong shaping, ±1 reward, 16 responses per prompt.
+	// overlong shaping, ±1 reward, 16 responses per prompt. Updates: 16
+	// mini-batches of one epoch (DAPO §4.1: prompt batch 512 × 16 responses,
+	// mini-batch 512 responses, "16 gradient updates for each rollout step";
+	// verl's recipe run_dapo_qwen2.5_32b.sh: train_prompt_bsz 512,
+	// train_prompt_mini_bsz 32). Toy: 16 prompts × 16 = 256 responses, one
+	// group per mini-batch.
 	"dapo": {
 		Advantage: Group, Gamma: 1, Lambda: 1,
 		KLPlacement: KLNone, KLEstimator: K3,
 		PolicyLoss: Clip, ClipLow: 0.2, ClipHigh: 0.28,
-		Aggregation: TokenMean, GroupSize: 16, Epochs: 1,
+		Aggregation: TokenMean, GroupSize: 16, Epochs: 1, MiniBatches: 16,
 		RewardScheme:    RewardPM1,
 		DynamicSampling: true, MaxTries: 10,
 		OverlongShaping: true,
 	},
 	// Kimi k1.5 online mirror descent: group mean baseline, KL through τ,
-	// length penalty, curriculum and prioritized sampling. The paper adds
-	// the length reward unweighted (w=1) and does not give τ.
+	// length penalty, curriculum and prioritized sampling, and the
+	// optimizer reset at every iteration (§2.3.2). The paper adds the length
+	// reward unweighted (w=1) after a warm-up without it (§2.3.3) whose
+	// length it does not give: 10 steps here, a quarter of rl's default
+	// 40-step run and a tenth of the study's 100. τ and the updates per
+	// iteration are not published either: τ=0.1, and 4 mini-batches as
+	// grpo's, since with a single update s_i = 0 and the τ term never
+	// acts.
 	"omd": {
 		Advantage: GroupMean, Gamma: 1, Lambda: 1,
 		KLPlacement: KLNone, KLEstimator: K1,
-		PolicyLoss: OMD, ClipLow: 0.2, ClipHigh: 0.2, Tau: 0.1,
-		Aggregation: SeqMeanTokenSum, GroupSize: 8, Epochs: 1,
-		LengthPenalty: 1, Curriculum: true, PrioritizedSampling: true,
+		PolicyLoss: OMD, ClipLow: 0.2, ClipHigh: 0.2, Tau: 0.1, ResetOptimizer: true,
+		Aggregation: SeqMeanTokenSum, GroupSize: 8, Epochs: 1, MiniBatches: 4,
+		LengthPenalty: 1, LengthPenaltyWarmup: 10, Curriculum: true, PrioritizedSampling: true,
 	},
-	// Dr. GRPO: no std division, no length normalisation, no KL.
+	// Dr. GRPO: no std division, no length normalisation, no KL. Updates:
+	// 8 mini-batches of one epoch, the paper's oat scripts
+	// (sail-sg/understand-r1-zero examples/qwen2.5-math-7b.sh:
+	// rollout_batch_size 128 prompts × num_samples 8, train_batch_size 128,
+	// num_ppo_epochs 1). Toy: 16 responses (two groups) per mini-batch.
 	"drgrpo": {
 		Advantage: GroupMean, Gamma: 1, Lambda: 1,
 		KLPlacement: KLNone, KLEstimator: K3,
 		PolicyLoss: Clip, ClipLow: 0.2, ClipHigh: 0.2,
-		Aggregation: SeqMeanTokenSumNorm, GroupSize: 8, Epochs: 1,
+		Aggregation: SeqMeanTokenSumNorm, GroupSize: 8, Epochs: 1, MiniBatches: 8,
 	},
 	// RLOO: sequence-level k1 KL in the reward; β_r=0.05 is TRL's default
-	// kl_coef (the table gives none).
+	// kl_coef (the table gives none). Updates: 8 mini-batches of one epoch,
+	// OpenRLHF's RLOO script (examples/scripts/train_rloo_llama.sh:
+	// rollout_batch_size 32 × n_samples_per_prompt 4, train_batch_size 16,
+	// max_epochs 1); TRL's RLOOTrainer takes one (num_iterations 1, one
+	// optimizer step per generation batch). Toy: 16 responses per
+	// mini-batch.
 	"rloo": {
 		Advantage: RLOO, Gamma: 1, Lambda: 1,
 		KLPlacement: KLReward, KLEstimator: K1, KLCoef: 0.05,
 		PolicyLoss: Clip, ClipLow: 0.2, ClipHigh: 0.2,
-		Aggregation: TokenMean, GroupSize: 8, Epochs: 1,
+		Aggregation: TokenMean, GroupSize: 8, Epochs: 1, MiniBatches: 8,
 	},
 	// REINFORCE++: per-token k1 KL in the reward; β_r=0.01 is OpenRLHF's
-	// default init_kl_coef (the table gives none).
+	// default init_kl_coef (the table gives none). Updates: 8 mini-batches
+	// of one epoch, OpenRLHF's script (examples/scripts/
+	// train_reinforce_llama_ray.sh: rollout_batch_size 1024 × 1,
+	// train_batch_size 128, max_epochs 1). Toy: 16 responses per
+	// mini-batch.
 	"reinforce++": {
 		Advantage: ReinforcePP, Gamma: 1, Lambda: 1,
 		KLPlacement: KLReward, KLEstimator: K1, KLCoef: 0.01,
 		PolicyLoss: Clip, ClipLow: 0.2, ClipHigh: 0.2,
-		Aggregation: TokenMean, GroupSize: 8, Epochs: 1,
+		Aggregation: TokenMean, GroupSize: 8, Epochs: 1, MiniBatches: 8,
 	},
 }
 
@@ -280,6 +366,9 @@ func Preset(name string) (Config, error) {
 	}
 	if c.MaxTries == 0 {
 		c.MaxTries = 10
+	}
+	if c.ShortBatch == "" {
+		c.ShortBatch = ShortBatchTrain
 	}
 	return c, nil
 }
@@ -442,11 +531,17 @@ func (c Config) Validate() error {
 	if c.LengthPenalty < 0 {
 		bad("length_penalty: %v is negative", c.LengthPenalty)
 	}
+	if c.LengthPenaltyWarmup < 0 {
+		bad("length_penalty_warmup: %d is negative", c.LengthPenaltyWarmup)
+	}
 	if c.ValueClip < 0 {
 		bad("value_clip: %v is negative", c.ValueClip)
 	}
 	if c.Epochs < 1 {
 		bad("epochs: %d is less than 1", c.Epochs)
+	}
+	if c.MiniBatches < 1 {
+		bad("mini_batches: %d is less than 1", c.MiniBatches)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("algorithm config: %w", err)
@@ -456,6 +551,15 @@ func (c Config) Validate() error {
 
 // UsesReference reports whether the reference policy's log-probs are needed.
 func (c Config) UsesReference() bool { return c.KLPlacement != KLNone && c.KLPlacement != "" }
+
+// LengthPenaltyAt is the weight of Kimi's length reward at 0-based RL step
+// step: 0 during the LengthPenaltyWarmup first steps, LengthPenalty after.
+func (c Config) LengthPenaltyAt(step int) float64 {
+	if step < c.LengthPenaltyWarmup {
+		return 0
+	}
+	return c.LengthPenalty
+}
 
 // OverlongLimits resolves L_max and L_cache of overlong shaping for a run
 // whose generation budget is budget tokens.

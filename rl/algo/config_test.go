@@ -68,16 +68,69 @@ func TestPresetsMatchSpec(t *testing.T) {
 	if c, _ := Preset("dapo"); c.GroupSize != 16 || c.MaxTries != 10 {
 		t.Errorf("dapo: group_size %d max_tries %d, want 16 and 10", c.GroupSize, c.MaxTries)
 	}
+	if c, _ := Preset("omd"); !c.ResetOptimizer || c.LengthPenaltyWarmup != 10 {
+		t.Errorf("omd: reset_optimizer %v length_penalty_warmup %d, want true and 10 (Kimi k1.5 §2.3.2, §2.3.3)",
+			c.ResetOptimizer, c.LengthPenaltyWarmup)
+	}
+}
+
+// TestPresetUpdates checks each preset's updates per rollout (epochs ×
+// mini-batches) against its source (see the presets' comments), and that
+// a toy batch of 16 prompts fills every mini-batch with at least one whole
+// group.
+func TestPresetUpdates(t *testing.T) {
+	tests := map[string]struct{ epochs, miniBatches int }{
+		"ppo":         {4, 1},  // TRL PPOConfig
+		"grpo":        {1, 4},  // verl examples/grpo_trainer/run_qwen2-7b.sh
+		"dapo":        {1, 16}, // DAPO §4.1, verl recipe
+		"omd":         {1, 4},  // not published; grpo's
+		"drgrpo":      {1, 8},  // oat understand-r1-zero scripts
+		"rloo":        {1, 8},  // OpenRLHF train_rloo_llama.sh
+		"reinforce++": {1, 8},  // OpenRLHF train_reinforce_llama_ray.sh
+	}
+	for _, name := range Presets() {
+		c, _ := Preset(name)
+		w, ok := tests[name]
+		if !ok {
+			t.Errorf("preset %s has no expected update count", name)
+			continue
+		}
+		if c.Epochs != w.epochs || c.MiniBatches != w.miniBatches {
+			t.Errorf("preset %s: %d epochs × %d mini-batches, want %d × %d", name, c.Epochs, c.MiniBatches, w.epochs, w.miniBatches)
+		}
+		if responses := 16 * c.GroupSize; responses/c.MiniBatches < c.GroupSize {
+			t.Errorf("preset %s: 16 prompts × %d = %d responses give mini-batches of fewer than one group", name, c.GroupSize, responses)
+		}
+		if c.ShortBatch != ShortBatchTrain {
+			t.Errorf("preset %s: short_batch %q, want train", name, c.ShortBatch)
+		}
+	}
+}
+
+func TestLengthPenaltyAt(t *testing.T) {
+	c, _ := Preset("omd")
+	c.LengthPenalty, c.LengthPenaltyWarmup = 0.5, 3
+	for step, want := range []float64{0, 0, 0, 0.5, 0.5} {
+		if got := c.LengthPenaltyAt(step); got != want {
+			t.Errorf("step %d: weight %v, want %v", step, got, want)
+		}
+	}
+	c.LengthPenaltyWarmup = 0
+	if got := c.LengthPenaltyAt(0); got != 0.5 {
+		t.Errorf("no warm-up: weight %v at step 0, want 0.5", got)
+	}
 }
 
 func TestSet(t *testing.T) {
 	c, _ := Preset("grpo")
-	for _, kv := range []string{"advantage=rloo", "gamma=0.99", "dual_clip=3", "overlong_filter=true", "max_tries=4", " clip_high = 0.28 "} {
+	for _, kv := range []string{"advantage=rloo", "gamma=0.99", "dual_clip=3", "overlong_filter=true", "max_tries=4", " clip_high = 0.28 ",
+		"mini_batches=2", "short_batch=fail", "length_penalty_warmup=5"} {
 		if err := c.Apply(kv); err != nil {
 			t.Fatalf("Apply(%q): %v", kv, err)
 		}
 	}
-	if c.Advantage != RLOO || c.Gamma != 0.99 || c.DualClip != 3 || !c.OverlongFilter || c.MaxTries != 4 || c.ClipHigh != 0.28 {
+	if c.Advantage != RLOO || c.Gamma != 0.99 || c.DualClip != 3 || !c.OverlongFilter || c.MaxTries != 4 || c.ClipHigh != 0.28 ||
+		c.MiniBatches != 2 || c.ShortBatch != ShortBatchFail || c.LengthPenaltyWarmup != 5 {
 		t.Errorf("overrides not applied: %v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -95,6 +148,7 @@ func TestSet(t *testing.T) {
 		{"critic", "yes", "set critic: \"yes\" is not a boolean"},
 		{"learning_rate", "1", "unknown setting \"learning_rate\" (known: advantage,"},
 		{"preset", "ppo", "cannot be overridden"},
+		{"short_batch", "skip", "not one of train, fail"},
 	}
 	for _, e := range errs {
 		err := c.Set(e.key, e.value)
@@ -121,6 +175,8 @@ func TestValidate(t *testing.T) {
 		{"grpo", []string{"group_size=1"}, "needs at least 2"},
 		{"grpo", []string{"kl_coef=-0.1"}, "kl_coef"},
 		{"grpo", []string{"epochs=0"}, "epochs"},
+		{"grpo", []string{"mini_batches=0"}, "mini_batches: 0 is less than 1"},
+		{"omd", []string{"length_penalty_warmup=-1"}, "length_penalty_warmup"},
 		{"grpo", []string{"advantage=gae"}, "gae needs a critic"},
 		{"ppo", []string{"critic=false"}, "gae needs a critic"},
 		{"omd", []string{"tau=0"}, "tau"},

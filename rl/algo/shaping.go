@@ -98,3 +98,26 @@ func KeepGroups(rewards []float64, groups []int) ([]bool, error) {
 	}
 	return keep, nil
 }
+
+// ZeroSpreadGroups counts the groups of two or more responses whose rewards
+// are all equal: under a group baseline their advantages are all 0, so
+// they carry no policy gradient.
+func ZeroSpreadGroups(rewards []float64, groups []int) (zero, counted int, err error) {
+	if len(groups) != len(rewards) {
+		return 0, 0, fmt.Errorf("zero-spread groups: %d groups for %d rewards", len(groups), len(rewards))
+	}
+	for _, members := range groupMembers(groups) {
+		if len(members) < 2 {
+			continue
+		}
+		counted++
+		same := true
+		for _, i := range members {
+			same = same && rewards[i] == rewards[members[0]]
+		}
+		if same {
+			zero++
+		}
+	}
+	return zero, counted, nil
+}

@@ -97,6 +97,25 @@ func TestKeepGroups(t *testing.T) {
 	}
 }
 
+func TestZeroSpreadGroups(t *testing.T) {
+	zero, counted, err := ZeroSpreadGroups([]float64{1, 1, 0, 1, -1, -1, 5}, []int{3, 3, 3, 8, 8, 9, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Groups 3 and 8 vary; 9 and 2 have one response each and are not
+	// counted.
+	if zero != 0 || counted != 2 {
+		t.Errorf("zero %d of %d, want 0 of 2", zero, counted)
+	}
+	zero, counted, _ = ZeroSpreadGroups([]float64{0, 0, 1, 1, 2, 3}, []int{0, 0, 1, 1, 2, 2})
+	if zero != 2 || counted != 3 {
+		t.Errorf("zero %d of %d, want 2 of 3", zero, counted)
+	}
+	if _, _, err := ZeroSpreadGroups([]float64{1}, nil); err == nil {
+		t.Error("mismatched lengths: no error")
+	}
+}
+
 func TestLossMask(t *testing.T) {
 	cfg, _ := Preset("dapo")
 	b := &Batch{B: 2, L: 2, Mask: []float32{1, 1, 1, 0}, Truncated: []bool{true, false}}
