@@ -207,7 +207,8 @@ type collected struct {
 }
 
 // collect samples until the batch has Cfg.Prompts groups (dynamic sampling
-// keeps only groups whose rewards differ, trying at most MaxTries rounds).
+// keeps only groups with both correct and wrong answers, trying at most
+// MaxTries rounds).
 func (t *Trainer) collect(st *StepStats) (*collected, error) {
 	a, G := t.Cfg.Algo, t.Cfg.Algo.GroupSize
 	c := &collected{}
@@ -236,17 +237,16 @@ func (t *Trainer) collect(st *StepStats) (*collected, error) {
 		if err != nil {
 			return nil, err
 		}
-		keep, err := algo.KeepGroups(shaped, groups)
+		keep, err := algo.KeepGroups(correct, groups)
 		if err != nil {
 			return nil, err
 		}
+		z, n, err := algo.ZeroSpreadGroups(shaped, groups)
+		if err != nil {
+			return nil, err
+		}
+		zero, groupsSeen = zero+z, groupsSeen+n
 		for p := range r.Problems {
-			if G > 1 { // a group of one has no spread to measure
-				groupsSeen++
-				if !keep[p*G] {
-					zero++
-				}
-			}
 			if a.DynamicSampling && !keep[p*G] || len(c.prompts) >= t.Cfg.Prompts {
 				continue
 			}

@@ -177,8 +177,9 @@ type Config struct {
 	GroupSize int `json:"group_size"`
 	// RewardScheme is the values of the rule-based reward.
 	RewardScheme RewardScheme `json:"reward_scheme"`
-	// DynamicSampling drops groups whose rewards are all equal and samples
-	// more until the update batch is full (DAPO).
+	// DynamicSampling drops the groups in which every response or no
+	// response is correct, and samples more until the update batch is full
+	// (DAPO eq. 11: 0 < |{o_i correct}| < G; KeepGroups).
 	DynamicSampling bool `json:"dynamic_sampling"`
 	// MaxTries caps the sampling rounds dynamic sampling may use to fill one
 	// batch (verl's DAPO recipe: max_num_gen_batches = 10).

@@ -79,21 +79,27 @@ func ShapeRewards(cfg Config, rewards []float64, lengths []int, correct []bool, 
 }
 
 // KeepGroups is DAPO's dynamic-sampling filter: it reports, for each
-// response, whether its group has rewards that are not all equal, i.e.
-// whether the group carries a learning signal. A group of one response is
+// response, whether its group is kept, that is whether some but not all of
+// the group's responses are correct (DAPO eq. 11, 0 < |{o_i correct}| < G;
+// verl's filter_groups with metric acc, as the DAPO recipe runs it). It
+// filters on correctness, not on the shaped reward: overlong shaping or a
+// length reward can make the rewards of a group with no correct answer
+// differ, and such a group teaches only length. A group of one response is
 // dropped.
-func KeepGroups(rewards []float64, groups []int) ([]bool, error) {
-	if len(groups) != len(rewards) {
-		return nil, fmt.Errorf("keep groups: %d groups for %d rewards", len(groups), len(rewards))
+func KeepGroups(correct []bool, groups []int) ([]bool, error) {
+	if len(groups) != len(correct) {
+		return nil, fmt.Errorf("keep groups: %d groups for %d responses", len(groups), len(correct))
 	}
-	keep := make([]bool, len(rewards))
+	keep := make([]bool, len(correct))
 	for _, members := range groupMembers(groups) {
-		varied := false
+		n := 0
 		for _, i := range members {
-			varied = varied || rewards[i] != rewards[members[0]]
+			if correct[i] {
+				n++
+			}
 		}
 		for _, i := range members {
-			keep[i] = varied
+			keep[i] = n > 0 && n < len(members)
 		}
 	}
 	return keep, nil

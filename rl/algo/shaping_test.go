@@ -79,21 +79,60 @@ func TestShapeRewards(t *testing.T) {
 	}
 }
 
+// TestKeepGroups: a group is kept when some but not all of its responses
+// are correct (DAPO eq. 11), whatever their rewards.
 func TestKeepGroups(t *testing.T) {
-	keep, err := KeepGroups([]float64{1, 1, 0, 1, -1, -1, 5}, []int{3, 3, 3, 8, 8, 9, 2})
+	tests := []struct {
+		name    string
+		correct []bool
+		groups  []int
+		want    []bool
+	}{
+		{"mixed groups kept, all-wrong and all-right dropped",
+			[]bool{true, false, false, true, true, false, false, true},
+			[]int{3, 3, 3, 8, 8, 9, 9, 2},
+			[]bool{true, true, true, false, false, false, false, false}},
+		{"interleaved groups", []bool{true, false, false, false}, []int{0, 1, 0, 1}, []bool{true, false, true, false}},
+		{"a group of one is dropped", []bool{true}, []int{4}, []bool{false}},
+	}
+	for _, tc := range tests {
+		keep, err := KeepGroups(tc.correct, tc.groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(keep, tc.want) {
+			t.Errorf("%s: KeepGroups = %v, want %v", tc.name, keep, tc.want)
+		}
+	}
+	if _, err := KeepGroups([]bool{true}, nil); err == nil {
+		t.Error("mismatched lengths: no error")
+	}
+}
+
+// TestKeepGroupsIgnoresShapedRewards is the case seen on a hard bin:
+// overlong shaping made the rewards of groups with no correct answer
+// differ, and the old filter (on shaped rewards) kept them. Filtering on
+// correctness drops them.
+func TestKeepGroupsIgnoresShapedRewards(t *testing.T) {
+	cfg, _ := Preset("dapo")
+	const budget = 20
+	lengths := []int{5, 19, 20, 12, 20, 20}
+	raw := []float64{-1, -1, -1, -1, -1, -1} // every answer wrong (±1 reward)
+	correct := make([]bool, len(raw))
+	groups := []int{0, 0, 0, 1, 1, 1}
+	shaped, err := ShapeRewards(cfg, raw, lengths, correct, groups, budget)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Group 3 varies, group 8 varies, group 9 and group 2: all equal (or one).
-	if want := []bool{true, true, true, true, true, false, false}; !slices.Equal(keep, want) {
-		t.Errorf("KeepGroups = %v, want %v", keep, want)
+	if zero, _, _ := ZeroSpreadGroups(shaped, groups); zero != 0 {
+		t.Fatalf("shaped rewards %v: want every group's rewards to differ", shaped)
 	}
-	keep, _ = KeepGroups([]float64{0, 0, 1, 1}, []int{0, 0, 1, 1})
+	keep, err := KeepGroups(correct, groups)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if slices.Contains(keep, true) {
-		t.Errorf("all-equal groups kept: %v", keep)
-	}
-	if _, err := KeepGroups([]float64{1}, nil); err == nil {
-		t.Error("mismatched lengths: no error")
+		t.Errorf("groups with no correct answer kept: shaped %v, keep %v", shaped, keep)
 	}
 }
 
