@@ -2,6 +2,7 @@ package rl
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -24,7 +25,6 @@ type Config struct {
 	Prompts      int         `json:"prompts"` // groups (prompts) per update batch
 	MaxNew       int         `json:"max_new"` // generation budget per response
 	Temperature  float64     `json:"temperature"`
-	MiniBatches  int         `json:"mini_batches"` // optimizer steps per epoch
 	LR           float64     `json:"lr"`
 	MinLR        float64     `json:"min_lr"`
 	Warmup       int         `json:"warmup"`
@@ -49,7 +49,7 @@ func DefaultConfig(preset string) (Config, error) {
 		return Config{}, err
 	}
 	return Config{Algo: a, Task: "add", Steps: 40, Prompts: 16, MaxNew: 40, Temperature: 1,
-		MiniBatches: 1, LR: 1e-4, MinLR: 1e-4, Warmup: 0, CriticLR: 1e-4, WeightDecay: 0, ClipNorm: 1, Seed: 1,
+		LR: 1e-4, MinLR: 1e-4, Warmup: 0, CriticLR: 1e-4, WeightDecay: 0, ClipNorm: 1, Seed: 1,
 		RewardSource: "rule"}, nil
 }
 
@@ -76,8 +76,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rl config: max_new must be positive, got %d", c.MaxNew)
 	case !(c.Temperature > 0):
 		return fmt.Errorf("rl config: temperature must be positive, got %g", c.Temperature)
-	case c.MiniBatches <= 0:
-		return fmt.Errorf("rl config: mini_batches must be positive, got %d", c.MiniBatches)
 	case !(c.LR > 0) || c.MinLR < 0 || c.MinLR > c.LR || c.Warmup < 0:
 		return fmt.Errorf("rl config: need lr > 0, 0 ≤ min_lr ≤ lr, warmup ≥ 0 (got %g, %g, %d)", c.LR, c.MinLR, c.Warmup)
 	case c.Algo.Critic && !(c.CriticLR > 0):
@@ -88,34 +86,69 @@ func (c Config) Validate() error {
 	if !slices.Contains(RewardSources, c.RewardSource) {
 		return fmt.Errorf("rl config: reward_source %q: want one of %v", c.RewardSource, RewardSources)
 	}
-	if c.Prompts*c.Algo.GroupSize < c.MiniBatches {
-		return fmt.Errorf("rl config: %d responses per batch cannot fill %d mini-batches", c.Prompts*c.Algo.GroupSize, c.MiniBatches)
+	if n := c.Prompts * c.Algo.GroupSize; n < c.Algo.MiniBatches {
+		return fmt.Errorf("rl config: %d prompts × group_size %d = %d responses per batch cannot fill %d mini-batches (algo mini_batches)",
+			c.Prompts, c.Algo.GroupSize, n, c.Algo.MiniBatches)
 	}
 	return nil
 }
 
-// StepStats is what one RL step reports (SPEC-RL.md's per-step metrics).
+// ErrShortBatch is wrapped by the error of a step that dynamic sampling
+// could not fill within max_tries rounds when the algorithm's short_batch
+// is "fail".
+var ErrShortBatch = errors.New("dynamic sampling could not fill the update batch")
+
+// StepStats is what one RL step reports (SPEC-RL.md's per-step metrics),
+// one line of metrics.jsonl. Rewards are in the reward scheme's units,
+// lengths in tokens, log-probs in nats, times in seconds; shares and
+// fractions are in [0, 1]. "Sampled" means every response drawn this step,
+// over all sampling rounds; "the update batch" the groups kept for the
+// update, which is the same set unless dynamic sampling dropped some.
 type StepStats struct {
-	Step          int     `json:"step"`
-	RewardMean    float64 `json:"reward_mean"` // rule-based reward before shaping
-	RewardStd     float64 `json:"reward_std"`
-	Accuracy      float64 `json:"accuracy"`
-	ZeroStdGroups float64 `json:"zero_std_groups"` // share of groups whose rewards are all equal (0 when G = 1)
-	LenMean       float64 `json:"len_mean"`
-	LenMax        int     `json:"len_max"`
-	Truncated     float64 `json:"truncated"` // share of responses cut at the budget
-	Entropy       float64 `json:"entropy"`   // mean per response token
-	KLRef         float64 `json:"kl_ref"`    // k3 estimate of KL(π‖π_ref) per response token
-	ClipFrac      float64 `json:"clip_frac"`
-	LogpGap       float64 `json:"logp_gap"` // mean |rollout − trainer| log-prob before the update
-	Loss          float64 `json:"loss"`
-	ValueLoss     float64 `json:"value_loss,omitempty"`
-	GradNorm      float64 `json:"grad_norm"`
-	LR            float64 `json:"lr"`
-	Groups        int     `json:"groups"` // groups in the update batch
-	Tries         int     `json:"tries"`  // sampling rounds (dynamic sampling)
-	GenSeconds    float64 `json:"gen_s"`
-	UpdateSeconds float64 `json:"update_s"`
+	Step int `json:"step"` // 1-based
+
+	// Over every sampled response.
+	Sampled    int     `json:"sampled"`     // responses sampled this step
+	RewardMean float64 `json:"reward_mean"` // reward from the reward source, before shaping
+	RewardStd  float64 `json:"reward_std"`  // population std of that reward
+	Accuracy   float64 `json:"accuracy"`    // share of responses the verifier accepts
+	// ZeroStdGroups is the share of sampled groups whose shaped rewards
+	// are all equal (no signal under a group baseline); 0 when G = 1.
+	ZeroStdGroups float64 `json:"zero_std_groups"`
+
+	// Over the update batch.
+	RewardMeanKept float64 `json:"reward_mean_kept"`
+	RewardStdKept  float64 `json:"reward_std_kept"`
+	AccuracyKept   float64 `json:"accuracy_kept"`
+	LenMean        float64 `json:"len_mean"`  // mean response length, tokens
+	LenMax         int     `json:"len_max"`   // longest response, tokens
+	Truncated      float64 `json:"truncated"` // share of responses cut at the budget
+	Entropy        float64 `json:"entropy"`   // mean per response token, nats
+	KLRef          float64 `json:"kl_ref"`    // k3 estimate of KL(π‖π_ref) per response token, nats
+	LogpGap        float64 `json:"logp_gap"`  // mean |rollout − trainer| log-prob before the update, nats
+	// LengthPenalty is the weight of Kimi's length reward this step (0
+	// during its warm-up or when off).
+	LengthPenalty float64 `json:"length_penalty"`
+
+	// Over the updates taken; 0 when none was.
+	ClipFrac  float64 `json:"clip_frac"` // share of loss tokens whose ratio clip was active
+	RatioMin  float64 `json:"ratio_min"` // smallest ρ = π/π_old on a loss token
+	RatioMax  float64 `json:"ratio_max"` // largest ρ on a loss token
+	ApproxKL  float64 `json:"approx_kl"` // mean k3 estimate of KL(π_old‖π) per loss token, nats
+	Loss      float64 `json:"loss"`      // policy loss (+ KL term in the loss), mean over updates
+	ValueLoss float64 `json:"value_loss,omitempty"`
+	GradNorm  float64 `json:"grad_norm"` // policy gradient norm before clipping, mean over updates
+	LR        float64 `json:"lr"`        // policy learning rate this step
+
+	// Batch and update counts.
+	Groups       int  `json:"groups"`        // groups in the update batch
+	GroupsWanted int  `json:"groups_wanted"` // groups the batch asks for (prompts)
+	ShortBatch   bool `json:"short_batch"`   // dynamic sampling ran out of tries before filling the batch
+	Tries        int  `json:"tries"`         // sampling rounds (dynamic sampling)
+	Updates      int  `json:"updates"`       // policy optimizer steps taken
+
+	GenSeconds    float64 `json:"gen_s"`    // sampling and scoring
+	UpdateSeconds float64 `json:"update_s"` // everything after
 }
 
 // Trainer runs the RL loop on a policy, with a frozen reference model and,
@@ -135,6 +168,9 @@ type Trainer struct {
 	bins           []int
 	actsCache      map[[2]int]*moe.Acts
 	criticActCache map[[2]int]*moe.Acts
+	// sample, when set (by tests), replaces Sample for one round of the
+	// batch.
+	sample func(problems []task.Problem) (*Rollout, error)
 }
 
 // NewTrainer starts a run from a policy; ref is a frozen copy of the
@@ -161,6 +197,48 @@ func NewTrainer(cfg Config, policy, ref *moe.Model, tok *tokenizer.Tokenizer) (*
 		}
 	}
 	return t, nil
+}
+
+// TrainStep is one iteration of the algorithm, in three parts:
+//
+//  1. batch: sample G responses to each of Cfg.Prompts problems, score
+//     them, shape the rewards and (dynamic sampling) keep the groups with
+//     some correct and some wrong answers, sampling again until the batch
+//     is full or the tries run out; lay the batch out for the model.
+//  2. measure: before any update, the trainer's log-probs l° of the
+//     sampled tokens, the reference's l^ref, the critic's values V, the
+//     advantages Â, and the per-step metrics.
+//  3. update: Epochs passes over MiniBatches mini-batches of whole
+//     responses, one optimizer step each (and one for the critic).
+//
+// On error the step is not counted.
+func (t *Trainer) TrainStep() (StepStats, error) {
+	st := StepStats{Step: t.Step + 1, GroupsWanted: t.Cfg.Prompts, LR: t.lr()}
+	t0 := time.Now()
+	c, err := t.batch(&st)
+	if err != nil {
+		return st, err
+	}
+	st.GenSeconds = time.Since(t0).Seconds()
+	t1 := time.Now()
+	if len(c.seqs) > 0 { // dynamic sampling may find no group with a signal: nothing to learn from
+		m, err := t.measure(c, &st)
+		if err != nil {
+			return st, err
+		}
+		if err := t.update(m, &st); err != nil {
+			return st, err
+		}
+	}
+	t.Step++
+	st.UpdateSeconds = time.Since(t1).Seconds()
+	return st, nil
+}
+
+// lr is the policy's learning rate at the current step.
+func (t *Trainer) lr() float64 {
+	c := t.Cfg
+	return engine.Schedule{Peak: c.LR, Min: c.MinLR, Warmup: c.Warmup, Total: c.Steps}.LR(t.Step)
 }
 
 // drawProblems picks n training problems. Difficulty bins are uniform, or
@@ -196,7 +274,8 @@ func (t *Trainer) drawProblems(n int) []task.Problem {
 	return out
 }
 
-// collected is the update batch: responses with their shaped rewards.
+// collected is the update batch: the kept groups' responses with their
+// shaped rewards.
 type collected struct {
 	prompts  [][]int32
 	problems []task.Problem
@@ -206,48 +285,89 @@ type collected struct {
 	groups   []int
 }
 
-// collect samples until the batch has Cfg.Prompts groups (dynamic sampling
-// keeps only groups with both correct and wrong answers, trying at most
-// MaxTries rounds).
-func (t *Trainer) collect(st *StepStats) (*collected, error) {
+// scored is one sampling round with its rewards and the filter's verdict.
+type scored struct {
+	*Rollout
+	raw    []float64 // per response: from the reward source, before shaping
+	shaped []float64 // raw plus DAPO's overlong and Kimi's length shaping
+	keep   []bool    // per response: its group may enter the update batch
+}
+
+// score scores one sampling round: rewards from the configured source,
+// shaped as the algorithm asks (the length reward at this step's weight),
+// and, under dynamic sampling, kept when the group's correctness varies
+// (algo.KeepGroups).
+func (t *Trainer) score(r *Rollout) (*scored, error) {
+	a := t.Cfg.Algo
+	raw, err := t.rewards(r)
+	if err != nil {
+		return nil, err
+	}
+	n := len(r.Seqs)
+	lengths, correct, groups := make([]int, n), make([]bool, n), make([]int, n)
+	for i, s := range r.Seqs {
+		lengths[i], correct[i], groups[i] = len(s.Tokens), r.Results[i].Correct, s.Prompt
+	}
+	shape := a
+	shape.LengthPenalty = a.LengthPenaltyAt(t.Step)
+	shaped, err := algo.ShapeRewards(shape, raw, lengths, correct, groups, t.Cfg.MaxNew)
+	if err != nil {
+		return nil, err
+	}
+	keep := make([]bool, n)
+	if a.DynamicSampling {
+		if keep, err = algo.KeepGroups(correct, groups); err != nil {
+			return nil, err
+		}
+	} else {
+		for i := range keep {
+			keep[i] = true
+		}
+	}
+	return &scored{Rollout: r, raw: raw, shaped: shaped, keep: keep}, nil
+}
+
+// batch samples until the update batch has Cfg.Prompts groups (without
+// dynamic sampling one round always fills it; with it, at most MaxTries
+// rounds), and reports the sampled and the kept responses' rewards.
+func (t *Trainer) batch(st *StepStats) (*collected, error) {
 	a, G := t.Cfg.Algo, t.Cfg.Algo.GroupSize
+	st.LengthPenalty = a.LengthPenaltyAt(t.Step)
 	c := &collected{}
 	tries := 1
 	if a.DynamicSampling {
 		tries = max(1, a.MaxTries)
 	}
-	var rewardsRaw []float64
-	var zero, groupsSeen int
+	var rawAll, rawKept []float64
+	var correctAll, zero, counted int
 	for try := 0; try < tries && len(c.prompts) < t.Cfg.Prompts; try++ {
 		st.Tries++
-		r, err := Sample(t.Policy, t.Tok, t.drawProblems(t.Cfg.Prompts), G,
-			moe.SampleOptions{Temperature: t.Cfg.Temperature, MaxNew: t.Cfg.MaxNew}, t.scheme, t.SampleRNG)
+		r, err := t.sampleRound(t.drawProblems(t.Cfg.Prompts))
 		if err != nil {
 			return nil, err
 		}
-		raw, err := t.rewards(r)
+		s, err := t.score(r)
 		if err != nil {
 			return nil, err
 		}
-		lengths, correct, groups := make([]int, len(r.Seqs)), make([]bool, len(r.Seqs)), make([]int, len(r.Seqs))
-		for i, s := range r.Seqs {
-			lengths[i], correct[i], groups[i] = len(s.Tokens), r.Results[i].Correct, s.Prompt
+		st.Sampled += len(r.Seqs)
+		rawAll = append(rawAll, s.raw...)
+		for _, res := range r.Results {
+			if res.Correct {
+				correctAll++
+			}
 		}
-		shaped, err := algo.ShapeRewards(a, raw, lengths, correct, groups, t.Cfg.MaxNew)
+		groups := make([]int, len(r.Seqs))
+		for i, q := range r.Seqs {
+			groups[i] = q.Prompt
+		}
+		z, n, err := algo.ZeroSpreadGroups(s.shaped, groups)
 		if err != nil {
 			return nil, err
 		}
-		keep, err := algo.KeepGroups(correct, groups)
-		if err != nil {
-			return nil, err
-		}
-		z, n, err := algo.ZeroSpreadGroups(shaped, groups)
-		if err != nil {
-			return nil, err
-		}
-		zero, groupsSeen = zero+z, groupsSeen+n
+		zero, counted = zero+z, counted+n
 		for p := range r.Problems {
-			if a.DynamicSampling && !keep[p*G] || len(c.prompts) >= t.Cfg.Prompts {
+			if !s.keep[p*G] || len(c.prompts) >= t.Cfg.Prompts {
 				continue
 			}
 			g := len(c.prompts)
@@ -256,29 +376,60 @@ func (t *Trainer) collect(st *StepStats) (*collected, error) {
 			for i := p * G; i < (p+1)*G; i++ {
 				c.seqs = append(c.seqs, r.Seqs[i])
 				c.results = append(c.results, r.Results[i])
-				c.rewards = append(c.rewards, shaped[i])
+				c.rewards = append(c.rewards, s.shaped[i])
 				c.groups = append(c.groups, g)
-				rewardsRaw = append(rewardsRaw, raw[i])
+				rawKept = append(rawKept, s.raw[i])
 			}
 		}
-		// Success per difficulty, for prioritized sampling.
-		for p, pr := range r.Problems {
-			var ok float64
-			for i := p * G; i < (p+1)*G; i++ {
-				if r.Results[i].Correct {
-					ok++
-				}
-			}
-			old, seen := t.Success[pr.Difficulty]
-			if !seen {
-				old = ok / float64(G)
-			}
-			t.Success[pr.Difficulty] = 0.9*old + 0.1*ok/float64(G)
+		t.updateSuccess(r)
+	}
+	st.Groups = len(c.prompts)
+	st.ShortBatch = st.Groups < t.Cfg.Prompts
+	st.ZeroStdGroups = float64(zero) / float64(max(counted, 1))
+	st.RewardMean, st.RewardStd = meanStd(rawAll)
+	st.Accuracy = float64(correctAll) / float64(max(st.Sampled, 1))
+	st.RewardMeanKept, st.RewardStdKept = meanStd(rawKept)
+	var correctKept int
+	for _, res := range c.results {
+		if res.Correct {
+			correctKept++
 		}
 	}
-	st.ZeroStdGroups = float64(zero) / float64(max(groupsSeen, 1))
-	st.RewardMean, st.RewardStd = meanStd(rewardsRaw)
+	st.AccuracyKept = float64(correctKept) / float64(max(len(c.results), 1))
+	if st.ShortBatch && a.ShortBatch == algo.ShortBatchFail {
+		return nil, fmt.Errorf("%w: %d of %d groups had both correct and wrong answers after %d tries of %d prompts (short_batch=fail; raise max_tries or train on easier problems)",
+			ErrShortBatch, st.Groups, t.Cfg.Prompts, st.Tries, t.Cfg.Prompts)
+	}
 	return c, nil
+}
+
+// sampleRound draws G responses to each problem from the policy and
+// scores them with the rule-based verifier.
+func (t *Trainer) sampleRound(problems []task.Problem) (*Rollout, error) {
+	if t.sample != nil {
+		return t.sample(problems)
+	}
+	return Sample(t.Policy, t.Tok, problems, t.Cfg.Algo.GroupSize,
+		moe.SampleOptions{Temperature: t.Cfg.Temperature, MaxNew: t.Cfg.MaxNew}, t.scheme, t.SampleRNG)
+}
+
+// updateSuccess folds a round's accuracy per difficulty into the moving
+// success rates that prioritized sampling reads.
+func (t *Trainer) updateSuccess(r *Rollout) {
+	G := r.G
+	for p, pr := range r.Problems {
+		var ok float64
+		for i := p * G; i < (p+1)*G; i++ {
+			if r.Results[i].Correct {
+				ok++
+			}
+		}
+		old, seen := t.Success[pr.Difficulty]
+		if !seen {
+			old = ok / float64(G)
+		}
+		t.Success[pr.Difficulty] = 0.9*old + 0.1*ok/float64(G)
+	}
 }
 
 // rewards are the rollout's rewards from the configured source.
@@ -393,29 +544,27 @@ func (t *Trainer) forward(m *moe.Model, cache map[[2]int]*moe.Acts, r *rows, lo,
 	return m.Forward(a, r.ids[lo*r.T:hi*r.T], r.tgt[lo*r.T:hi*r.T], o), a
 }
 
-// TrainStep samples a batch, scores it and updates the policy (and critic).
-func (t *Trainer) TrainStep() (StepStats, error) {
+// measured is the update batch laid out for the model with everything the
+// update reads, all computed before the update.
+type measured struct {
+	r        *rows
+	b        *algo.Batch // OldLogp, RefLogp, Mask, OldValues, Advantages, rewards, groups
+	returns  []float32   // R_t, the critic's targets
+	lossMask []float32   // Mask less the responses overlong filtering drops
+}
+
+// measure computes, before any update, what the update and the step's
+// metrics need: the log-probs l° recorded while sampling (the old policy),
+// the trainer's own recomputation of them (for the gap and the entropy),
+// the reference's l^ref, the critic's values V_old, the advantages Â and
+// returns R, and the loss mask.
+func (t *Trainer) measure(c *collected, st *StepStats) (*measured, error) {
 	cfg, a := t.Cfg, t.Cfg.Algo
-	st := StepStats{Step: t.Step + 1}
-	t0 := time.Now()
-	c, err := t.collect(&st)
-	if err != nil {
-		return st, err
-	}
-	st.GenSeconds = time.Since(t0).Seconds()
-	t1 := time.Now()
-	st.Groups = len(c.prompts)
-	if len(c.seqs) == 0 { // dynamic sampling found no signal: nothing to learn from
-		t.Step++
-		st.UpdateSeconds = time.Since(t1).Seconds()
-		return st, nil
-	}
 	L := cfg.MaxNew
 	r := layout(c, L, t.Policy.Cfg.MaxSeq)
 	B := r.B
 	b := &algo.Batch{B: B, L: L, OldLogp: make([]float32, B*L), RefLogp: make([]float32, B*L),
 		Mask: make([]float32, B*L), Rewards: c.rewards, Groups: c.groups, Lengths: r.lengths, Truncated: make([]bool, B)}
-	var correct int
 	for i, s := range c.seqs {
 		copy(b.OldLogp[i*L:], s.LogProbs)
 		for j := range s.Tokens {
@@ -427,15 +576,8 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 		if s.Truncated {
 			st.Truncated += 1 / float64(B)
 		}
-		if c.results[i].Correct {
-			correct++
-		}
 	}
-	st.Accuracy = float64(correct) / float64(B)
 	fo := moe.ForwardOptions{Temperature: cfg.Temperature}
-
-	// Before the update: the trainer's own log-probs (for the gap and the
-	// entropy), the reference's, and the critic's values.
 	cur := make([]float32, B*L)
 	eo := fo
 	eo.Entropy = true
@@ -464,75 +606,121 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 	}
 	adv, ret, err := algo.ComputeAdvantages(a, b)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
 	b.Advantages = adv
 	lossMask, err := algo.LossMask(a, b)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
+	return &measured{r: r, b: b, returns: ret, lossMask: lossMask}, nil
+}
 
-	// Update: epochs over mini-batches of whole responses.
+// update runs Epochs passes over MiniBatches mini-batches of whole
+// responses [lo, hi), each one policy step on the policy loss of
+// algo.PolicyLoss (and one critic step on the clipped value loss). The
+// optimizer is reset first when the algorithm asks (Kimi's mirror
+// descent).
+func (t *Trainer) update(m *measured, st *StepStats) error {
+	cfg, a := t.Cfg, t.Cfg.Algo
 	if a.ResetOptimizer {
 		t.Policy.ResetOptimizer()
 	}
-	sched := engine.Schedule{Peak: cfg.LR, Min: cfg.MinLR, Warmup: cfg.Warmup, Total: cfg.Steps}
-	st.LR = sched.LR(t.Step)
 	opt := moe.OptConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: cfg.WeightDecay, ClipNorm: cfg.ClipNorm}
-	var updates float64
-	epochs := max(1, a.Epochs)
-	for range epochs {
-		for k := range cfg.MiniBatches {
-			lo, hi := k*B/cfg.MiniBatches, (k+1)*B/cfg.MiniBatches
+	B, M := m.r.B, a.MiniBatches
+	st.RatioMin, st.RatioMax = math.Inf(1), math.Inf(-1)
+	var valueUpdates int
+	for epoch := range a.Epochs {
+		for k := range M {
+			lo, hi := k*B/M, (k+1)*B/M
 			if hi == lo {
 				continue
 			}
-			sub := subBatch(b, lo, hi)
-			logp, acts := t.forward(t.Policy, t.actsCache, r, lo, hi, fo)
-			sub.NewLogp = make([]float32, (hi-lo)*L)
-			r.gather(sub.NewLogp, logp, lo, hi)
-			loss, dNew, ps, err := algo.PolicyLoss(a, sub)
-			if err != nil {
-				return st, err
+			where := func(err error) error {
+				return fmt.Errorf("epoch %d, mini-batch %d of %d: %w", epoch+1, k+1, M, err)
 			}
-			dlogp := make([]float32, (hi-lo)*r.T)
-			r.scatter(dlogp, dNew, lo, hi)
-			t.Policy.ZeroGrad()
-			t.Policy.Backward(acts, dlogp)
-			norm, err := t.Policy.Step(st.LR, opt)
-			if err != nil {
-				return st, fmt.Errorf("policy update: %w", err)
+			sub := subBatch(m.b, lo, hi)
+			if err := t.policyUpdate(m.r, sub, lo, hi, opt, st); err != nil {
+				return where(err)
 			}
-			st.GradNorm += norm
-			st.Loss += loss
-			st.ClipFrac += ps.ClipFrac
-			updates++
 			if t.Critic != nil {
-				v, cacts := t.forward(t.Critic, t.criticActCache, r, lo, hi, moe.ForwardOptions{})
-				vals := make([]float32, (hi-lo)*L)
-				r.gather(vals, v, lo, hi)
-				vl, dv, _, err := algo.ValueLoss(vals, sub.OldValues, ret[lo*L:hi*L], lossMask[lo*L:hi*L], L, a.ValueClip, a.Aggregation)
+				took, err := t.criticUpdate(m, sub, lo, hi, opt, st)
 				if err != nil {
-					return st, err
+					return where(err)
 				}
-				dvals := make([]float32, (hi-lo)*r.T)
-				r.scatter(dvals, dv, lo, hi)
-				t.Critic.ZeroGrad()
-				t.Critic.Backward(cacts, dvals)
-				if _, err := t.Critic.Step(cfg.CriticLR, opt); err != nil {
-					return st, fmt.Errorf("critic update: %w", err)
+				if took {
+					valueUpdates++
 				}
-				st.ValueLoss += vl
 			}
 		}
 	}
-	st.Loss /= updates
-	st.ClipFrac /= updates
-	st.GradNorm /= updates
-	st.ValueLoss /= updates
-	t.Step++
-	st.UpdateSeconds = time.Since(t1).Seconds()
-	return st, nil
+	if st.Updates == 0 {
+		st.RatioMin, st.RatioMax = 0, 0
+	} else {
+		n := float64(st.Updates)
+		st.Loss /= n
+		st.ClipFrac /= n
+		st.GradNorm /= n
+		st.ApproxKL /= n
+	}
+	if valueUpdates > 0 {
+		st.ValueLoss /= float64(valueUpdates)
+	}
+	return nil
+}
+
+// policyUpdate takes one optimizer step on the policy for responses
+// [lo, hi) (sub), adding its loss, gradient norm and ratio statistics to
+// st.
+func (t *Trainer) policyUpdate(r *rows, sub *algo.Batch, lo, hi int, opt moe.OptConfig, st *StepStats) error {
+	L := sub.L
+	logp, acts := t.forward(t.Policy, t.actsCache, r, lo, hi, moe.ForwardOptions{Temperature: t.Cfg.Temperature})
+	sub.NewLogp = make([]float32, (hi-lo)*L)
+	r.gather(sub.NewLogp, logp, lo, hi)
+	loss, dNew, ps, err := algo.PolicyLoss(t.Cfg.Algo, sub)
+	if err != nil {
+		return err
+	}
+	dlogp := make([]float32, (hi-lo)*r.T)
+	r.scatter(dlogp, dNew, lo, hi)
+	t.Policy.ZeroGrad()
+	t.Policy.Backward(acts, dlogp)
+	norm, err := t.Policy.Step(st.LR, opt)
+	if err != nil {
+		return fmt.Errorf("policy update: %w", err)
+	}
+	st.GradNorm += norm
+	st.Loss += loss
+	st.ClipFrac += ps.ClipFrac
+	st.ApproxKL += ps.ApproxKL
+	if ps.Tokens > 0 {
+		st.RatioMin = math.Min(st.RatioMin, ps.RatioMin)
+		st.RatioMax = math.Max(st.RatioMax, ps.RatioMax)
+	}
+	st.Updates++
+	return nil
+}
+
+// criticUpdate takes one optimizer step on the critic's clipped value loss
+// for responses [lo, hi), and reports whether it took it.
+func (t *Trainer) criticUpdate(m *measured, sub *algo.Batch, lo, hi int, opt moe.OptConfig, st *StepStats) (bool, error) {
+	r, L, a := m.r, sub.L, t.Cfg.Algo
+	v, cacts := t.forward(t.Critic, t.criticActCache, r, lo, hi, moe.ForwardOptions{})
+	vals := make([]float32, (hi-lo)*L)
+	r.gather(vals, v, lo, hi)
+	vl, dv, _, err := algo.ValueLoss(vals, sub.OldValues, m.returns[lo*L:hi*L], m.lossMask[lo*L:hi*L], L, a.ValueClip, a.Aggregation)
+	if err != nil {
+		return false, err
+	}
+	dvals := make([]float32, (hi-lo)*r.T)
+	r.scatter(dvals, dv, lo, hi)
+	t.Critic.ZeroGrad()
+	t.Critic.Backward(cacts, dvals)
+	if _, err := t.Critic.Step(t.Cfg.CriticLR, opt); err != nil {
+		return false, fmt.Errorf("critic update: %w", err)
+	}
+	st.ValueLoss += vl
+	return true, nil
 }
 
 // subBatch is rows [lo, hi) of b, sharing its memory.

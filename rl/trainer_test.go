@@ -1,14 +1,18 @@
 package rl
 
 import (
+	"errors"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/moerl/moerl/engine/cpu"
 	"github.com/moerl/moerl/moe"
 	"github.com/moerl/moerl/moe/tokenizer"
 	"github.com/moerl/moerl/rl/algo"
+	"github.com/moerl/moerl/rl/reward"
+	"github.com/moerl/moerl/rl/task"
 )
 
 func tinyModel(t *testing.T) (*moe.Model, *moe.Model, *tokenizer.Tokenizer) {
@@ -37,6 +41,7 @@ func tinyRL(t *testing.T, preset string) Config {
 	}
 	c.Algo.GroupSize = min(c.Algo.GroupSize, 4)
 	c.Algo.MaxTries = 2
+	c.Algo.MiniBatches = min(c.Algo.MiniBatches, c.Prompts) // at least one group per mini-batch
 	return c
 }
 
@@ -136,5 +141,266 @@ func TestRLResumeBitwise(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// oracle replaces the trainer's verifier: the policy still samples (its
+// sequences and log-probs are real), but response i of sampling round
+// `round` (0-based over the trainer's life) is correct when correct says
+// so. An untrained tiny model never answers correctly; this gives its
+// groups a learning signal.
+func oracle(tr *Trainer, correct func(round, i int) bool) {
+	round := 0
+	tr.sample = func(problems []task.Problem) (*Rollout, error) {
+		r, err := Sample(tr.Policy, tr.Tok, problems, tr.Cfg.Algo.GroupSize,
+			moe.SampleOptions{Temperature: tr.Cfg.Temperature, MaxNew: tr.Cfg.MaxNew}, tr.scheme, tr.SampleRNG)
+		if err != nil {
+			return nil, err
+		}
+		for i := range r.Results {
+			ok := correct(round, i)
+			r.Results[i] = reward.Result{Correct: ok, WellFormed: true, Reward: tr.scheme.Wrong}
+			if ok {
+				r.Results[i].Reward = tr.scheme.Correct
+			}
+		}
+		round++
+		return r, nil
+	}
+}
+
+func newTrainer(t *testing.T, cfg Config) *Trainer {
+	t.Helper()
+	p, r, tok := tinyModel(t)
+	tr, err := NewTrainer(cfg, p, r, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func sameParams(a, b []float32) bool {
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return len(a) == len(b)
+}
+
+// TestDynamicSamplingOnCorrectness is the case seen on a hard bin: no
+// response is correct, overlong shaping makes the shaped rewards of some
+// groups differ, and those groups used to be kept. They are dropped now,
+// and the step reports the short batch.
+func TestDynamicSamplingOnCorrectness(t *testing.T) {
+	cfg := tinyRL(t, "dapo")
+	tr := newTrainer(t, cfg)
+	st, err := tr.TrainStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Accuracy != 0 || st.ZeroStdGroups >= 1 {
+		t.Fatalf("test setup: want no correct answer and some groups with differing shaped rewards, got accuracy %v, zero_std_groups %v",
+			st.Accuracy, st.ZeroStdGroups)
+	}
+	if st.Groups != 0 || st.Updates != 0 {
+		t.Errorf("kept %d groups (%d updates) with no correct answer", st.Groups, st.Updates)
+	}
+	if !st.ShortBatch || st.GroupsWanted != cfg.Prompts || st.Tries != cfg.Algo.MaxTries {
+		t.Errorf("short_batch %v, groups_wanted %d, tries %d; want true, %d, %d", st.ShortBatch, st.GroupsWanted, st.Tries, cfg.Prompts, cfg.Algo.MaxTries)
+	}
+	if want := cfg.Algo.MaxTries * cfg.Prompts * cfg.Algo.GroupSize; st.Sampled != want {
+		t.Errorf("sampled %d responses, want %d", st.Sampled, want)
+	}
+}
+
+// TestSampledAndKeptMetrics: under dynamic sampling, accuracy and
+// reward_mean describe every sampled response and the _kept metrics the
+// update batch.
+func TestSampledAndKeptMetrics(t *testing.T) {
+	cfg := tinyRL(t, "dapo") // 3 prompts × 4, ±1 reward
+	tr := newTrainer(t, cfg)
+	// Correct answers per group: round 0: 1, 0, 4 (one group kept);
+	// round 1: 2, 3, 0 (two kept, the batch is full).
+	perGroup := [][]int{{1, 0, 4}, {2, 3, 0}}
+	oracle(tr, func(round, i int) bool { return i%4 < perGroup[round][i/4] })
+	st, err := tr.TrainStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want float64
+	}{
+		{"sampled", float64(st.Sampled), 24},
+		{"tries", float64(st.Tries), 2},
+		{"groups", float64(st.Groups), 3},
+		{"accuracy", st.Accuracy, 10.0 / 24},
+		{"reward_mean", st.RewardMean, (10.0 - 14) / 24},
+		{"accuracy_kept", st.AccuracyKept, 6.0 / 12},
+		{"reward_mean_kept", st.RewardMeanKept, 0},
+		{"reward_std_kept", st.RewardStdKept, 1},
+	}
+	for _, c := range checks {
+		if math.Abs(c.got-c.want) > 1e-12 {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if st.ShortBatch {
+		t.Error("a full batch is reported short")
+	}
+}
+
+// TestShortBatch: when max_tries runs out, short_batch "train" trains on
+// the groups kept and says so; "fail" fails the step without touching the
+// policy.
+func TestShortBatch(t *testing.T) {
+	oneMixed := func(round, i int) bool { return i == 0 } // only group 0 of each round has a correct answer
+	tr := newTrainer(t, tinyRL(t, "dapo"))
+	oracle(tr, oneMixed)
+	st, err := tr.TrainStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.ShortBatch || st.Groups != 2 || st.GroupsWanted != 3 || st.Updates == 0 {
+		t.Errorf("short_batch %v, groups %d of %d, updates %d; want a short batch of 2 of 3 groups, trained on",
+			st.ShortBatch, st.Groups, st.GroupsWanted, st.Updates)
+	}
+
+	cfg := tinyRL(t, "dapo")
+	if err := cfg.Algo.Apply("short_batch=fail"); err != nil {
+		t.Fatal(err)
+	}
+	tr = newTrainer(t, cfg)
+	oracle(tr, oneMixed)
+	before := tr.Policy.HostParams()
+	_, err = tr.TrainStep()
+	if !errors.Is(err, ErrShortBatch) || !strings.Contains(err.Error(), "2 of 3 groups") {
+		t.Fatalf("short_batch=fail: error %v, want ErrShortBatch naming 2 of 3 groups", err)
+	}
+	if tr.Step != 0 || !sameParams(before, tr.Policy.HostParams()) {
+		t.Errorf("a failed step counted (step %d) or changed the policy", tr.Step)
+	}
+}
+
+// TestClippedPresetsClip: with their mini-batches, the clipped presets
+// update the policy several times per rollout, so after the first update
+// ρ ≠ 1 and the clip acts; with one mini-batch of one epoch ρ ≡ 1 and it
+// never does. The learning rate is raised so that a tiny model moves
+// within one step.
+func TestClippedPresetsClip(t *testing.T) {
+	for _, preset := range algo.Presets() {
+		cfg := tinyRL(t, preset)
+		if cfg.Algo.PolicyLoss != algo.Clip {
+			continue
+		}
+		t.Run(preset, func(t *testing.T) {
+			cfg.LR, cfg.MinLR = 0.01, 0.01
+			run := func(cfg Config) (clip, dev float64, updates int) {
+				tr := newTrainer(t, cfg)
+				oracle(tr, func(_, i int) bool { return i%3 == 0 })
+				for range 2 {
+					st, err := tr.TrainStep()
+					if err != nil {
+						t.Fatal(err)
+					}
+					clip = max(clip, st.ClipFrac)
+					dev = max(dev, st.RatioMax-1, 1-st.RatioMin)
+					updates += st.Updates
+				}
+				return clip, dev, updates
+			}
+			clip, dev, updates := run(cfg)
+			t.Logf("%d × %d updates per rollout: clip_frac up to %.3f, |ρ − 1| up to %.3f", cfg.Algo.Epochs, cfg.Algo.MiniBatches, clip, dev)
+			if want := 2 * cfg.Algo.Epochs * cfg.Algo.MiniBatches; updates != want {
+				t.Errorf("%d updates in 2 steps, want %d", updates, want)
+			}
+			if clip == 0 || dev < 1e-3 {
+				t.Errorf("%d epochs × %d mini-batches: clip_frac %v, max |ρ − 1| %v; want the clip to act", cfg.Algo.Epochs, cfg.Algo.MiniBatches, clip, dev)
+			}
+			cfg.Algo.Epochs, cfg.Algo.MiniBatches = 1, 1
+			if clip, dev, _ := run(cfg); clip != 0 || dev > 1e-4 {
+				t.Errorf("one update per rollout: clip_frac %v, max |ρ − 1| %v; want ρ ≡ 1", clip, dev)
+			}
+		})
+	}
+}
+
+// TestOMDResetsOptimizer: Kimi k1.5 resets the optimizer at the start of
+// every iteration, so AdamW's step count restarts each RL step.
+func TestOMDResetsOptimizer(t *testing.T) {
+	for _, reset := range []bool{true, false} {
+		cfg := tinyRL(t, "omd")
+		cfg.Algo.ResetOptimizer = reset
+		tr := newTrainer(t, cfg)
+		oracle(tr, func(_, i int) bool { return i%3 == 0 })
+		total := 0
+		for range 2 {
+			st, err := tr.TrainStep()
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += st.Updates
+			want := total
+			if reset {
+				want = st.Updates
+			}
+			if tr.Policy.OptStep != want || st.Updates == 0 {
+				t.Errorf("reset_optimizer=%v: optimizer step count %d after step %d (%d updates), want %d",
+					reset, tr.Policy.OptStep, tr.Step, st.Updates, want)
+			}
+		}
+	}
+}
+
+// TestLengthPenaltyWarmup: Kimi's length reward is off for the warm-up
+// steps and at full weight after.
+func TestLengthPenaltyWarmup(t *testing.T) {
+	cfg := tinyRL(t, "omd")
+	cfg.Algo.LengthPenalty, cfg.Algo.LengthPenaltyWarmup = 0.5, 1
+	tr := newTrainer(t, cfg)
+	// One group of 4 responses of different lengths, two correct.
+	r := &Rollout{G: 4, Prompts: [][]int32{{1}}, Problems: []task.Problem{{Difficulty: 2}}}
+	for i, n := range []int{2, 4, 6, 8} {
+		r.Seqs = append(r.Seqs, moe.Sequence{Prompt: 0, Tokens: make([]int32, n), LogProbs: make([]float32, n)})
+		ok := i%2 == 0
+		r.Results = append(r.Results, reward.Result{Correct: ok, WellFormed: true, Reward: map[bool]float64{true: 1, false: 0.1}[ok]})
+	}
+	for step, want := range []float64{0, 0.5, 0.5} {
+		tr.Step = step
+		s, err := tr.score(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pen, _ := algo.LengthPenalty([]int{2, 4, 6, 8}, []bool{true, false, true, false}, []int{0, 0, 0, 0}, want)
+		for i := range s.shaped {
+			if got := s.shaped[i] - s.raw[i]; math.Abs(got-pen[i]) > 1e-12 {
+				t.Errorf("step %d response %d: length reward %v, want %v (weight %v)", step, i, got, pen[i], want)
+			}
+		}
+	}
+	tr.Step = 0
+	oracle(tr, func(_, i int) bool { return i%3 == 0 })
+	for _, want := range []float64{0, 0.5} {
+		st, err := tr.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.LengthPenalty != want {
+			t.Errorf("step %d: length_penalty %v, want %v", st.Step, st.LengthPenalty, want)
+		}
+	}
+}
+
+// TestMiniBatchesFit: the batch must hold a response per mini-batch.
+func TestMiniBatchesFit(t *testing.T) {
+	cfg := tinyRL(t, "grpo") // 3 prompts × 4
+	cfg.Algo.MiniBatches = 13
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cannot fill 13 mini-batches") {
+		t.Errorf("13 mini-batches of 12 responses: %v", err)
+	}
+	cfg.Algo.MiniBatches = 12
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("12 mini-batches of 12 responses: %v", err)
 	}
 }
