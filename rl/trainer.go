@@ -1,11 +1,14 @@
 package rl
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/moerl/moerl/engine"
@@ -37,6 +40,12 @@ type Config struct {
 	// the verifier's verdict, format still checked by rule), or "mix" (the
 	// mean of the two). "model" and "mix" need Trainer.RM.
 	RewardSource string `json:"reward_source"`
+	// SkipNonFinite skips an update whose loss or gradient is not finite
+	// (no optimizer step for that mini-batch; StepStats.SkippedUpdates
+	// counts them) instead of failing the step. Without it such an update
+	// fails the step with an error wrapping a *moe.NonFiniteError, and the
+	// policy and critic are put back as they were before the step.
+	SkipNonFinite bool `json:"skip_non_finite"`
 }
 
 // RewardSources are the allowed values of Config.RewardSource.
@@ -130,7 +139,7 @@ type StepStats struct {
 	// during its warm-up or when off).
 	LengthPenalty float64 `json:"length_penalty"`
 
-	// Over the updates taken; 0 when none was.
+	// Over the updates taken (skipped ones excluded); 0 when none was.
 	ClipFrac  float64 `json:"clip_frac"` // share of loss tokens whose ratio clip was active
 	RatioMin  float64 `json:"ratio_min"` // smallest ρ = π/π_old on a loss token
 	RatioMax  float64 `json:"ratio_max"` // largest ρ on a loss token
@@ -146,9 +155,56 @@ type StepStats struct {
 	ShortBatch   bool `json:"short_batch"`   // dynamic sampling ran out of tries before filling the batch
 	Tries        int  `json:"tries"`         // sampling rounds (dynamic sampling)
 	Updates      int  `json:"updates"`       // policy optimizer steps taken
+	// SkippedUpdates counts the policy updates skipped because their loss
+	// or gradient was not finite (Config.SkipNonFinite);
+	// SkippedCriticUpdates the critic's.
+	SkippedUpdates       int `json:"skipped_updates"`
+	SkippedCriticUpdates int `json:"skipped_critic_updates,omitempty"`
 
 	GenSeconds    float64 `json:"gen_s"`    // sampling and scoring
 	UpdateSeconds float64 `json:"update_s"` // everything after
+}
+
+// MarshalJSON writes the stats as encoding/json would, except that a
+// metric that is not finite (the entropy of a diverged policy, say), which
+// encoding/json refuses, is written as null: the metrics line of a step
+// that skipped non-finite updates is still written and readable.
+func (s StepStats) MarshalJSON() ([]byte, error) {
+	type plain StepStats // without this method
+	v := reflect.ValueOf(s)
+	finite := true
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Float64 && (math.IsNaN(f.Float()) || math.IsInf(f.Float(), 0)) {
+			finite = false
+		}
+	}
+	if finite {
+		return json.Marshal(plain(s))
+	}
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i := range v.NumField() {
+		name, opts, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		f := v.Field(i)
+		if opts == "omitempty" && f.IsZero() {
+			continue
+		}
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%q:", name)
+		if f.Kind() == reflect.Float64 && (math.IsNaN(f.Float()) || math.IsInf(f.Float(), 0)) {
+			b.WriteString("null")
+			continue
+		}
+		val, err := json.Marshal(f.Interface())
+		if err != nil {
+			return nil, err
+		}
+		b.Write(val)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // Trainer runs the RL loop on a policy, with a frozen reference model and,
@@ -168,9 +224,14 @@ type Trainer struct {
 	bins           []int
 	actsCache      map[[2]int]*moe.Acts
 	criticActCache map[[2]int]*moe.Acts
-	// sample, when set (by tests), replaces Sample for one round of the
-	// batch.
-	sample func(problems []task.Problem) (*Rollout, error)
+	// policySaved and criticSaved hold the models' state at the start of
+	// the update, to put back when a step fails part-way.
+	policySaved, criticSaved modelState
+	// Seams for tests: sample, when set, replaces Sample for one round of
+	// the batch; afterBackward runs after each policy backward pass, before
+	// its optimizer step.
+	sample        func(problems []task.Problem) (*Rollout, error)
+	afterBackward func(m *moe.Model)
 }
 
 // NewTrainer starts a run from a policy; ref is a frozen copy of the
@@ -211,7 +272,9 @@ func NewTrainer(cfg Config, policy, ref *moe.Model, tok *tokenizer.Tokenizer) (*
 //  3. update: Epochs passes over MiniBatches mini-batches of whole
 //     responses, one optimizer step each (and one for the critic).
 //
-// On error the step is not counted.
+// On error the step is not counted; the policy and critic are as they
+// were before it (Config.SkipNonFinite says what a non-finite update
+// does), while the RNG streams and the success rates have moved on.
 func (t *Trainer) TrainStep() (StepStats, error) {
 	st := StepStats{Step: t.Step + 1, GroupsWanted: t.Cfg.Prompts, LR: t.lr()}
 	t0 := time.Now()
@@ -620,9 +683,26 @@ func (t *Trainer) measure(c *collected, st *StepStats) (*measured, error) {
 // responses [lo, hi), each one policy step on the policy loss of
 // algo.PolicyLoss (and one critic step on the clipped value loss). The
 // optimizer is reset first when the algorithm asks (Kimi's mirror
-// descent).
-func (t *Trainer) update(m *measured, st *StepStats) error {
+// descent). A non-finite loss is caught before backward, a non-finite
+// gradient by the optimizer step; either skips that update under
+// Config.SkipNonFinite, and otherwise fails the step after putting the
+// models back as they were.
+func (t *Trainer) update(m *measured, st *StepStats) (err error) {
 	cfg, a := t.Cfg, t.Cfg.Algo
+	if !cfg.SkipNonFinite {
+		t.policySaved.save(t.Policy)
+		if t.Critic != nil {
+			t.criticSaved.save(t.Critic)
+		}
+		defer func() {
+			if err != nil {
+				t.policySaved.restore(t.Policy)
+				if t.Critic != nil {
+					t.criticSaved.restore(t.Critic)
+				}
+			}
+		}()
+	}
 	if a.ResetOptimizer {
 		t.Policy.ResetOptimizer()
 	}
@@ -671,7 +751,9 @@ func (t *Trainer) update(m *measured, st *StepStats) error {
 
 // policyUpdate takes one optimizer step on the policy for responses
 // [lo, hi) (sub), adding its loss, gradient norm and ratio statistics to
-// st.
+// st. A non-finite loss or gradient returns an error wrapping a
+// *moe.NonFiniteError, or is counted in st.SkippedUpdates under
+// SkipNonFinite.
 func (t *Trainer) policyUpdate(r *rows, sub *algo.Batch, lo, hi int, opt moe.OptConfig, st *StepStats) error {
 	L := sub.L
 	logp, acts := t.forward(t.Policy, t.actsCache, r, lo, hi, moe.ForwardOptions{Temperature: t.Cfg.Temperature})
@@ -681,12 +763,27 @@ func (t *Trainer) policyUpdate(r *rows, sub *algo.Batch, lo, hi int, opt moe.Opt
 	if err != nil {
 		return err
 	}
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		if t.Cfg.SkipNonFinite {
+			st.SkippedUpdates++
+			return nil
+		}
+		return t.lossError(loss)
+	}
 	dlogp := make([]float32, (hi-lo)*r.T)
 	r.scatter(dlogp, dNew, lo, hi)
 	t.Policy.ZeroGrad()
 	t.Policy.Backward(acts, dlogp)
+	if t.afterBackward != nil {
+		t.afterBackward(t.Policy)
+	}
 	norm, err := t.Policy.Step(st.LR, opt)
 	if err != nil {
+		var nf *moe.NonFiniteError
+		if t.Cfg.SkipNonFinite && errors.As(err, &nf) {
+			st.SkippedUpdates++
+			return nil
+		}
 		return fmt.Errorf("policy update: %w", err)
 	}
 	st.GradNorm += norm
@@ -712,15 +809,72 @@ func (t *Trainer) criticUpdate(m *measured, sub *algo.Batch, lo, hi int, opt moe
 	if err != nil {
 		return false, err
 	}
+	if math.IsNaN(vl) || math.IsInf(vl, 0) {
+		if t.Cfg.SkipNonFinite {
+			st.SkippedCriticUpdates++
+			return false, nil
+		}
+		return false, fmt.Errorf("critic update: %w", t.Critic.LossError(vl))
+	}
 	dvals := make([]float32, (hi-lo)*r.T)
 	r.scatter(dvals, dv, lo, hi)
 	t.Critic.ZeroGrad()
 	t.Critic.Backward(cacts, dvals)
 	if _, err := t.Critic.Step(t.Cfg.CriticLR, opt); err != nil {
+		var nf *moe.NonFiniteError
+		if t.Cfg.SkipNonFinite && errors.As(err, &nf) {
+			st.SkippedCriticUpdates++
+			return false, nil
+		}
 		return false, fmt.Errorf("critic update: %w", err)
 	}
 	st.ValueLoss += vl
 	return true, nil
+}
+
+// lossError explains a policy loss that is not finite: it names the first
+// weight of the policy, the reference or the critic that is not finite,
+// which is usually the cause, or says that every weight is finite.
+func (t *Trainer) lossError(loss float64) error {
+	for _, m := range []struct {
+		name  string
+		model *moe.Model
+	}{{"policy", t.Policy}, {"reference", t.Ref}, {"critic", t.Critic}} {
+		if m.model == nil {
+			continue
+		}
+		if err := m.model.CheckWeights(); err != nil {
+			return fmt.Errorf("policy loss is %v: %s %w", loss, m.name, err)
+		}
+	}
+	return fmt.Errorf("policy loss: %w", t.Policy.LossError(loss))
+}
+
+// modelState is a copy of a model's weights, AdamW moments and step count
+// on its backend.
+type modelState struct {
+	params, m, v *engine.Tensor
+	optStep      int
+}
+
+func (s *modelState) save(m *moe.Model) {
+	be := m.Backend()
+	if s.params == nil {
+		n := m.NumParams()
+		s.params, s.m, s.v = be.NewF32(n), be.NewF32(n), be.NewF32(n)
+	}
+	be.Copy(s.params, m.Params)
+	be.Copy(s.m, m.M)
+	be.Copy(s.v, m.V)
+	s.optStep = m.OptStep
+}
+
+func (s *modelState) restore(m *moe.Model) {
+	be := m.Backend()
+	be.Copy(m.Params, s.params)
+	be.Copy(m.M, s.m)
+	be.Copy(m.V, s.v)
+	m.OptStep = s.optStep
 }
 
 // subBatch is rows [lo, hi) of b, sharing its memory.

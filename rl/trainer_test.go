@@ -1,9 +1,12 @@
 package rl
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -389,6 +392,119 @@ func TestLengthPenaltyWarmup(t *testing.T) {
 		if st.LengthPenalty != want {
 			t.Errorf("step %d: length_penalty %v, want %v", st.Step, st.LengthPenalty, want)
 		}
+	}
+}
+
+// TestNonFinite injects a NaN, into one update's gradient or into the
+// reference's weights (which makes the KL term of GRPO's loss NaN before
+// backward), and checks both ways of handling it: without SkipNonFinite
+// the step fails with a *moe.NonFiniteError and leaves the policy as it
+// was; with it the bad updates are skipped and counted.
+func TestNonFinite(t *testing.T) {
+	poisonSecondGradient := func(tr *Trainer) {
+		calls := 0
+		tr.afterBackward = func(m *moe.Model) {
+			if calls++; calls == 2 {
+				g := m.HostGrads()
+				g[len(g)/2] = float32(math.NaN())
+				m.Backend().Upload(m.Grads, g)
+			}
+		}
+	}
+	poisonReference := func(tr *Trainer) {
+		w := tr.Ref.HostParams()
+		for i := range w {
+			w[i] = float32(math.NaN())
+		}
+		tr.Ref.Backend().Upload(tr.Ref.Params, w)
+	}
+	tests := []struct {
+		name    string
+		poison  func(*Trainer)
+		what    string // NonFiniteError.What without skipping
+		skipped int    // of 3 updates, with skipping
+	}{
+		{"gradient", poisonSecondGradient, "gradient", 1},
+		{"loss", poisonReference, "weight", 3},
+	}
+	for _, tc := range tests {
+		for _, skip := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/skip=%v", tc.name, skip), func(t *testing.T) {
+				cfg := tinyRL(t, "grpo") // 3 mini-batches
+				cfg.SkipNonFinite = skip
+				tr := newTrainer(t, cfg)
+				oracle(tr, func(_, i int) bool { return i%3 == 0 })
+				tc.poison(tr)
+				before, optStep := tr.Policy.HostParams(), tr.Policy.OptStep
+				st, err := tr.TrainStep()
+				if !skip {
+					var nf *moe.NonFiniteError
+					if !errors.As(err, &nf) || nf.What != tc.what {
+						t.Fatalf("error %v, want a *moe.NonFiniteError about a %s", err, tc.what)
+					}
+					t.Logf("error: %v", err)
+					if tc.name == "loss" && !strings.Contains(err.Error(), "reference") {
+						t.Errorf("error %q does not blame the reference", err)
+					}
+					if !sameParams(before, tr.Policy.HostParams()) || tr.Policy.OptStep != optStep || tr.Step != 0 {
+						t.Error("a failed step changed the policy or was counted")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.SkippedUpdates != tc.skipped || st.Updates != 3-tc.skipped {
+					t.Errorf("skipped %d, took %d updates; want %d and %d", st.SkippedUpdates, st.Updates, tc.skipped, 3-tc.skipped)
+				}
+				if changed := !sameParams(before, tr.Policy.HostParams()); changed != (st.Updates > 0) || tr.Policy.OptStep != st.Updates {
+					t.Errorf("policy changed %v after %d updates, optimizer step %d", changed, st.Updates, tr.Policy.OptStep)
+				}
+				if _, err := json.Marshal(st); err != nil {
+					t.Errorf("stats of a step with skipped updates do not marshal: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// TestStepStatsJSON: every metric has its own JSON name, and a metric
+// that is not finite is written as null instead of failing the line.
+func TestStepStatsJSON(t *testing.T) {
+	seen := map[string]bool{}
+	omitEmpty := 0
+	typ := reflect.TypeFor[StepStats]()
+	for i := range typ.NumField() {
+		name, opts, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		if name == "" || name == "-" || seen[name] {
+			t.Errorf("field %s: JSON name %q missing or repeated", typ.Field(i).Name, name)
+		}
+		seen[name] = true
+		if opts == "omitempty" {
+			omitEmpty++
+		}
+	}
+	st := StepStats{Step: 3, Accuracy: 0.25, Groups: 2}
+	type plain StepStats
+	a, _ := json.Marshal(st)
+	b, _ := json.Marshal(plain(st))
+	if string(a) != string(b) {
+		t.Errorf("finite stats marshal as %s, want %s", a, b)
+	}
+	st.KLRef, st.Entropy, st.ValueLoss = math.NaN(), math.Inf(1), 0
+	line, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(line, &back); err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	if v, ok := back["kl_ref"]; !ok || v != nil || back["entropy"] != nil || back["accuracy"] != 0.25 {
+		t.Errorf("non-finite metrics: %s", line)
+	}
+	if _, ok := back["value_loss"]; ok || len(back) != len(seen)-omitEmpty {
+		t.Errorf("omitempty not kept or fields lost: %s", line)
 	}
 }
 
