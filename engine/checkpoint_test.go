@@ -267,6 +267,24 @@ func zstdFrame(raw []byte) []byte {
 	return enc.EncodeAll(raw, nil)
 }
 
+// zstdStream compresses raw as the streaming encoder does, with no content
+// size in the frame header, so that only decompressing finds its size. Its
+// window is the smallest unless opts say otherwise.
+func zstdStream(raw []byte, opts ...zstd.EOption) []byte {
+	var b bytes.Buffer
+	enc, err := zstd.NewWriter(&b, append([]zstd.EOption{zstd.WithWindowSize(zstd.MinWindowSize)}, opts...)...)
+	if err != nil {
+		panic(err)
+	}
+	if _, err := enc.Write(raw); err != nil {
+		panic(err)
+	}
+	if err := enc.Close(); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
 func TestDecodeBrokenPrefix(t *testing.T) {
 	good := encodeBytes(t, sampleCheckpoint())
 	with := func(off int, v uint64, size int) []byte {
@@ -289,7 +307,7 @@ func TestDecodeBrokenPrefix(t *testing.T) {
 		{"text file", []byte("step,loss\n1,2.5\n"), ErrNotCheckpoint, "not a moerl checkpoint"},
 		{"future version", with(8, 7, 4), ErrVersion, "format version 7, this moerl reads 1"},
 		{"version 0", with(8, 0, 4), ErrVersion, "format version 0, this moerl reads 1"},
-		{"huge header length", with(12, 1<<62, 8), ErrCorrupt, "header length 4611686018427387904 is outside [1, 67108864]"},
+		{"huge header length", with(12, 1<<62, 8), ErrCorrupt, "header length 4611686018427387904 is outside [1, 4194304]"},
 		{"max header length", with(12, math.MaxUint64, 8), ErrCorrupt, "header length"},
 		{"zero header length", with(12, 0, 8), ErrCorrupt, "header length 0"},
 		{"huge payload length", with(20, 1<<60, 8), ErrCorrupt, "payload length 1152921504606846976 exceeds"},
@@ -327,9 +345,16 @@ func TestDecodeCorruptContent(t *testing.T) {
 		{"negative dim", `{"tensors":[{"name":"a","dtype":"f32","shape":[-2],"offset":0,"length":-8}]}`, eight, "negative dimension"},
 		{"huge shape", `{"tensors":[{"name":"a","dtype":"i32","shape":[1099511627776,1099511627776],"offset":0,"length":8}]}`, eight, "too many elements"},
 		{"negative offset", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":-4,"length":8}]}`, eight, "offset -4 out of range"},
-		{"huge offset", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":9223372036854775800,"length":8}]}`, eight, "out of range"},
-		{"offset past payload", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":4,"length":8}]}`, eight, "decompresses to 8 bytes, the index declares 12"},
-		{"payload decompresses to more", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdFrame(make([]byte, 1<<20)), "decompresses to more than the 4 bytes"},
+		{"huge offset", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":9223372036854775800,"length":8}]}`, eight, `tensor "a" at offset 9223372036854775800 leaves a gap of 9223372036854775800 bytes`},
+		{"first tensor not at 0", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":4,"length":8}]}`, eight, `tensor "a" at offset 4 leaves a gap of 4 bytes after the tensor before it`},
+		{"gap", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4},{"name":"b","dtype":"f32","shape":[],"offset":8,"length":4}]}`, zstdStream(make([]byte, 12)), `tensor "b" at offset 8 leaves a gap of 4 bytes`},
+		{"overlap", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8},{"name":"b","dtype":"f32","shape":[2],"offset":4,"length":8}]}`, eight, `tensor "b" at offset 4 overlaps the tensor before it, which ends at 8`},
+		{"same bytes", `{"tensors":[{"name":"a","dtype":"i32","shape":[1],"offset":0,"length":4},{"name":"b","dtype":"f32","shape":[],"offset":0,"length":4}]}`, eight, `tensor "b" at offset 0 overlaps the tensor before it, which ends at 4`},
+		{"index runs past the data", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8},{"name":"b","dtype":"f32","shape":[2],"offset":8,"length":8}]}`, zstdStream(make([]byte, 8)), "decompresses to 8 bytes, the index declares 16"},
+		{"frame declares less than the index", `{"tensors":[{"name":"a","dtype":"f32","shape":[1024],"offset":0,"length":4096}]}`, zstdFrame(make([]byte, 2048)), "the payload's zstd frame declares 2048 bytes, the index 4096"},
+		{"frame declares more than the index", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdFrame(make([]byte, 1<<20)), "the payload's zstd frame declares 1048576 bytes, the index 4"},
+		{"payload decompresses to more", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdStream(make([]byte, 1<<20)), "decompresses to more than the 4 bytes"},
+		{"window larger than the index allows", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdStream(make([]byte, 1<<20), zstd.WithWindowSize(1<<20)), "the payload's zstd window of 1048576 bytes exceeds the 1024 that the index's 4 bytes allow"},
 		{"payload where none is declared", `{"tensors":[]}`, eight, "decompresses to more than the 0 bytes"},
 		{"payload not zstd", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, []byte("not zstd at all"), "corrupt: payload: "},
 		{"payload missing", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, nil, "decompresses to 0 bytes, the index declares 8"},
@@ -349,14 +374,15 @@ func TestDecodeCorruptContent(t *testing.T) {
 	_, err := Decode(bytes.NewReader(assemble(`{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, two)))
 	checkOneSentinel(t, err, ErrCorrupt, "two frames")
 
-	// Tensors may leave gaps and share bytes; only the bounds matter.
-	c, err := Decode(bytes.NewReader(assemble(`{"kind":"x","future":1,"tensors":[{"name":"a","dtype":"i32","shape":[1],"offset":4,"length":4},{"name":"b","dtype":"f32","shape":[],"offset":4,"length":4}]}`,
-		zstdFrame([]byte{0, 0, 0, 0, 1, 0, 0, 0}))))
+	// Unknown header fields are ignored, and the index's order is the
+	// payload's.
+	c, err := Decode(bytes.NewReader(assemble(`{"kind":"x","future":1,"tensors":[{"name":"b","dtype":"f32","shape":[],"offset":0,"length":4},{"name":"a","dtype":"i32","shape":[1],"offset":4,"length":4}]}`,
+		zstdFrame([]byte{1, 0, 0, 0, 2, 0, 0, 0}))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Tensors[0].I[0] != 1 || math.Float32bits(c.Tensors[1].F[0]) != 1 {
-		t.Fatalf("got %v %v", c.Tensors[0].I, c.Tensors[1].F)
+	if math.Float32bits(c.Tensors[0].F[0]) != 1 || c.Tensors[1].I[0] != 2 {
+		t.Fatalf("got %v %v", c.Tensors[0].F, c.Tensors[1].I)
 	}
 }
 
@@ -592,6 +618,8 @@ func testdataFiles(t testing.TB) map[string]struct {
 	good := encodeBytes(t, tiny)
 	badSum := slices.Clone(good)
 	badSum[len(badSum)-1] ^= 0xff
+	future := slices.Clone(good)
+	binary.LittleEndian.PutUint32(future[8:], CheckpointVersion+1)
 	return map[string]struct {
 		data []byte
 		want error
@@ -600,6 +628,12 @@ func testdataFiles(t testing.TB) map[string]struct {
 		"truncated.ck": {good[:len(good)/2], ErrTruncated},
 		"badmagic.ck":  {append([]byte("MOERLCX\x00"), good[8:]...), ErrNotCheckpoint},
 		"badsum.ck":    {badSum, ErrChecksum},
+		"version2.ck":  {future, ErrVersion},
+		"trailing.ck":  {append(slices.Clone(good), "\n"...), ErrCorrupt},
+		"overlap.ck": {assemble(`{"kind":"moerl-model","tensors":[{"name":"w","dtype":"f32","shape":[2,2],"offset":0,"length":16},{"name":"ids","dtype":"i32","shape":[3],"offset":8,"length":12}]}`,
+			zstdFrame(make([]byte, 20))), ErrCorrupt},
+		"shortpayload.ck": {assemble(`{"kind":"moerl-model","tensors":[{"name":"w","dtype":"f32","shape":[2,2],"offset":0,"length":16},{"name":"ids","dtype":"i32","shape":[3],"offset":16,"length":12}]}`,
+			zstdStream(make([]byte, 20))), ErrCorrupt},
 	}
 }
 
@@ -683,21 +717,36 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzDecodeContent fuzzes what lies behind the checksum, which FuzzDecode
-// rarely gets past: the header and payload of a file whose checksum is right.
+// rarely gets past: the header and payload of a file whose checksum is
+// right, through both the stream decoder and the file reader (Open's
+// header path, then Read).
 func FuzzDecodeContent(f *testing.F) {
 	f.Add(`{"kind":"k","tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, zstdFrame(make([]byte, 8)))
 	f.Add(`{"tensors":[{"name":"a","dtype":"i32","shape":[],"offset":4,"length":4},{"name":"b","dtype":"f32","shape":[0,3],"offset":0,"length":0}]}`, zstdFrame([]byte{1, 2, 3, 4, 5, 6, 7, 8}))
 	f.Add(`{"config":{"x":[1,2]},"state":null,"tensors":[]}`, []byte{})
 	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdFrame(make([]byte, 1<<12)))
 	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, []byte("\x28\xb5\x2f\xfd garbage"))
+	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8},{"name":"b","dtype":"i32","shape":[1],"offset":4,"length":4}]}`, zstdFrame(make([]byte, 12)))
+	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[1073741824],"offset":0,"length":4294967296}]}`, zstdStream(make([]byte, 64)))
 	f.Fuzz(func(t *testing.T, header string, payload []byte) {
-		c, err := Decode(bytes.NewReader(assemble(header, payload)))
+		data := assemble(header, payload)
+		c, err := Decode(bytes.NewReader(data))
+		// The file reader, through Open's header path, agrees.
+		var fc *Checkpoint
+		cf, ferr := openAt(bytes.NewReader(data), int64(len(data)))
+		if ferr == nil {
+			fc, ferr = cf.read(cf.Header().RawBytes() <= 1<<20)
+		}
+		if (err == nil) != (ferr == nil) {
+			t.Fatalf("Decode: %v, the file reader: %v", err, ferr)
+		}
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("error %q is not ErrCorrupt", err)
+			if !errors.Is(err, ErrCorrupt) || !errors.Is(ferr, ErrCorrupt) {
+				t.Fatalf("errors %q and %q are not ErrCorrupt", err, ferr)
 			}
 			return
 		}
+		checkSame(t, fc, c)
 		again, err := Decode(bytes.NewReader(encodeBytes(t, c)))
 		if err != nil {
 			t.Fatalf("re-decoding: %v", err)
