@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -991,16 +992,27 @@ func loadFile(path string, expect func(*Header) error) (*Checkpoint, error) {
 	return c, nil
 }
 
-// saveWriter, when set (by tests), wraps the temporary file's writer so that
-// a write can be made to fail part-way.
-var saveWriter func(io.Writer) io.Writer
+// tempFile is what Save needs of its temporary file.
+type tempFile interface {
+	io.Writer
+	Name() string
+	Chmod(fs.FileMode) error
+	Sync() error
+	Close() error
+}
+
+// createTemp makes Save's temporary file. Tests replace it to make the
+// folder unwritable or the disk full at a chosen point.
+var createTemp = func(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }
 
 // Save writes c to path atomically: it encodes into a temporary file in the
 // same directory, syncs it, renames it over path and syncs the directory. On
-// any failure it removes the temporary file and leaves whatever was at path
-// untouched; on success no temporary file remains. The file gets mode 0644.
-// An error that says "written" comes after the rename: the new file is in
-// place, but syncing its directory failed, so it may not survive a crash.
+// any failure (an unwritable folder, a full disk, a failing sync) it removes
+// the temporary file and leaves whatever was at path untouched; on success
+// no temporary file remains. The file gets mode 0644. Errors name path and
+// the operation that failed with its cause. An error that says "written"
+// comes after the rename: the new file is in place, but syncing its
+// directory failed, so it may not survive a crash.
 func Save(path string, c *Checkpoint) error {
 	if err := save(path, c); err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", path, err)
@@ -1013,7 +1025,7 @@ func save(path string, c *Checkpoint) (err error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	f, err := createTemp(dir, "."+base+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -1025,11 +1037,7 @@ func save(path string, c *Checkpoint) (err error) {
 		}
 	}()
 
-	var w io.Writer = f
-	if saveWriter != nil {
-		w = saveWriter(w)
-	}
-	bw := bufio.NewWriterSize(w, 1<<20)
+	bw := bufio.NewWriterSize(f, 1<<20)
 	if err := Encode(bw, c); err != nil {
 		return err
 	}

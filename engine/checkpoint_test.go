@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -414,22 +416,47 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-// failingWriter passes on n bytes and then fails.
-type failingWriter struct {
-	w io.Writer
-	n int
+// faultyFile is a temporary file that fails the way a full disk does: its
+// writes fail with ENOSPC once writeLeft bytes have gone through (never
+// when writeLeft < 0), and its Sync and Close return the errors set.
+type faultyFile struct {
+	*os.File
+	writeLeft         int
+	syncErr, closeErr error
 }
 
-var errInjected = errors.New("injected write failure")
-
-func (f *failingWriter) Write(p []byte) (int, error) {
-	if len(p) > f.n {
-		k, _ := f.w.Write(p[:f.n])
-		f.n = 0
-		return k, errInjected
+func (f *faultyFile) Write(p []byte) (int, error) {
+	if f.writeLeft >= 0 && len(p) > f.writeLeft {
+		k, _ := f.File.Write(p[:f.writeLeft])
+		f.writeLeft = 0
+		return k, &fs.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
 	}
-	f.n -= len(p)
-	return f.w.Write(p)
+	if f.writeLeft >= 0 {
+		f.writeLeft -= len(p)
+	}
+	return f.File.Write(p)
+}
+
+func (f *faultyFile) Sync() error {
+	if f.syncErr != nil {
+		return &fs.PathError{Op: "sync", Path: f.Name(), Err: f.syncErr}
+	}
+	return f.File.Sync()
+}
+
+func (f *faultyFile) Close() error {
+	err := f.File.Close()
+	if f.closeErr != nil {
+		return &fs.PathError{Op: "close", Path: f.Name(), Err: f.closeErr}
+	}
+	return err
+}
+
+// withCreateTemp replaces Save's temporary-file maker for one test.
+func withCreateTemp(t *testing.T, create func(dir, pattern string) (tempFile, error)) {
+	old := createTemp
+	createTemp = create
+	t.Cleanup(func() { createTemp = old })
 }
 
 func dirNames(t *testing.T, dir string) []string {
@@ -445,36 +472,90 @@ func dirNames(t *testing.T, dir string) []string {
 	return names
 }
 
-func TestSaveAtomic(t *testing.T) {
+// savedOnce saves sampleCheckpoint to dir/model.ck and returns the path and
+// the file's bytes.
+func savedOnce(t *testing.T) (string, []byte) {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "model.ck")
-	old := sampleCheckpoint()
-	if err := Save(path, old); err != nil {
+	if err := Save(path, sampleCheckpoint()); err != nil {
 		t.Fatal(err)
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"model.ck"}) {
 		t.Fatalf("after Save the directory holds %v", names)
 	}
-	oldBytes, err := os.ReadFile(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, b
+}
 
+// checkKept fails unless path still holds old, loads, and has no temporary
+// file beside it.
+func checkKept(t *testing.T, path string, old []byte, context string) {
+	t.Helper()
+	if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, old) {
+		t.Fatalf("%s: the previous file changed (%v)", context, err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatalf("%s: the previous file no longer loads: %v", context, err)
+	}
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"model.ck"}) {
+		t.Fatalf("%s: the directory holds %v", context, names)
+	}
+}
+
+// TestSaveFullDisk: a disk that fills up part-way through the write, or
+// that reports it only at sync or close (as NFS and delayed allocation do),
+// leaves the previous checkpoint as it was, and the error names the file
+// and the cause.
+func TestSaveFullDisk(t *testing.T) {
+	path, old := savedOnce(t)
 	next := sampleCheckpoint()
 	next.State = json.RawMessage(`{"step":4}`)
-	for _, n := range []int{0, 1, 27, 100, len(encodeBytes(t, next)) - 1} {
-		saveWriter = func(w io.Writer) io.Writer { return &failingWriter{w: w, n: n} }
-		err := Save(path, next)
-		saveWriter = nil
-		if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), "save checkpoint "+path) {
-			t.Fatalf("failing after %d bytes: got %v", n, err)
-		}
-		if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, oldBytes) {
-			t.Fatalf("failing after %d bytes: the old file changed (%v)", n, err)
-		}
-		if names := dirNames(t, dir); !slices.Equal(names, []string{"model.ck"}) {
-			t.Fatalf("failing after %d bytes: the directory holds %v", n, names)
-		}
+	size := len(encodeBytes(t, next))
+	type fault struct {
+		name string
+		file func(f *os.File) *faultyFile
+		op   string
+	}
+	var faults []fault
+	for _, n := range []int{0, 1, 27, 100, size / 2, size - 1} {
+		faults = append(faults, fault{fmt.Sprintf("write fails after %d of %d bytes", n, size),
+			func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: n} }, "write"})
+	}
+	faults = append(faults,
+		fault{"sync fails", func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: -1, syncErr: syscall.ENOSPC} }, "sync"},
+		fault{"close fails", func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: -1, closeErr: syscall.ENOSPC} }, "close"},
+		fault{"sync fails with EIO", func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: -1, syncErr: syscall.EIO} }, "sync"},
+	)
+	for _, fl := range faults {
+		t.Run(fl.name, func(t *testing.T) {
+			withCreateTemp(t, func(dir, pattern string) (tempFile, error) {
+				f, err := os.CreateTemp(dir, pattern)
+				if err != nil {
+					return nil, err
+				}
+				return fl.file(f), nil
+			})
+			err := Save(path, next)
+			if err == nil {
+				t.Fatal("Save succeeded")
+			}
+			cause := syscall.ENOSPC
+			if strings.Contains(fl.name, "EIO") {
+				cause = syscall.EIO
+			}
+			if !errors.Is(err, cause) {
+				t.Fatalf("error %q does not wrap %v", err, cause)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "save checkpoint "+path+": ") || !strings.Contains(msg, fl.op+" "+filepath.Dir(path)+"/.model.ck.tmp-") || !strings.HasSuffix(msg, ": "+cause.Error()) {
+				t.Fatalf("error %q does not name the file, the operation and the cause", msg)
+			}
+			checkKept(t, path, old, fl.name)
+		})
 	}
 
 	// Without the fault the new checkpoint replaces the old.
@@ -486,31 +567,44 @@ func TestSaveAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSame(t, got, next)
-	if names := dirNames(t, dir); !slices.Equal(names, []string{"model.ck"}) {
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"model.ck"}) {
 		t.Fatalf("after Save the directory holds %v", names)
 	}
 }
 
+// TestSaveUnwritableDir: a folder in which no file can be created (here as
+// os.CreateTemp reports it for a read-only folder, which root could write
+// into anyway) leaves the previous checkpoint alone.
+func TestSaveUnwritableDir(t *testing.T) {
+	path, old := savedOnce(t)
+	withCreateTemp(t, func(dir, pattern string) (tempFile, error) {
+		return nil, &fs.PathError{Op: "open", Path: filepath.Join(dir, strings.Replace(pattern, "*", "123", 1)), Err: syscall.EACCES}
+	})
+	err := Save(path, &Checkpoint{Kind: "other"})
+	want := "save checkpoint " + path + ": open " + filepath.Dir(path) + "/.model.ck.tmp-123: permission denied"
+	if err == nil || err.Error() != want || !errors.Is(err, fs.ErrPermission) {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	checkKept(t, path, old, "unwritable folder")
+}
+
+// TestSaveReadOnlyDir is TestSaveUnwritableDir with a real read-only
+// folder, for a user who is not root.
 func TestSaveReadOnlyDir(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root writes into read-only directories")
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "model.ck")
-	if err := Save(path, sampleCheckpoint()); err != nil {
-		t.Fatal(err)
-	}
-	oldBytes, _ := os.ReadFile(path)
+	path, old := savedOnce(t)
+	dir := filepath.Dir(path)
 	if err := os.Chmod(dir, 0o555); err != nil {
 		t.Fatal(err)
 	}
 	defer os.Chmod(dir, 0o755)
-	if err := Save(path, &Checkpoint{Kind: "other"}); err == nil {
-		t.Fatal("Save into a read-only directory succeeded")
+	err := Save(path, &Checkpoint{Kind: "other"})
+	if !errors.Is(err, fs.ErrPermission) || !strings.HasPrefix(err.Error(), "save checkpoint "+path+": open "+dir+"/.model.ck.tmp-") {
+		t.Fatalf("got %v", err)
 	}
-	if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, oldBytes) {
-		t.Fatalf("the old file changed (%v)", err)
-	}
+	checkKept(t, path, old, "read-only folder")
 }
 
 func TestSaveMissingDir(t *testing.T) {
