@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -267,6 +269,24 @@ func zstdFrame(raw []byte) []byte {
 	return enc.EncodeAll(raw, nil)
 }
 
+// zstdStream compresses raw as the streaming encoder does, with no content
+// size in the frame header, so that only decompressing finds its size. Its
+// window is the smallest unless opts say otherwise.
+func zstdStream(raw []byte, opts ...zstd.EOption) []byte {
+	var b bytes.Buffer
+	enc, err := zstd.NewWriter(&b, append([]zstd.EOption{zstd.WithWindowSize(zstd.MinWindowSize)}, opts...)...)
+	if err != nil {
+		panic(err)
+	}
+	if _, err := enc.Write(raw); err != nil {
+		panic(err)
+	}
+	if err := enc.Close(); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
 func TestDecodeBrokenPrefix(t *testing.T) {
 	good := encodeBytes(t, sampleCheckpoint())
 	with := func(off int, v uint64, size int) []byte {
@@ -289,7 +309,7 @@ func TestDecodeBrokenPrefix(t *testing.T) {
 		{"text file", []byte("step,loss\n1,2.5\n"), ErrNotCheckpoint, "not a moerl checkpoint"},
 		{"future version", with(8, 7, 4), ErrVersion, "format version 7, this moerl reads 1"},
 		{"version 0", with(8, 0, 4), ErrVersion, "format version 0, this moerl reads 1"},
-		{"huge header length", with(12, 1<<62, 8), ErrCorrupt, "header length 4611686018427387904 is outside [1, 67108864]"},
+		{"huge header length", with(12, 1<<62, 8), ErrCorrupt, "header length 4611686018427387904 is outside [1, 4194304]"},
 		{"max header length", with(12, math.MaxUint64, 8), ErrCorrupt, "header length"},
 		{"zero header length", with(12, 0, 8), ErrCorrupt, "header length 0"},
 		{"huge payload length", with(20, 1<<60, 8), ErrCorrupt, "payload length 1152921504606846976 exceeds"},
@@ -327,9 +347,16 @@ func TestDecodeCorruptContent(t *testing.T) {
 		{"negative dim", `{"tensors":[{"name":"a","dtype":"f32","shape":[-2],"offset":0,"length":-8}]}`, eight, "negative dimension"},
 		{"huge shape", `{"tensors":[{"name":"a","dtype":"i32","shape":[1099511627776,1099511627776],"offset":0,"length":8}]}`, eight, "too many elements"},
 		{"negative offset", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":-4,"length":8}]}`, eight, "offset -4 out of range"},
-		{"huge offset", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":9223372036854775800,"length":8}]}`, eight, "out of range"},
-		{"offset past payload", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":4,"length":8}]}`, eight, "decompresses to 8 bytes, the index declares 12"},
-		{"payload decompresses to more", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdFrame(make([]byte, 1<<20)), "decompresses to more than the 4 bytes"},
+		{"huge offset", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":9223372036854775800,"length":8}]}`, eight, `tensor "a" at offset 9223372036854775800 leaves a gap of 9223372036854775800 bytes`},
+		{"first tensor not at 0", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":4,"length":8}]}`, eight, `tensor "a" at offset 4 leaves a gap of 4 bytes after the tensor before it`},
+		{"gap", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4},{"name":"b","dtype":"f32","shape":[],"offset":8,"length":4}]}`, zstdStream(make([]byte, 12)), `tensor "b" at offset 8 leaves a gap of 4 bytes`},
+		{"overlap", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8},{"name":"b","dtype":"f32","shape":[2],"offset":4,"length":8}]}`, eight, `tensor "b" at offset 4 overlaps the tensor before it, which ends at 8`},
+		{"same bytes", `{"tensors":[{"name":"a","dtype":"i32","shape":[1],"offset":0,"length":4},{"name":"b","dtype":"f32","shape":[],"offset":0,"length":4}]}`, eight, `tensor "b" at offset 0 overlaps the tensor before it, which ends at 4`},
+		{"index runs past the data", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8},{"name":"b","dtype":"f32","shape":[2],"offset":8,"length":8}]}`, zstdStream(make([]byte, 8)), "decompresses to 8 bytes, the index declares 16"},
+		{"frame declares less than the index", `{"tensors":[{"name":"a","dtype":"f32","shape":[1024],"offset":0,"length":4096}]}`, zstdFrame(make([]byte, 2048)), "the payload's zstd frame declares 2048 bytes, the index 4096"},
+		{"frame declares more than the index", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdFrame(make([]byte, 1<<20)), "the payload's zstd frame declares 1048576 bytes, the index 4"},
+		{"payload decompresses to more", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdStream(make([]byte, 1<<20)), "decompresses to more than the 4 bytes"},
+		{"window larger than the index allows", `{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdStream(make([]byte, 1<<20), zstd.WithWindowSize(1<<20)), "the payload's zstd window of 1048576 bytes exceeds the 1024 that the index's 4 bytes allow"},
 		{"payload where none is declared", `{"tensors":[]}`, eight, "decompresses to more than the 0 bytes"},
 		{"payload not zstd", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, []byte("not zstd at all"), "corrupt: payload: "},
 		{"payload missing", `{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, nil, "decompresses to 0 bytes, the index declares 8"},
@@ -349,14 +376,15 @@ func TestDecodeCorruptContent(t *testing.T) {
 	_, err := Decode(bytes.NewReader(assemble(`{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, two)))
 	checkOneSentinel(t, err, ErrCorrupt, "two frames")
 
-	// Tensors may leave gaps and share bytes; only the bounds matter.
-	c, err := Decode(bytes.NewReader(assemble(`{"kind":"x","future":1,"tensors":[{"name":"a","dtype":"i32","shape":[1],"offset":4,"length":4},{"name":"b","dtype":"f32","shape":[],"offset":4,"length":4}]}`,
-		zstdFrame([]byte{0, 0, 0, 0, 1, 0, 0, 0}))))
+	// Unknown header fields are ignored, and the index's order is the
+	// payload's.
+	c, err := Decode(bytes.NewReader(assemble(`{"kind":"x","future":1,"tensors":[{"name":"b","dtype":"f32","shape":[],"offset":0,"length":4},{"name":"a","dtype":"i32","shape":[1],"offset":4,"length":4}]}`,
+		zstdFrame([]byte{1, 0, 0, 0, 2, 0, 0, 0}))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Tensors[0].I[0] != 1 || math.Float32bits(c.Tensors[1].F[0]) != 1 {
-		t.Fatalf("got %v %v", c.Tensors[0].I, c.Tensors[1].F)
+	if math.Float32bits(c.Tensors[0].F[0]) != 1 || c.Tensors[1].I[0] != 2 {
+		t.Fatalf("got %v %v", c.Tensors[0].F, c.Tensors[1].I)
 	}
 }
 
@@ -388,22 +416,47 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-// failingWriter passes on n bytes and then fails.
-type failingWriter struct {
-	w io.Writer
-	n int
+// faultyFile is a temporary file that fails the way a full disk does: its
+// writes fail with ENOSPC once writeLeft bytes have gone through (never
+// when writeLeft < 0), and its Sync and Close return the errors set.
+type faultyFile struct {
+	*os.File
+	writeLeft         int
+	syncErr, closeErr error
 }
 
-var errInjected = errors.New("injected write failure")
-
-func (f *failingWriter) Write(p []byte) (int, error) {
-	if len(p) > f.n {
-		k, _ := f.w.Write(p[:f.n])
-		f.n = 0
-		return k, errInjected
+func (f *faultyFile) Write(p []byte) (int, error) {
+	if f.writeLeft >= 0 && len(p) > f.writeLeft {
+		k, _ := f.File.Write(p[:f.writeLeft])
+		f.writeLeft = 0
+		return k, &fs.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
 	}
-	f.n -= len(p)
-	return f.w.Write(p)
+	if f.writeLeft >= 0 {
+		f.writeLeft -= len(p)
+	}
+	return f.File.Write(p)
+}
+
+func (f *faultyFile) Sync() error {
+	if f.syncErr != nil {
+		return &fs.PathError{Op: "sync", Path: f.Name(), Err: f.syncErr}
+	}
+	return f.File.Sync()
+}
+
+func (f *faultyFile) Close() error {
+	err := f.File.Close()
+	if f.closeErr != nil {
+		return &fs.PathError{Op: "close", Path: f.Name(), Err: f.closeErr}
+	}
+	return err
+}
+
+// withCreateTemp replaces Save's temporary-file maker for one test.
+func withCreateTemp(t *testing.T, create func(dir, pattern string) (tempFile, error)) {
+	old := createTemp
+	createTemp = create
+	t.Cleanup(func() { createTemp = old })
 }
 
 func dirNames(t *testing.T, dir string) []string {
@@ -419,36 +472,90 @@ func dirNames(t *testing.T, dir string) []string {
 	return names
 }
 
-func TestSaveAtomic(t *testing.T) {
+// savedOnce saves sampleCheckpoint to dir/model.ck and returns the path and
+// the file's bytes.
+func savedOnce(t *testing.T) (string, []byte) {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "model.ck")
-	old := sampleCheckpoint()
-	if err := Save(path, old); err != nil {
+	if err := Save(path, sampleCheckpoint()); err != nil {
 		t.Fatal(err)
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"model.ck"}) {
 		t.Fatalf("after Save the directory holds %v", names)
 	}
-	oldBytes, err := os.ReadFile(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, b
+}
 
+// checkKept fails unless path still holds old, loads, and has no temporary
+// file beside it.
+func checkKept(t *testing.T, path string, old []byte, context string) {
+	t.Helper()
+	if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, old) {
+		t.Fatalf("%s: the previous file changed (%v)", context, err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatalf("%s: the previous file no longer loads: %v", context, err)
+	}
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"model.ck"}) {
+		t.Fatalf("%s: the directory holds %v", context, names)
+	}
+}
+
+// TestSaveFullDisk: a disk that fills up part-way through the write, or
+// that reports it only at sync or close (as NFS and delayed allocation do),
+// leaves the previous checkpoint as it was, and the error names the file
+// and the cause.
+func TestSaveFullDisk(t *testing.T) {
+	path, old := savedOnce(t)
 	next := sampleCheckpoint()
 	next.State = json.RawMessage(`{"step":4}`)
-	for _, n := range []int{0, 1, 27, 100, len(encodeBytes(t, next)) - 1} {
-		saveWriter = func(w io.Writer) io.Writer { return &failingWriter{w: w, n: n} }
-		err := Save(path, next)
-		saveWriter = nil
-		if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), "save checkpoint "+path) {
-			t.Fatalf("failing after %d bytes: got %v", n, err)
-		}
-		if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, oldBytes) {
-			t.Fatalf("failing after %d bytes: the old file changed (%v)", n, err)
-		}
-		if names := dirNames(t, dir); !slices.Equal(names, []string{"model.ck"}) {
-			t.Fatalf("failing after %d bytes: the directory holds %v", n, names)
-		}
+	size := len(encodeBytes(t, next))
+	type fault struct {
+		name string
+		file func(f *os.File) *faultyFile
+		op   string
+	}
+	var faults []fault
+	for _, n := range []int{0, 1, 27, 100, size / 2, size - 1} {
+		faults = append(faults, fault{fmt.Sprintf("write fails after %d of %d bytes", n, size),
+			func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: n} }, "write"})
+	}
+	faults = append(faults,
+		fault{"sync fails", func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: -1, syncErr: syscall.ENOSPC} }, "sync"},
+		fault{"close fails", func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: -1, closeErr: syscall.ENOSPC} }, "close"},
+		fault{"sync fails with EIO", func(f *os.File) *faultyFile { return &faultyFile{File: f, writeLeft: -1, syncErr: syscall.EIO} }, "sync"},
+	)
+	for _, fl := range faults {
+		t.Run(fl.name, func(t *testing.T) {
+			withCreateTemp(t, func(dir, pattern string) (tempFile, error) {
+				f, err := os.CreateTemp(dir, pattern)
+				if err != nil {
+					return nil, err
+				}
+				return fl.file(f), nil
+			})
+			err := Save(path, next)
+			if err == nil {
+				t.Fatal("Save succeeded")
+			}
+			cause := syscall.ENOSPC
+			if strings.Contains(fl.name, "EIO") {
+				cause = syscall.EIO
+			}
+			if !errors.Is(err, cause) {
+				t.Fatalf("error %q does not wrap %v", err, cause)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "save checkpoint "+path+": ") || !strings.Contains(msg, fl.op+" "+filepath.Dir(path)+"/.model.ck.tmp-") || !strings.HasSuffix(msg, ": "+cause.Error()) {
+				t.Fatalf("error %q does not name the file, the operation and the cause", msg)
+			}
+			checkKept(t, path, old, fl.name)
+		})
 	}
 
 	// Without the fault the new checkpoint replaces the old.
@@ -460,31 +567,44 @@ func TestSaveAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSame(t, got, next)
-	if names := dirNames(t, dir); !slices.Equal(names, []string{"model.ck"}) {
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"model.ck"}) {
 		t.Fatalf("after Save the directory holds %v", names)
 	}
 }
 
+// TestSaveUnwritableDir: a folder in which no file can be created (here as
+// os.CreateTemp reports it for a read-only folder, which root could write
+// into anyway) leaves the previous checkpoint alone.
+func TestSaveUnwritableDir(t *testing.T) {
+	path, old := savedOnce(t)
+	withCreateTemp(t, func(dir, pattern string) (tempFile, error) {
+		return nil, &fs.PathError{Op: "open", Path: filepath.Join(dir, strings.Replace(pattern, "*", "123", 1)), Err: syscall.EACCES}
+	})
+	err := Save(path, &Checkpoint{Kind: "other"})
+	want := "save checkpoint " + path + ": open " + filepath.Dir(path) + "/.model.ck.tmp-123: permission denied"
+	if err == nil || err.Error() != want || !errors.Is(err, fs.ErrPermission) {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	checkKept(t, path, old, "unwritable folder")
+}
+
+// TestSaveReadOnlyDir is TestSaveUnwritableDir with a real read-only
+// folder, for a user who is not root.
 func TestSaveReadOnlyDir(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root writes into read-only directories")
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "model.ck")
-	if err := Save(path, sampleCheckpoint()); err != nil {
-		t.Fatal(err)
-	}
-	oldBytes, _ := os.ReadFile(path)
+	path, old := savedOnce(t)
+	dir := filepath.Dir(path)
 	if err := os.Chmod(dir, 0o555); err != nil {
 		t.Fatal(err)
 	}
 	defer os.Chmod(dir, 0o755)
-	if err := Save(path, &Checkpoint{Kind: "other"}); err == nil {
-		t.Fatal("Save into a read-only directory succeeded")
+	err := Save(path, &Checkpoint{Kind: "other"})
+	if !errors.Is(err, fs.ErrPermission) || !strings.HasPrefix(err.Error(), "save checkpoint "+path+": open "+dir+"/.model.ck.tmp-") {
+		t.Fatalf("got %v", err)
 	}
-	if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, oldBytes) {
-		t.Fatalf("the old file changed (%v)", err)
-	}
+	checkKept(t, path, old, "read-only folder")
 }
 
 func TestSaveMissingDir(t *testing.T) {
@@ -592,6 +712,8 @@ func testdataFiles(t testing.TB) map[string]struct {
 	good := encodeBytes(t, tiny)
 	badSum := slices.Clone(good)
 	badSum[len(badSum)-1] ^= 0xff
+	future := slices.Clone(good)
+	binary.LittleEndian.PutUint32(future[8:], CheckpointVersion+1)
 	return map[string]struct {
 		data []byte
 		want error
@@ -600,6 +722,12 @@ func testdataFiles(t testing.TB) map[string]struct {
 		"truncated.ck": {good[:len(good)/2], ErrTruncated},
 		"badmagic.ck":  {append([]byte("MOERLCX\x00"), good[8:]...), ErrNotCheckpoint},
 		"badsum.ck":    {badSum, ErrChecksum},
+		"version2.ck":  {future, ErrVersion},
+		"trailing.ck":  {append(slices.Clone(good), "\n"...), ErrCorrupt},
+		"overlap.ck": {assemble(`{"kind":"moerl-model","tensors":[{"name":"w","dtype":"f32","shape":[2,2],"offset":0,"length":16},{"name":"ids","dtype":"i32","shape":[3],"offset":8,"length":12}]}`,
+			zstdFrame(make([]byte, 20))), ErrCorrupt},
+		"shortpayload.ck": {assemble(`{"kind":"moerl-model","tensors":[{"name":"w","dtype":"f32","shape":[2,2],"offset":0,"length":16},{"name":"ids","dtype":"i32","shape":[3],"offset":16,"length":12}]}`,
+			zstdStream(make([]byte, 20))), ErrCorrupt},
 	}
 }
 
@@ -683,21 +811,36 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzDecodeContent fuzzes what lies behind the checksum, which FuzzDecode
-// rarely gets past: the header and payload of a file whose checksum is right.
+// rarely gets past: the header and payload of a file whose checksum is
+// right, through both the stream decoder and the file reader (Open's
+// header path, then Read).
 func FuzzDecodeContent(f *testing.F) {
 	f.Add(`{"kind":"k","tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8}]}`, zstdFrame(make([]byte, 8)))
 	f.Add(`{"tensors":[{"name":"a","dtype":"i32","shape":[],"offset":4,"length":4},{"name":"b","dtype":"f32","shape":[0,3],"offset":0,"length":0}]}`, zstdFrame([]byte{1, 2, 3, 4, 5, 6, 7, 8}))
 	f.Add(`{"config":{"x":[1,2]},"state":null,"tensors":[]}`, []byte{})
 	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, zstdFrame(make([]byte, 1<<12)))
 	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[1],"offset":0,"length":4}]}`, []byte("\x28\xb5\x2f\xfd garbage"))
+	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[2],"offset":0,"length":8},{"name":"b","dtype":"i32","shape":[1],"offset":4,"length":4}]}`, zstdFrame(make([]byte, 12)))
+	f.Add(`{"tensors":[{"name":"a","dtype":"f32","shape":[1073741824],"offset":0,"length":4294967296}]}`, zstdStream(make([]byte, 64)))
 	f.Fuzz(func(t *testing.T, header string, payload []byte) {
-		c, err := Decode(bytes.NewReader(assemble(header, payload)))
+		data := assemble(header, payload)
+		c, err := Decode(bytes.NewReader(data))
+		// The file reader, through Open's header path, agrees.
+		var fc *Checkpoint
+		cf, ferr := openAt(bytes.NewReader(data), int64(len(data)))
+		if ferr == nil {
+			fc, ferr = cf.read(cf.Header().RawBytes() <= 1<<20)
+		}
+		if (err == nil) != (ferr == nil) {
+			t.Fatalf("Decode: %v, the file reader: %v", err, ferr)
+		}
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("error %q is not ErrCorrupt", err)
+			if !errors.Is(err, ErrCorrupt) || !errors.Is(ferr, ErrCorrupt) {
+				t.Fatalf("errors %q and %q are not ErrCorrupt", err, ferr)
 			}
 			return
 		}
+		checkSame(t, fc, c)
 		again, err := Decode(bytes.NewReader(encodeBytes(t, c)))
 		if err != nil {
 			t.Fatalf("re-decoding: %v", err)

@@ -2,6 +2,8 @@ package moe
 
 import (
 	"fmt"
+	"math"
+	"reflect"
 	"sort"
 	"strings"
 )
@@ -87,7 +89,27 @@ func (c Config) K() int {
 	return c.TopK
 }
 
-// Validate reports the first field that makes no model, naming it.
+// Bounds on a model's size. Validate refuses a configuration beyond them
+// before anything is allocated, so that a checkpoint (or a flag) claiming a
+// model of 10^12 parameters is an error, not an exhausted machine.
+const (
+	// MaxParams bounds the number of parameters: 2^30, about 5 times
+	// moe-small (210M). Training holds four buffers of that many float32
+	// (weights, gradients, two AdamW moments): 16 GiB, which the GPU
+	// machine (139 GiB) holds with room for activations; loading its
+	// checkpoint on the host takes about as much again.
+	MaxParams = 1 << 30
+	// MaxLayers bounds the depth, and with it the checkpoint's index (12
+	// tensors a layer): 1024 layers are about 1.1 MB of header, well under
+	// the format's 4 MiB.
+	MaxLayers = 1024
+	// MaxContext bounds max_seq, which sizes the KV cache (batch × max_seq ×
+	// d_model floats per layer) and the int32 cache slots.
+	MaxContext = 1 << 16
+)
+
+// Validate reports the first field that makes no model, naming it, or a
+// model larger than MaxParams, MaxLayers or MaxContext allow.
 func (c Config) Validate() error {
 	pos := []struct {
 		name string
@@ -98,6 +120,12 @@ func (c Config) Validate() error {
 		if p.v <= 0 {
 			return fmt.Errorf("model config: %s must be positive, got %d", p.name, p.v)
 		}
+	}
+	if c.Layers > MaxLayers {
+		return fmt.Errorf("model config: layers %d exceeds the limit of %d", c.Layers, MaxLayers)
+	}
+	if c.MaxSeq > MaxContext {
+		return fmt.Errorf("model config: max_seq %d exceeds the limit of %d", c.MaxSeq, MaxContext)
 	}
 	if c.DModel%c.Heads != 0 {
 		return fmt.Errorf("model config: d_model %d is not a multiple of heads %d", c.DModel, c.Heads)
@@ -113,13 +141,52 @@ func (c Config) Validate() error {
 			return fmt.Errorf("model config: top_k must be in [1, experts=%d], got %d", c.Experts, c.TopK)
 		}
 	}
-	if c.RopeTheta <= 1 {
-		return fmt.Errorf("model config: rope_theta must be > 1, got %g", c.RopeTheta)
+	// Counted in float64, which cannot overflow here and is exact far
+	// beyond the bound.
+	if n := c.paramCount(); n > MaxParams {
+		return fmt.Errorf("model config: %.4g parameters exceed the limit of %d (moe.MaxParams)", n, MaxParams)
 	}
-	if c.NormEps <= 0 || c.InitStd <= 0 || c.AuxLossCoef < 0 {
-		return fmt.Errorf("model config: norm_eps and init_std must be positive and aux_loss_coef non-negative (got %g, %g, %g)", c.NormEps, c.InitStd, c.AuxLossCoef)
+	// The negated comparisons also refuse NaN.
+	if !(c.RopeTheta > 1) || math.IsInf(c.RopeTheta, 0) {
+		return fmt.Errorf("model config: rope_theta must be finite and > 1, got %g", c.RopeTheta)
+	}
+	if !(c.NormEps > 0) || !(c.InitStd > 0) || !(c.AuxLossCoef >= 0) ||
+		math.IsInf(c.NormEps, 0) || math.IsInf(c.InitStd, 0) || math.IsInf(c.AuxLossCoef, 0) {
+		return fmt.Errorf("model config: norm_eps and init_std must be positive and aux_loss_coef non-negative, all finite (got %g, %g, %g)", c.NormEps, c.InitStd, c.AuxLossCoef)
 	}
 	return nil
+}
+
+// paramCount is the number of parameters newLayout lays out, in float64 so
+// that it can be computed for any configuration whose fields are positive.
+func (c Config) paramCount() float64 {
+	d, hd, h, e := float64(c.DModel), float64(c.HeadDim()), float64(c.ExpertHidden), float64(c.NumExperts())
+	layer := 4*d*d + 3*e*d*h + 2*d + 2*hd
+	if !c.DenseFFN {
+		layer += d * e
+	}
+	return float64(c.Vocab)*d + float64(c.Layers)*layer + d*float64(c.Outputs()) + d
+}
+
+// Diff lists the fields in which c and o differ, in declaration order, each
+// as "name: c's value → o's value" with the field's JSON name, so that a
+// caller can say why a checkpoint does not match the settings ("d_model:
+// 128 → 64"). It is empty when the configurations are equal.
+func (c Config) Diff(o Config) []string {
+	var out []string
+	a, b := reflect.ValueOf(c), reflect.ValueOf(o)
+	for i := range a.NumField() {
+		// Compared as printed: distinct values print differently (the
+		// shortest representation of a float is unique), and a NaN equals
+		// itself.
+		x, y := fmt.Sprint(a.Field(i).Interface()), fmt.Sprint(b.Field(i).Interface())
+		if x == y {
+			continue
+		}
+		name, _, _ := strings.Cut(a.Type().Field(i).Tag.Get("json"), ",")
+		out = append(out, name+": "+x+" → "+y)
+	}
+	return out
 }
 
 // ActiveParams is the number of parameters one token uses (BENCH.md's
