@@ -10,10 +10,12 @@ import (
 // countdownTask is the Countdown numbers game: combine every given number
 // exactly once with + - * / and parentheses to reach the target.
 //
-// Rules, as in the game: every intermediate result must be an integer, so a
-// division must be exact and its divisor nonzero. Unlike the game, the
-// verifier lets intermediate results be zero or negative (the generator
-// never uses such steps). The answer is an expression such as "(25-5)*4",
+// Rules: the expression is evaluated in exact rationals and its value must
+// be exactly the target. Unlike the game, intermediate results may be
+// fractions, zero or negative (as in TinyZero and Reasoning Gym, see
+// exprNode.eval), so (6/4)*8 reaches 12 as 8*6/4 does; a divisor must be
+// nonzero. The generator's own solutions keep every step a positive
+// integer. The answer is an expression such as "(25-5)*4",
 // parsed strictly (see parseExpr): numbers used must be exactly the given
 // multiset.
 //
@@ -179,8 +181,8 @@ func (t countdownTask) Verify(p Problem, answer string) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	if v.String() != target {
-		return false, fmt.Sprintf("got %s, want %s", clip(v.String()), target)
+	if !v.IsInt() || v.Num().String() != target {
+		return false, fmt.Sprintf("got %s, want %s", clip(v.RatString()), target)
 	}
 	return true, "correct"
 }
