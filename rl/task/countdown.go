@@ -2,6 +2,7 @@ package task
 
 import (
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -185,6 +186,54 @@ func (t countdownTask) Verify(p Problem, answer string) (bool, string) {
 		return false, fmt.Sprintf("got %s, want %s", clip(v.RatString()), target)
 	}
 	return true, "correct"
+}
+
+// Canonical maps every verified expression to one answer, the problem's
+// own (p.Answer, when it verifies; otherwise the expression's written form
+// is kept, which verifies alike). A wrong expression that evaluates votes
+// as its exact value, written as an expression ("7/2", "0-3"), so wrong
+// expressions of one value vote together; a wrong expression whose value is
+// the target (wrong numbers) thus votes as the bare target, which does not
+// verify, apart from the correct class. An expression that does not
+// evaluate (division by zero) votes as its written form, and text that does
+// not parse as itself. Each form is checked to keep Verify's verdict; one
+// that would not (a value form that happens to be a solution, as for
+// "countdown 80 to 80") falls back to the answer's own text.
+func (t countdownTask) Canonical(p Problem, answer string) string {
+	ok, _ := t.Verify(p, answer)
+	if ok {
+		if good, _ := t.Verify(p, p.Answer); good {
+			return p.Answer
+		}
+	}
+	e, err := parseExpr(answer)
+	if err != nil {
+		return answer
+	}
+	c := e.String()
+	if !ok {
+		if v, err := e.eval(); err == nil {
+			c = ratExpr(v)
+		}
+	}
+	if same, _ := t.Verify(p, c); same != ok {
+		return answer
+	}
+	return c
+}
+
+// ratExpr writes v as an expression of natural numbers that parseExpr reads
+// back to v: "12", "7/2", "0-3", "0-7/2".
+func ratExpr(v *big.Rat) string {
+	var b strings.Builder
+	if v.Sign() < 0 {
+		b.WriteString("0-")
+	}
+	b.WriteString(new(big.Int).Abs(v.Num()).String())
+	if !v.IsInt() {
+		b.WriteString("/" + v.Denom().String())
+	}
+	return b.String()
 }
 
 // parseCountdownPrompt reads "countdown N1 N2 ... to T".

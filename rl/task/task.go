@@ -108,6 +108,13 @@ type Task interface {
 	// derives the truth from p.Prompt alone and is strict: no substring
 	// search, no lenient number formats.
 	Verify(p Problem, answer string) (correct bool, reason string)
+	// Canonical returns the form in which answer, as Verify takes it, votes
+	// in maj@k: answers that mean the same for p share it (kk: the same
+	// assignment in any order; Countdown: every verified expression). It
+	// keeps Verify's verdict, Verify(p, Canonical(p, a)) = Verify(p, a), so
+	// two answers with the same canonical form are both correct or both
+	// wrong. Text that does not parse is its own canonical form.
+	Canonical(p Problem, answer string) string
 	// Difficulties returns the difficulties used for training and the
 	// harder held-out ones used to test generalization.
 	Difficulties() (train []int, heldOut []int)
