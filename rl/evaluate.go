@@ -11,19 +11,23 @@ import (
 	"github.com/moerl/moerl/rl/task"
 )
 
-// EvalOptions controls sampling for evaluation.
+// EvalOptions controls sampling for evaluation. Yue et al. (2504.13837)
+// evaluate at temperature 0.6 and top-p 0.95.
 type EvalOptions struct {
 	N           int     // samples per problem
-	Temperature float64 // 1 samples the model's own distribution
-	TopP        float64
-	MaxNew      int // new tokens per sample at most
-	Batch       int // sequences decoded together at most (memory bound); 0: 2048
+	Temperature float64 // 1 samples the model's own distribution; 0 is greedy
+	TopK        int     // sample among the k most likely tokens; 0: no cut
+	TopP        float64 // nucleus: the fewest tokens with this much mass; 0 or 1: no cut
+	MaxNew      int     // new tokens per sample at most
+	Batch       int     // sequences decoded together at most (memory bound); 0: 2048
 	// Progress, if set, is called after each chunk with problems done.
 	Progress func(done, total int)
 }
 
 // SampleProblems draws opts.N responses to every problem and records each
-// one's parsed answer, whether it is well-formed and whether it is correct.
+// one's parsed answer, in its task's canonical form (task.Task.Canonical,
+// so that answers that mean the same vote together in maj@k), whether it
+// is well-formed and whether it is correct.
 func SampleProblems(m *moe.Model, tok *tokenizer.Tokenizer, problems []task.Problem, opts EvalOptions, rng *engine.RNG) ([]eval.ProblemSamples, error) {
 	if opts.N <= 0 || opts.MaxNew <= 0 {
 		return nil, fmt.Errorf("evaluate: samples per problem and max new tokens must be positive")
@@ -37,10 +41,16 @@ func SampleProblems(m *moe.Model, tok *tokenizer.Tokenizer, problems []task.Prob
 	perCall := max(1, batch/opts.N)
 	samplesPerCall := min(opts.N, batch)
 	out := make([]eval.ProblemSamples, len(problems))
+	tasks := make([]task.Task, len(problems))
 	for i, p := range problems {
 		out[i] = eval.ProblemSamples{ID: p.ID, Bin: p.Bin}
+		t, err := task.Get(p.Task)
+		if err != nil {
+			return nil, fmt.Errorf("evaluate: problem %d (%s): %w", i, p.ID, err)
+		}
+		tasks[i] = t
 	}
-	so := moe.SampleOptions{Temperature: opts.Temperature, TopP: opts.TopP, MaxNew: opts.MaxNew}
+	so := moe.SampleOptions{Temperature: opts.Temperature, TopK: opts.TopK, TopP: opts.TopP, MaxNew: opts.MaxNew}
 	for lo := 0; lo < len(problems); lo += perCall {
 		hi := min(lo+perCall, len(problems))
 		for done := 0; done < opts.N; done += samplesPerCall {
@@ -50,9 +60,10 @@ func SampleProblems(m *moe.Model, tok *tokenizer.Tokenizer, problems []task.Prob
 				return nil, err
 			}
 			for j, s := range r.Seqs {
-				ps := &out[lo+s.Prompt]
+				i := lo + s.Prompt
+				ps := &out[i]
 				res := r.Results[j]
-				ps.Answers = append(ps.Answers, res.Answer)
+				ps.Answers = append(ps.Answers, CanonicalAnswer(tasks[i], problems[i], res))
 				ps.Valid = append(ps.Valid, res.WellFormed)
 				ps.Correct = append(ps.Correct, res.Correct)
 			}
@@ -62,6 +73,16 @@ func SampleProblems(m *moe.Model, tok *tokenizer.Tokenizer, problems []task.Prob
 		}
 	}
 	return out, nil
+}
+
+// CanonicalAnswer is the answer a scored response votes with in maj@k: the
+// task's canonical form of a well-formed response's answer, and "" (no
+// vote) for a malformed one.
+func CanonicalAnswer(t task.Task, p task.Problem, res reward.Result) string {
+	if !res.WellFormed || res.Answer == "" {
+		return ""
+	}
+	return t.Canonical(p, res.Answer)
 }
 
 // Evaluate samples and summarises pass@k, maj@k and mean@k for

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,18 +20,21 @@ import (
 func runEval(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("eval", `Measure pass@k, maj@k and mean@k (k = 1, 2, 4, …, n), overall and per
 difficulty bin: sample n responses per problem from a checkpoint (--ckpt),
-or score given responses (--responses, a JSONL file of {"id", "response"}
-lines, n per problem). maj@k averages over the n/k disjoint subsets of the
-samples, in order.`, stderr)
-	ckpt := fs.String("ckpt", "", "model checkpoint to sample from")
-	responses := fs.String("responses", "", "JSONL of given responses to score instead of sampling")
+or score given responses (--responses, a JSONL file of {"id" or "index",
+"response"} lines; every problem needs at least one). maj@k is exact: the
+mean over every k-subset of a problem's samples, answers compared in their
+task's canonical form, ties split.`, stderr)
+	ckpt := fs.String("ckpt", "", "model checkpoint file to sample from")
+	responses := fs.String("responses", "", `JSONL file of given responses to score instead of sampling, one {"id" or "index", "response"} per line`)
 	pf := addProblemFlags(fs, 32)
-	n := fs.Int("n", 64, "samples per problem")
-	temp := fs.Float64("temperature", 1, "sampling temperature")
-	maxNew := fs.Int("max-new", 48, "new tokens per sample at most")
-	seed := fs.Uint64("seed", 1, "sampling seed")
-	asJSON := fs.Bool("json", false, "print the report as JSON (pass_at_k, maj_at_k, mean_at_k, bins)")
-	out := fs.String("out", "", "also write the report JSON to this file")
+	n := fs.Int("n", 64, "samples per problem when sampling (--ckpt); at least 1")
+	temp := fs.Float64("temperature", 1, "sampling temperature, ≥ 0: 1 samples the model's own distribution, 0 is greedy (2504.13837 evaluates at 0.6)")
+	topK := fs.Int("top-k", 0, "sample among the k most likely tokens only, k ≥ 0; 0: no cut")
+	topP := fs.Float64("top-p", 1, "nucleus sampling: sample among the fewest most likely tokens whose probabilities sum to at least p, in [0, 1]; 0 or 1: no cut (2504.13837 uses 0.95)")
+	maxNew := fs.Int("max-new", 48, "new tokens per sample at most (tokens, at least 1)")
+	seed := fs.Uint64("seed", 1, "sampling seed, any unsigned integer: the same seed, checkpoint and flags give the same samples")
+	asJSON := fs.Bool("json", false, "print the report as JSON (pass_at_k, maj_at_k, mean_at_k, bins) instead of a table")
+	out := fs.String("out", "", "also write the report JSON to this file (path)")
 	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -40,6 +44,12 @@ samples, in order.`, stderr)
 	}
 	if *n <= 0 || *maxNew <= 0 || *temp < 0 {
 		return usagef("--n and --max-new must be positive and --temperature ≥ 0")
+	}
+	if *topK < 0 {
+		return usagef("--top-k must be ≥ 0 (0: no cut), got %d", *topK)
+	}
+	if !(*topP >= 0 && *topP <= 1) {
+		return usagef("--top-p must be in [0, 1] (0 or 1: no cut), got %v", *topP)
 	}
 	problems, err := pf.load()
 	if err != nil {
@@ -64,7 +74,7 @@ samples, in order.`, stderr)
 			return err
 		}
 		bar := newProgress(stderr, "eval", len(problems))
-		rep, _, err = rl.Evaluate(m, tok, problems, rl.EvalOptions{N: *n, Temperature: *temp, MaxNew: *maxNew,
+		rep, _, err = rl.Evaluate(m, tok, problems, rl.EvalOptions{N: *n, Temperature: *temp, TopK: *topK, TopP: *topP, MaxNew: *maxNew,
 			Progress: func(done, _ int) { bar.update(done, "") }}, engine.NewRNG(*seed, engine.StreamEval))
 		bar.finish()
 		if err != nil {
@@ -146,7 +156,9 @@ func parseResponses(data []byte) ([]givenResponse, error) {
 	return out, nil
 }
 
-// matchProblem finds the problem a response answers.
+// matchProblem finds the problem a response answers, byID mapping ids to
+// problem indices (the reward command's lookup; eval uses problemIndex,
+// which also refuses a duplicated id).
 func matchProblem(problems []task.Problem, byID map[string]int, r givenResponse) (int, error) {
 	if r.Index != nil {
 		if *r.Index < 0 || *r.Index >= len(problems) {
@@ -161,40 +173,101 @@ func matchProblem(problems []task.Problem, byID map[string]int, r givenResponse)
 	return i, nil
 }
 
+// problemIndex finds problems by id. A duplicated id names more than one
+// problem, so a response cannot be matched by it.
+type problemIndex struct {
+	problems []task.Problem
+	byID     map[string]int
+	dup      map[string][2]int // a duplicated id's first two problems
+}
+
+func indexProblems(problems []task.Problem) problemIndex {
+	x := problemIndex{problems: problems, byID: map[string]int{}, dup: map[string][2]int{}}
+	for i, p := range problems {
+		first, seen := x.byID[p.ID]
+		if !seen {
+			x.byID[p.ID] = i
+			continue
+		}
+		if _, ok := x.dup[p.ID]; !ok {
+			x.dup[p.ID] = [2]int{first, i}
+		}
+	}
+	return x
+}
+
+// match finds the problem a response answers.
+func (x problemIndex) match(r givenResponse) (int, error) {
+	if r.Index != nil {
+		if *r.Index < 0 || *r.Index >= len(x.problems) {
+			return 0, fmt.Errorf("index %d outside the %d problems", *r.Index, len(x.problems))
+		}
+		return *r.Index, nil
+	}
+	if d, ok := x.dup[r.ID]; ok {
+		return 0, fmt.Errorf("id %q names problems %d and %d (and maybe more); give an \"index\" instead", r.ID, d[0], d[1])
+	}
+	i, ok := x.byID[r.ID]
+	if !ok {
+		return 0, fmt.Errorf("no problem has id %q", r.ID)
+	}
+	return i, nil
+}
+
 func scoreResponses(problems []task.Problem, path string) ([]eval.ProblemSamples, error) {
 	rs, err := readResponses(path)
 	if err != nil {
 		return nil, err
 	}
-	byID := map[string]int{}
-	for i, p := range problems {
-		byID[p.ID] = i
+	samples, err := scoreGiven(problems, rs)
+	if err != nil {
+		return nil, fmt.Errorf("responses %s: %w", path, err)
 	}
+	return samples, nil
+}
+
+// scoreGiven scores each response against its problem, answers in their
+// task's canonical form. Every problem must have a response: one left out
+// would change the denominator of every metric without a word.
+func scoreGiven(problems []task.Problem, rs []givenResponse) ([]eval.ProblemSamples, error) {
+	x := indexProblems(problems)
 	samples := make([]eval.ProblemSamples, len(problems))
+	tasks := make([]task.Task, len(problems))
 	for i, p := range problems {
 		samples[i] = eval.ProblemSamples{ID: p.ID, Bin: p.Bin}
+		t, err := task.Get(p.Task)
+		if err != nil {
+			return nil, fmt.Errorf("problem %d (id %s): %w", i, p.ID, err)
+		}
+		tasks[i] = t
 	}
 	for j, r := range rs {
-		i, err := matchProblem(problems, byID, r)
+		i, err := x.match(r)
 		if err != nil {
 			return nil, fmt.Errorf("response %d: %w", j+1, err)
 		}
-		t, err := task.Get(problems[i].Task)
-		if err != nil {
-			return nil, err
-		}
-		res := reward.Score(t, problems[i], r.Response, reward.Default)
+		res := reward.Score(tasks[i], problems[i], r.Response, reward.Default)
 		s := &samples[i]
-		s.Answers, s.Valid, s.Correct = append(s.Answers, res.Answer), append(s.Valid, res.WellFormed), append(s.Correct, res.Correct)
+		s.Answers = append(s.Answers, rl.CanonicalAnswer(tasks[i], problems[i], res))
+		s.Valid = append(s.Valid, res.WellFormed)
+		s.Correct = append(s.Correct, res.Correct)
 	}
-	var kept []eval.ProblemSamples
-	for _, s := range samples {
-		if len(s.Answers) > 0 {
-			kept = append(kept, s)
+	var missing []int
+	for i, s := range samples {
+		if len(s.Answers) == 0 {
+			missing = append(missing, i)
 		}
 	}
-	if len(kept) == 0 {
-		return nil, fmt.Errorf("responses %s: no response matches a problem", path)
+	if len(missing) > 0 {
+		i := missing[0]
+		msg := fmt.Sprintf("problem %d (id %s) has no responses", i, problems[i].ID)
+		if d, ok := x.dup[problems[i].ID]; ok {
+			msg += fmt.Sprintf(" (problems %d and %d share its id: answer them by \"index\")", d[0], d[1])
+		}
+		if len(missing) > 1 {
+			msg += fmt.Sprintf(", nor have %d other problems", len(missing)-1)
+		}
+		return nil, errors.New(msg + "; every problem needs at least one")
 	}
-	return kept, nil
+	return samples, nil
 }

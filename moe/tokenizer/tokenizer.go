@@ -37,7 +37,8 @@ var builtins = [...]string{"<pad>", "<bos>", "<eos>", "<think>", "</think>", "<a
 
 // DefaultAlphabet is the alphabet of every moerl task: digits, lowercase
 // letters, space, "+-*/=(),.:;?" and newline; 50 characters, so Default has
-// 57 tokens.
+// 57 tokens. It is the one definition: the task package's Alphabet is this
+// constant. It is ASCII, which the task package's byte-wise checks rely on.
 const DefaultAlphabet = "0123456789abcdefghijklmnopqrstuvwxyz +-*/=(),.:;?\n"
 
 // Tokenizer maps text to ids and back. It is immutable once built (only

@@ -108,61 +108,28 @@ func TestMajAtK(t *testing.T) {
 		want    float64
 	}{
 		{"plain majority", []string{"1", "2", "2"}, nil, []bool{T, F, F}, 3, 0},
-		{"tie goes to first seen", []string{"1", "2", "2", "1"}, nil, []bool{T, F, F, T}, 4, 1},
-		{"tie, other order", []string{"2", "1", "1", "2"}, nil, []bool{F, T, T, F}, 4, 0},
-		{"invalid do not vote", []string{"7", "9", "9", "9"}, []bool{T, F, F, T}, []bool{T, F, F, F}, 4, 1},
+		{"tie splits", []string{"1", "2", "2", "1"}, nil, []bool{T, F, F, T}, 4, 0.5},
+		{"tie, other order", []string{"2", "1", "1", "2"}, nil, []bool{F, T, T, F}, 4, 0.5},
+		{"invalid do not vote", []string{"7", "9", "9", "9"}, []bool{T, F, F, T}, []bool{T, F, F, F}, 4, 0.5},
 		{"empty do not vote", []string{"", "", "3"}, nil, []bool{F, F, T}, 3, 1},
 		{"nobody votes", []string{"", "x"}, []bool{T, F}, []bool{F, F}, 2, 0},
-		// Two disjoint subsets of 2: (a, b) → a right; (b, b) → b wrong.
-		{"disjoint average", []string{"a", "b", "b", "b"}, nil, []bool{T, F, F, F}, 2, 0.5},
-		// n = 5, k = 2: subsets (0,1), (2,3); sample 4 is unused.
-		{"leftover unused", []string{"a", "a", "b", "a", "b"}, nil, []bool{T, T, F, T, F}, 2, 0.5},
+		// All 6 pairs: the 3 with a tie a against b (1/2 each), the 3
+		// others b.
+		{"every pair", []string{"a", "b", "b", "b"}, nil, []bool{T, F, F, F}, 2, 0.25},
+		// C(5,2) = 10 pairs: 3 aa (1), 6 ab (1/2), 1 bb (0).
+		{"pairs of five", []string{"a", "a", "b", "a", "b"}, nil, []bool{T, T, F, T, F}, 2, 0.6},
 		{"k = 1 is mean of voting correct", []string{"a", "", "c", "d"}, nil, []bool{T, T, F, T}, 1, 0.5},
 	}
 	for _, tc := range tests {
-		got, err := MajAtK(tc.answers, tc.valid, tc.correct, tc.k, MajSubsets{})
-		if err != nil || got != tc.want {
-			t.Errorf("%s: MajAtK = %v, %v; want %v", tc.name, got, err, tc.want)
+		tl, err := TallyOf(ProblemSamples{ID: tc.name, Answers: tc.answers, Valid: tc.valid, Correct: tc.correct})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tl.MajAtK(tc.k); math.Abs(got-tc.want) > 1e-15 {
+			t.Errorf("%s: MajAtK = %v; want %v", tc.name, got, tc.want)
 		}
 	}
-
-	answers := []string{"a", "b", "a", "c", "a", "b", "b", "a"}
 	correct := []bool{true, false, true, false, true, false, false, true}
-	s := MajSubsets{Resamples: 2000, Seed: 7}
-	boot, err := MajAtK(answers, nil, correct, 3, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, _ := MajAtK(answers, nil, correct, 3, s)
-	if boot != again {
-		t.Errorf("random subsets not reproducible: %v then %v", boot, again)
-	}
-	// The random subsets estimate the mean over all C(8,3) = 56 subsets.
-	exact := 0.0
-	for i := range 8 {
-		for j := i + 1; j < 8; j++ {
-			for k := j + 1; k < 8; k++ {
-				v, _ := MajAtK([]string{answers[i], answers[j], answers[k]}, nil, []bool{correct[i], correct[j], correct[k]}, 3, MajSubsets{})
-				exact += v / 56
-			}
-		}
-	}
-	if math.Abs(boot-exact) > 0.04 {
-		t.Errorf("random-subset maj@3 = %v, exact subset mean %v", boot, exact)
-	}
-
-	errs := []struct {
-		k int
-		s MajSubsets
-	}{{0, MajSubsets{}}, {9, MajSubsets{}}, {2, MajSubsets{Resamples: -1}}}
-	for _, e := range errs {
-		if _, err := MajAtK(answers, nil, correct, e.k, e.s); err == nil {
-			t.Errorf("MajAtK k=%d %+v: no error", e.k, e.s)
-		}
-	}
-	if _, err := MajAtK(answers, []bool{true}, correct, 2, MajSubsets{}); err == nil {
-		t.Error("short validity flags: no error")
-	}
 	if got := MeanAtK(correct, 4); got != 0.5 {
 		t.Errorf("mean@4 = %v", got)
 	}
@@ -199,10 +166,10 @@ func TestSummarize(t *testing.T) {
 	near("pass@1", r.PassAtK[1], (0.25+1+0)/3)
 	near("pass@2", r.PassAtK[2], (0.5+1+0)/3)
 	near("pass@4", r.PassAtK[4], 2.0/3)
-	// maj@1: subsets of 1 → p1 1/4, p2 1, p3 0. maj@2: p1 (x,x)→0,(y,x)→y
-	// first→1: 0.5; maj@4: p1 x wins → 0.
+	// maj@1: subsets of 1 → p1 1/4, p2 1, p3 0. maj@2: p1's 6 pairs are 3
+	// (x,x) → 0 and 3 (x,y) → tie, 1/2: 0.25; maj@4: p1 x wins → 0.
 	near("maj@1", r.MajAtK[1], (0.25+1)/3)
-	near("maj@2", r.MajAtK[2], (0.5+1)/3)
+	near("maj@2", r.MajAtK[2], (0.25+1)/3)
 	near("maj@4", r.MajAtK[4], 1.0/3)
 	near("mean@2", r.MeanAtK[2], 1.0/3)
 	near("mean@4", r.MeanAtK[4], (0.25+1)/3)
@@ -233,7 +200,7 @@ func TestSummarize(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, want := range []string{"all: 3 problems, n=4, maj@k over disjoint consecutive subsets", "pass@k", "maj@k", "0.4167", "bin easy:", "bin hard:"} {
+	for _, want := range []string{"all: 3 problems, n=4, maj@k exact: all k-subsets, ties split", "pass@k", "maj@k", "0.4167", "bin easy:", "bin hard:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -245,18 +212,23 @@ func TestSummarize(t *testing.T) {
 
 func TestSummarizeOptions(t *testing.T) {
 	ps := sampleProblems()
-	r, err := Options{Ks: []int{3, 1, 3}, Maj: MajSubsets{Resamples: 50, Seed: 1}}.Summarize(ps)
+	r, err := Options{Ks: []int{3, 1, 3}}.Summarize(ps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.PassAtK) != 2 || !strings.Contains(r.MajSubsets, "50 random subsets (seed 1)") {
+	if len(r.PassAtK) != 2 || r.MajSubsets != MajExact {
 		t.Errorf("report %+v", r)
 	}
-	// Reordering the problems does not change random-subset maj@k.
+	// Exact maj@k depends on neither the problems' order nor the samples'.
 	slices.Reverse(ps)
-	r2, _ := Options{Ks: []int{1, 3}, Maj: MajSubsets{Resamples: 50, Seed: 1}}.Summarize(ps)
+	for i := range ps {
+		slices.Reverse(ps[i].Answers)
+		slices.Reverse(ps[i].Valid)
+		slices.Reverse(ps[i].Correct)
+	}
+	r2, _ := Options{Ks: []int{1, 3}}.Summarize(ps)
 	if r2.MajAtK[3] != r.MajAtK[3] {
-		t.Errorf("maj@3 depends on problem order: %v vs %v", r.MajAtK[3], r2.MajAtK[3])
+		t.Errorf("maj@3 depends on order: %v vs %v", r.MajAtK[3], r2.MajAtK[3])
 	}
 
 	errs := []struct {
@@ -271,6 +243,7 @@ func TestSummarizeOptions(t *testing.T) {
 		{"empty ks", sampleProblems(), []int{}, "no k"},
 		{"no samples", []ProblemSamples{{ID: "e"}}, nil, "no samples"},
 		{"ragged", []ProblemSamples{{ID: "r", Answers: []string{"a"}, Correct: []bool{true, false}}}, nil, "1 answers"},
+		{"not canonical", []ProblemSamples{{ID: "c", Answers: []string{"a", "a"}, Correct: []bool{true, false}}}, nil, `answer "a" is correct in sample 0 but wrong in sample 1`},
 	}
 	for _, e := range errs {
 		_, err := Summarize(e.ps, e.ks)

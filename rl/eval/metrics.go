@@ -1,15 +1,13 @@
 // Package eval computes the evaluation metrics of moerl's RL experiments
-// from n sampled answers per problem: unbiased pass@k, maj@k (majority vote),
-// mean@k, their means over problems and difficulty bins, and the
-// sampling-efficiency gap ΔSE between a base and an RL model.
+// from n sampled answers per problem: unbiased pass@k, exact maj@k
+// (majority vote over every k-subset, see Tally.MajAtK), mean@k, their
+// means over problems and difficulty bins, and the sampling-efficiency gap
+// ΔSE between a base and an RL model; and the statistics a study decides
+// its findings with: hierarchical bootstrap intervals over replicates and
+// problems, verdicts, and the crossover k (see Bootstrap).
 package eval
 
-import (
-	"fmt"
-	"math"
-	"math/rand/v2"
-	"slices"
-)
+import "math"
 
 // PassAtK is the unbiased estimator of pass@k (Chen et al. 2021) from n
 // samples of which c are correct: 1 − C(n−c, k)/C(n, k), which is 1 when
@@ -65,102 +63,4 @@ func Ks(n int) []int {
 		ks = append(ks, n)
 	}
 	return ks
-}
-
-// MajSubsets says how maj@k averages over subsets of k samples when a
-// problem has n > k.
-type MajSubsets struct {
-	// Resamples is the number of random k-subsets to average over; 0 means
-	// the ⌊n/k⌋ disjoint subsets of consecutive samples (the default). The
-	// random subsets are drawn without replacement within a subset, since
-	// drawing with replacement would let one sample vote twice.
-	Resamples int
-	// Seed seeds the random subsets.
-	Seed uint64
-}
-
-// String says which subsets were used, for reports.
-func (s MajSubsets) String() string {
-	if s.Resamples == 0 {
-		return "disjoint consecutive subsets"
-	}
-	return fmt.Sprintf("%d random subsets (seed %d)", s.Resamples, s.Seed)
-}
-
-// MajAtK is maj@k for one problem: the most frequent answer among k samples
-// wins, ties going to the answer seen first, and scores 1 if it is correct.
-// A sample votes only if its answer is non-empty and valid[j] is true (valid
-// may be nil: every non-empty answer votes); malformed answers are thus
-// marked invalid or left empty. A subset in which nobody votes scores 0. The
-// winner's correctness is that of its first sample. With n > k samples the
-// score is averaged over subsets as s says.
-func MajAtK(answers []string, valid, correct []bool, k int, s MajSubsets) (float64, error) {
-	n := len(answers)
-	if len(correct) != n || (valid != nil && len(valid) != n) {
-		return 0, fmt.Errorf("maj@%d: %d answers, %d validity flags, %d correctness flags", k, n, len(valid), len(correct))
-	}
-	if k < 1 || k > n {
-		return 0, fmt.Errorf("maj@%d: k must be in [1, %d], the number of samples", k, n)
-	}
-	if s.Resamples < 0 {
-		return 0, fmt.Errorf("maj@%d: %d resamples", k, s.Resamples)
-	}
-	type tally struct{ count, first int }
-	votes := func(idx []int) float64 {
-		tallies := make(map[string]*tally)
-		var order []string // answers in the order first seen
-		for _, j := range idx {
-			a := answers[j]
-			if a == "" || (valid != nil && !valid[j]) {
-				continue
-			}
-			if t, ok := tallies[a]; ok {
-				t.count++
-			} else {
-				tallies[a] = &tally{count: 1, first: j}
-				order = append(order, a)
-			}
-		}
-		best, bestCount := -1, 0
-		for _, a := range order {
-			// Strictly more votes to overtake: ties stay with the first seen.
-			if t := tallies[a]; t.count > bestCount {
-				best, bestCount = t.first, t.count
-			}
-		}
-		if best >= 0 && correct[best] {
-			return 1
-		}
-		return 0
-	}
-	total := 0.0
-	if s.Resamples == 0 {
-		m := n / k
-		idx := make([]int, k)
-		for sub := range m {
-			for i := range idx {
-				idx[i] = sub*k + i
-			}
-			total += votes(idx)
-		}
-		return total / float64(m), nil
-	}
-	rng := rand.New(rand.NewPCG(s.Seed, 0x6d616a4b))
-	perm := make([]int, n)
-	for i := range perm {
-		perm[i] = i
-	}
-	idx := make([]int, k)
-	for range s.Resamples {
-		// A partial Fisher–Yates shuffle of any arrangement draws a uniform
-		// k-subset; sorting keeps "seen first" meaning sample order.
-		for i := range k {
-			j := i + rng.IntN(n-i)
-			perm[i], perm[j] = perm[j], perm[i]
-		}
-		copy(idx, perm[:k])
-		slices.Sort(idx)
-		total += votes(idx)
-	}
-	return total / float64(s.Resamples), nil
 }

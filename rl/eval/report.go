@@ -3,7 +3,6 @@ package eval
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"maps"
 	"slices"
@@ -12,11 +11,13 @@ import (
 
 // ProblemSamples is the n sampled answers to one problem.
 type ProblemSamples struct {
-	// ID names the problem; it also seeds its random maj@k subsets.
+	// ID names the problem.
 	ID string
 	// Bin is the problem's difficulty or held-out bin; "" is in no bin.
 	Bin string
-	// Answers are the parsed answers, "" where none could be parsed.
+	// Answers are the parsed answers in their task's canonical form
+	// (task.Task.Canonical), so that answers that mean the same vote
+	// together in maj@k; "" where none could be parsed.
 	Answers []string
 	// Valid marks the well-formed samples, whose answers vote in maj@k; nil
 	// means every non-empty answer is valid.
@@ -36,34 +37,39 @@ type Report struct {
 	PassAtK map[int]float64 `json:"pass_at_k"`
 	MajAtK  map[int]float64 `json:"maj_at_k"`
 	MeanAtK map[int]float64 `json:"mean_at_k"`
-	// MajSubsets says how maj@k averaged over subsets of the n samples.
+	// MajSubsets says how maj@k averages over subsets of the n samples:
+	// MajExact.
 	MajSubsets string `json:"maj_subsets"`
 	// Bins holds the same report for the problems of each non-empty bin.
 	Bins map[string]Report `json:"bins,omitempty"`
 }
 
+// MajExact is Report.MajSubsets for exact maj@k, the expectation over
+// every k-subset of the samples with ties split (see Tally.MajAtK).
+const MajExact = "exact: all k-subsets, ties split"
+
 // Options configures Summarize.
 type Options struct {
 	// Ks are the k to report; nil means Ks(n).
 	Ks []int
-	// Maj says how maj@k averages over subsets of samples.
-	Maj MajSubsets
 }
 
-// Summarize evaluates problems at ks (nil: 1, 2, 4, …, n) with maj@k
-// averaged over disjoint subsets. See Options.Summarize.
+// Summarize evaluates problems at ks (nil: 1, 2, 4, …, n). See
+// Options.Summarize.
 func Summarize(problems []ProblemSamples, ks []int) (Report, error) {
 	return Options{Ks: ks}.Summarize(problems)
 }
 
 // Summarize evaluates problems: for each k, the means over problems of
-// pass@k, maj@k and mean@k, overall and per bin. Every k must be at most the
-// number of samples of every problem.
+// pass@k, exact maj@k and mean@k, overall and per bin. Every k must be at
+// most the number of samples of every problem, and the answers must be
+// canonical (see TallyOf).
 func (o Options) Summarize(problems []ProblemSamples) (Report, error) {
 	if len(problems) == 0 {
 		return Report{}, errors.New("summarize: no problems")
 	}
 	minN := -1
+	tallies := make([]Tally, len(problems))
 	for i, p := range problems {
 		n := len(p.Correct)
 		if n == 0 {
@@ -73,6 +79,11 @@ func (o Options) Summarize(problems []ProblemSamples) (Report, error) {
 			return Report{}, fmt.Errorf("summarize: problem %d (%q) has %d answers, %d validity flags, %d correctness flags",
 				i, p.ID, len(p.Answers), len(p.Valid), n)
 		}
+		t, err := TallyOf(p)
+		if err != nil {
+			return Report{}, fmt.Errorf("summarize: problem %d: %w", i, err)
+		}
+		tallies[i] = t
 		if minN < 0 || n < minN {
 			minN = n
 		}
@@ -93,23 +104,10 @@ func (o Options) Summarize(problems []ProblemSamples) (Report, error) {
 	type score struct{ pass, maj, mean float64 }
 	scores := make([][]score, len(problems))
 	for i, p := range problems {
-		c := 0
-		for _, ok := range p.Correct {
-			if ok {
-				c++
-			}
-		}
-		sub := o.Maj
-		h := fnv.New64a()
-		h.Write([]byte(p.ID))
-		sub.Seed ^= h.Sum64() // per problem, independent of the problems' order
+		maj := tallies[i].MajAtKs(ks)
 		scores[i] = make([]score, len(ks))
 		for j, k := range ks {
-			maj, err := MajAtK(p.Answers, p.Valid, p.Correct, k, sub)
-			if err != nil {
-				return Report{}, fmt.Errorf("summarize: problem %q: %w", p.ID, err)
-			}
-			scores[i][j] = score{PassAtK(len(p.Correct), c, k), maj, MeanAtK(p.Correct, k)}
+			scores[i][j] = score{tallies[i].PassAtK(k), maj[j], MeanAtK(p.Correct, k)}
 		}
 	}
 
@@ -119,7 +117,7 @@ func (o Options) Summarize(problems []ProblemSamples) (Report, error) {
 			PassAtK:    make(map[int]float64, len(ks)),
 			MajAtK:     make(map[int]float64, len(ks)),
 			MeanAtK:    make(map[int]float64, len(ks)),
-			MajSubsets: o.Maj.String(),
+			MajSubsets: MajExact,
 		}
 		for _, i := range members {
 			if n := len(problems[i].Correct); r.N == 0 || n < r.N {
@@ -191,7 +189,7 @@ func SolvedIDs(problems []ProblemSamples) []string {
 func (r Report) Table(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	write := func(title string, r Report) {
-		fmt.Fprintf(tw, "%s: %d problems, n=%d, maj@k over %s\n", title, r.Problems, r.N, r.MajSubsets)
+		fmt.Fprintf(tw, "%s: %d problems, n=%d, maj@k %s\n", title, r.Problems, r.N, r.MajSubsets)
 		fmt.Fprintf(tw, "k\tpass@k\tmaj@k\t\n")
 		for _, k := range slices.Sorted(maps.Keys(r.PassAtK)) {
 			fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t\n", k, r.PassAtK[k], r.MajAtK[k])

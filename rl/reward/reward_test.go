@@ -114,7 +114,8 @@ func TestScore(t *testing.T) {
 		{"cd huge", cd, resp("", strings.Repeat("9", 50)+"*25-5*4"), wrong, "wrong answer: "},
 		{"cd long", cd, resp("", strings.Repeat("25*", 100000)+"1"), wrong, "too long"},
 		{"cd division by zero", cdZero, resp("", "6/(3-3)"), wrong, "wrong answer: division by zero"},
-		{"cd non-exact division", cdFrac, resp("", "7/2*4"), wrong, "wrong answer: non-exact division 7/2"},
+		{"cd fraction on the way", cdFrac, resp("", "7/2*4"), correct, "correct"},
+		{"cd fractional value", cdFrac, resp("", "7/4*2"), wrong, "wrong answer: got 7/2, want 14"},
 
 		{"kk correct", kk, resp("a+:b-c-x;a-:b+:c+ok", "a knave,b knight,c knight"), correct, "correct"},
 		{"kk any order", kk, resp("", "b knight, c knight, a knave"), correct, "correct"},

@@ -49,6 +49,11 @@ func (t addTask) Verify(p Problem, answer string) (bool, string) {
 	return checkNatural(answer, new(big.Int).Add(a, b))
 }
 
+// Canonical returns answer itself: Verify accepts only the canonical
+// decimal, so every other text ("0432", " 432") is a wrong answer of its
+// own and must not vote with the right one.
+func (addTask) Canonical(_ Problem, answer string) string { return answer }
+
 // mulTask is multiplication of a multi-digit number by a one- or two-digit
 // number with a digit-by-digit scratchpad.
 //
@@ -108,6 +113,9 @@ func (t mulTask) Verify(p Problem, answer string) (bool, string) {
 	}
 	return checkNatural(answer, new(big.Int).Mul(a, b))
 }
+
+// Canonical returns answer itself, as for add.
+func (mulTask) Canonical(_ Problem, answer string) string { return answer }
 
 // randomNatural returns a random n-digit decimal without leading zeros.
 func randomNatural(rng *rand.Rand, n int) string {

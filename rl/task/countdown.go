@@ -2,6 +2,7 @@ package task
 
 import (
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -10,10 +11,12 @@ import (
 // countdownTask is the Countdown numbers game: combine every given number
 // exactly once with + - * / and parentheses to reach the target.
 //
-// Rules, as in the game: every intermediate result must be an integer, so a
-// division must be exact and its divisor nonzero. Unlike the game, the
-// verifier lets intermediate results be zero or negative (the generator
-// never uses such steps). The answer is an expression such as "(25-5)*4",
+// Rules: the expression is evaluated in exact rationals and its value must
+// be exactly the target. Unlike the game, intermediate results may be
+// fractions, zero or negative (as in TinyZero and Reasoning Gym, see
+// exprNode.eval), so (6/4)*8 reaches 12 as 8*6/4 does; a divisor must be
+// nonzero. The generator's own solutions keep every step a positive
+// integer. The answer is an expression such as "(25-5)*4",
 // parsed strictly (see parseExpr): numbers used must be exactly the given
 // multiset.
 //
@@ -179,10 +182,58 @@ func (t countdownTask) Verify(p Problem, answer string) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	if v.String() != target {
-		return false, fmt.Sprintf("got %s, want %s", clip(v.String()), target)
+	if !v.IsInt() || v.Num().String() != target {
+		return false, fmt.Sprintf("got %s, want %s", clip(v.RatString()), target)
 	}
 	return true, "correct"
+}
+
+// Canonical maps every verified expression to one answer, the problem's
+// own (p.Answer, when it verifies; otherwise the expression's written form
+// is kept, which verifies alike). A wrong expression that evaluates votes
+// as its exact value, written as an expression ("7/2", "0-3"), so wrong
+// expressions of one value vote together; a wrong expression whose value is
+// the target (wrong numbers) thus votes as the bare target, which does not
+// verify, apart from the correct class. An expression that does not
+// evaluate (division by zero) votes as its written form, and text that does
+// not parse as itself. Each form is checked to keep Verify's verdict; one
+// that would not (a value form that happens to be a solution, as for
+// "countdown 80 to 80") falls back to the answer's own text.
+func (t countdownTask) Canonical(p Problem, answer string) string {
+	ok, _ := t.Verify(p, answer)
+	if ok {
+		if good, _ := t.Verify(p, p.Answer); good {
+			return p.Answer
+		}
+	}
+	e, err := parseExpr(answer)
+	if err != nil {
+		return answer
+	}
+	c := e.String()
+	if !ok {
+		if v, err := e.eval(); err == nil {
+			c = ratExpr(v)
+		}
+	}
+	if same, _ := t.Verify(p, c); same != ok {
+		return answer
+	}
+	return c
+}
+
+// ratExpr writes v as an expression of natural numbers that parseExpr reads
+// back to v: "12", "7/2", "0-3", "0-7/2".
+func ratExpr(v *big.Rat) string {
+	var b strings.Builder
+	if v.Sign() < 0 {
+		b.WriteString("0-")
+	}
+	b.WriteString(new(big.Int).Abs(v.Num()).String())
+	if !v.IsInt() {
+		b.WriteString("/" + v.Denom().String())
+	}
+	return b.String()
 }
 
 // parseCountdownPrompt reads "countdown N1 N2 ... to T".

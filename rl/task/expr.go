@@ -176,12 +176,16 @@ func (n *exprNode) numbers(dst []string) []string {
 	return n.r.numbers(n.l.numbers(dst))
 }
 
-// eval computes the expression exactly. Every division must be exact, as in
-// Countdown, where all intermediate results are integers; negative
+// eval computes the expression exactly, in rationals: intermediate
+// fractions are allowed, so 8*6/4 and (6/4)*8 both give 12. TinyZero
+// (verl/utils/reward_score/countdown.py, Python float eval) and Reasoning
+// Gym (reasoning_gym/games/countdown.py, sympy) accept both as well; unlike
+// them moerl compares the exact value, without a float tolerance or a
+// truncation to an integer. Division by zero is an error; negative
 // intermediate results are allowed.
-func (n *exprNode) eval() (*big.Int, error) {
+func (n *exprNode) eval() (*big.Rat, error) {
 	if n.op == 0 {
-		v, ok := new(big.Int).SetString(n.num, 10)
+		v, ok := new(big.Rat).SetString(n.num)
 		if !ok {
 			return nil, fmt.Errorf("bad number %q", n.num)
 		}
@@ -206,11 +210,7 @@ func (n *exprNode) eval() (*big.Int, error) {
 	if b.Sign() == 0 {
 		return nil, fmt.Errorf("division by zero in %s", clip(n.String()))
 	}
-	q, r := new(big.Int).QuoRem(a, b, new(big.Int))
-	if r.Sign() != 0 {
-		return nil, fmt.Errorf("non-exact division %s/%s", a, b)
-	}
-	return q, nil
+	return a.Quo(a, b), nil
 }
 
 // String writes the expression with the fewest parentheses that keep its
@@ -233,8 +233,9 @@ func (n *exprNode) write(b *strings.Builder) {
 
 // writeOperand writes n as an operand of parent, in parentheses where
 // reading with precedence, left to right, would regroup it to another
-// value. a+(b-c) is written a+b-c, but a*(b/c) keeps its parentheses:
-// a*b/c can have an exact division where b/c has not, or the reverse.
+// value. a+(b-c) is written a+b-c. a*(b/c) keeps its parentheses although
+// in rationals it equals a*b/c: that rule dates from integer-only division,
+// and keeping it keeps every generated answer the same text as before.
 func (n *exprNode) writeOperand(b *strings.Builder, parent byte, right bool) {
 	paren := n.op != 0 && (precedence(n.op) < precedence(parent) ||
 		right && precedence(n.op) == precedence(parent) && (parent == '-' || parent == '/' || n.op == '/'))

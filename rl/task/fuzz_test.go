@@ -95,3 +95,28 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCanonical: for any answer to a generated problem of any task, the
+// canonical form verifies as the answer does (so answers sharing a form
+// share a verdict) and is its own canonical form.
+func FuzzCanonical(f *testing.F) {
+	for _, s := range []string{"432", "0432", "(25-5)*4", "4*(25-5)", "8/6*4", "6/(3-3)", "a knight,b knave", "b knave, a knight", "", " 7 "} {
+		f.Add(uint8(0), uint64(1), s)
+		f.Add(uint8(2), uint64(5), s)
+	}
+	names := Names()
+	f.Fuzz(func(t *testing.T, which uint8, seed uint64, answer string) {
+		tk, _ := Get(names[int(which)%len(names)])
+		p := GenerateSet(tk, seed, 1, nil)[0]
+		for _, a := range []string{answer, p.Answer} {
+			c := tk.Canonical(p, a)
+			ok, _ := tk.Verify(p, a)
+			if okC, _ := tk.Verify(p, c); okC != ok {
+				t.Fatalf("%q verifies %v, its canonical form %q %v", a, ok, c, okC)
+			}
+			if again := tk.Canonical(p, c); again != c {
+				t.Fatalf("canonical form of %q is %q, whose canonical form is %q", a, c, again)
+			}
+		}
+	})
+}

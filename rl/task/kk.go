@@ -392,6 +392,26 @@ func (t kkTask) Verify(p Problem, answer string) (bool, string) {
 	return true, "correct"
 }
 
+// Canonical writes a parseable answer as the assignment it names, people
+// in order and no spaces after the commas ("b knave, a knight" becomes
+// "a knight,b knave"); Verify's verdict depends on the assignment alone.
+// Anything else, including any answer to a malformed prompt, is returned
+// unchanged.
+func (t kkTask) Canonical(p Problem, answer string) string {
+	if p.Task != t.Name() {
+		return answer
+	}
+	stmts, err := parseKKPrompt(p.Prompt)
+	if err != nil {
+		return answer
+	}
+	knight, err := parseKKAnswer(answer, len(stmts))
+	if err != nil {
+		return answer
+	}
+	return kkAnswer(knight)
+}
+
 // parseKKAnswer reads "a knight,b knave,...": every one of n people exactly
 // once, any order, optional spaces after commas.
 func parseKKAnswer(answer string, n int) ([]bool, error) {

@@ -38,11 +38,23 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+
+	"github.com/moerl/moerl/moe/tokenizer"
 )
 
-// Alphabet is every character a prompt, CoT or answer may contain; the
-// tokenizer rejects anything else.
-const Alphabet = "0123456789abcdefghijklmnopqrstuvwxyz +-*/=(),.:;?\n"
+// Alphabet is every character a prompt, CoT or answer may contain: the
+// tokenizer's default alphabet, which is defined there (the lower package)
+// so that the two cannot drift apart. The tokenizer rejects anything else.
+const Alphabet = tokenizer.DefaultAlphabet
+
+// alphabetSet[c] reports whether byte c is in Alphabet, which is ASCII
+// (TestCheckAlphabet checks it), so a byte test suffices.
+var alphabetSet = func() (set [256]bool) {
+	for i := 0; i < len(Alphabet); i++ {
+		set[Alphabet[i]] = true
+	}
+	return set
+}()
 
 // Response tags of the R1-Zero template. The tokenizer maps each to one
 // special token; in strings they appear literally.
@@ -96,6 +108,13 @@ type Task interface {
 	// derives the truth from p.Prompt alone and is strict: no substring
 	// search, no lenient number formats.
 	Verify(p Problem, answer string) (correct bool, reason string)
+	// Canonical returns the form in which answer, as Verify takes it, votes
+	// in maj@k: answers that mean the same for p share it (kk: the same
+	// assignment in any order; Countdown: every verified expression). It
+	// keeps Verify's verdict, Verify(p, Canonical(p, a)) = Verify(p, a), so
+	// two answers with the same canonical form are both correct or both
+	// wrong. Text that does not parse is its own canonical form.
+	Canonical(p Problem, answer string) string
 	// Difficulties returns the difficulties used for training and the
 	// harder held-out ones used to test generalization.
 	Difficulties() (train []int, heldOut []int)
@@ -183,13 +202,7 @@ func CheckAlphabet(s string) error {
 	return nil
 }
 
-func inAlphabet(c byte) bool {
-	switch {
-	case c >= '0' && c <= '9', c >= 'a' && c <= 'z':
-		return true
-	}
-	return strings.IndexByte(" +-*/=(),.:;?\n", c) >= 0
-}
+func inAlphabet(c byte) bool { return alphabetSet[c] }
 
 // newProblem fills in the fields every task sets the same way.
 func newProblem(task string, difficulty int, bin, prompt, cot, answer string) Problem {

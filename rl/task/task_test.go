@@ -180,6 +180,12 @@ func TestCheckAlphabet(t *testing.T) {
 	if err := CheckAlphabet(Alphabet); err != nil {
 		t.Fatal(err)
 	}
+	// CheckAlphabet tests bytes, which is right only for an ASCII alphabet.
+	for i := 0; i < len(Alphabet); i++ {
+		if Alphabet[i] >= 0x80 {
+			t.Fatalf("Alphabet has non-ASCII byte %#x at %d", Alphabet[i], i)
+		}
+	}
 	for _, s := range []string{"A", "<think>", "a_b", "é", "\t", "!"} {
 		if CheckAlphabet(s) == nil {
 			t.Errorf("CheckAlphabet(%q) = nil", s)

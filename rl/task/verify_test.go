@@ -11,6 +11,8 @@ func TestVerify(t *testing.T) {
 	cd := Problem{Task: "countdown", Prompt: "countdown 25 5 4 to 80"}
 	cdZero := Problem{Task: "countdown", Prompt: "countdown 3 3 6 to 6"}
 	cdFrac := Problem{Task: "countdown", Prompt: "countdown 7 2 4 to 14"}
+	cd12 := Problem{Task: "countdown", Prompt: "countdown 8 6 4 to 12"}
+	cdHalves := Problem{Task: "countdown", Prompt: "countdown 3 1 2 1 2 to 3"}
 	cdDup := Problem{Task: "countdown", Prompt: "countdown 5 5 2 to 50"}
 	cdBig := Problem{Task: "countdown", Prompt: "countdown 999999999999 999999999999 999999999999 to 1"}
 	kk := Problem{Task: "kk", Prompt: "kk a: b and c are knaves. b: a or c is a knight. c: b is a knight."}
@@ -74,8 +76,21 @@ func TestVerify(t *testing.T) {
 		{"cd long garbage", cd, strings.Repeat("1+", 5000) + "1", false, "too long"},
 		{"cd division by zero", cdZero, "6/(3-3)", false, "division by zero"},
 		{"cd exact division", cdZero, "6/3*3", true, "correct"},
-		{"cd non-exact division", cdFrac, "7/2*4", false, "non-exact division 7/2"},
+		// Exact rationals: the grouping of a division does not matter, so
+		// both of these reach 12 with 8, 6 and 4 (the case that was
+		// accepted in one order and rejected in the other).
+		{"cd division last", cd12, "8*6/4", true, "correct"},
+		{"cd fraction first", cd12, "(6/4)*8", true, "correct"},
+		{"cd fraction in the middle", cd12, "6/4*8", true, "correct"},
+		{"cd divided by a fraction", cd12, "8/(4/6)", true, "correct"},
+		{"cd fractional result", cd12, "8/6*4", false, "got 16/3, want 12"},
+		{"cd negative fraction", cd12, "4-8*6", false, "got -44, want 12"},
+		{"cd fraction times", cdFrac, "7/2*4", true, "correct"},
 		{"cd exact regrouped", cdFrac, "7*4/2", true, "correct"},
+		{"cd fraction of fractions", cdFrac, "7/(2/4)", true, "correct"},
+		{"cd zero divisor from fractions", cdHalves, "3/(1/2-1/2)", false, "division by zero"},
+		{"cd halves", cdHalves, "1/2+1/2", false, "number 3 not used"},
+		{"cd halves sum", cdHalves, "3*(1/2+1/2)", true, "correct"},
 		{"cd duplicates given", cdDup, "5*5*2", true, "correct"},
 		{"cd duplicate once", cdDup, "5*2", false, "number 5 not used"},
 		{"cd big numbers", cdBig, "999999999999/999999999999*999999999999", false, "got 999999999999, want 1"},
