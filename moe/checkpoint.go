@@ -172,3 +172,19 @@ const (
 	sparseParams   = 1 << 22 // 16 MiB of weights
 	maxWeightRatio = 16
 )
+
+// ReadCheckpointInfo reads a model checkpoint's model configuration and
+// run state from its header, checked as LoadCheckpoint checks them,
+// without decompressing a tensor.
+func ReadCheckpointInfo(path string) (Config, RunState, error) {
+	f, err := engine.Open(path)
+	if err != nil {
+		return Config{}, RunState{}, err
+	}
+	defer f.Close()
+	cc, st, _, err := checkHeader(f.Header())
+	if err != nil {
+		return Config{}, RunState{}, fmt.Errorf("load checkpoint %s: %w", path, err)
+	}
+	return cc.Model, st, nil
+}

@@ -37,19 +37,49 @@ func (m Mix) Validate() error {
 // TaskCorpus writes n pretraining documents for a task at the given
 // difficulties following the mix, deterministic from seed. Each document is
 // a prompt followed by its response in the R1-Zero template (or the prompt
-// alone, for plain text).
-func TaskCorpus(t task.Task, n int, difficulties []int, mix Mix, seed uint64) ([]string, error) {
+// alone, for plain text). weights, if not empty, gives each difficulty's
+// share (a rarely seen difficulty is one with a small weight); empty means
+// equal shares.
+func TaskCorpus(t task.Task, n int, difficulties []int, weights []float64, mix Mix, seed uint64) ([]string, error) {
 	if err := mix.Validate(); err != nil {
 		return nil, err
 	}
 	if len(difficulties) == 0 {
 		return nil, fmt.Errorf("task corpus: no difficulties")
 	}
+	var cum []float64 // cumulative weights, when given
+	if len(weights) > 0 {
+		if len(weights) != len(difficulties) {
+			return nil, fmt.Errorf("task corpus: %d weights for %d difficulties", len(weights), len(difficulties))
+		}
+		var sum float64
+		for _, w := range weights {
+			if !(w >= 0) {
+				return nil, fmt.Errorf("task corpus: weight %v is not ≥ 0", w)
+			}
+			sum += w
+			cum = append(cum, sum)
+		}
+		if !(sum > 0) {
+			return nil, fmt.Errorf("task corpus: the weights sum to 0")
+		}
+	}
+	pick := func(rng *rand.Rand) int {
+		if cum == nil {
+			return difficulties[rng.IntN(len(difficulties))]
+		}
+		u := rng.Float64() * cum[len(cum)-1]
+		i := 0
+		for i < len(cum)-1 && u >= cum[i] {
+			i++
+		}
+		return difficulties[i]
+	}
 	rng := rand.New(rand.NewPCG(seed, 0x636f72707573))
 	total := mix.Full + mix.Noisy + mix.Partial + mix.Plain
 	docs := make([]string, n)
 	for i := range docs {
-		p := t.Generate(rng, difficulties[rng.IntN(len(difficulties))])
+		p := t.Generate(rng, pick(rng))
 		u := rng.Float64() * total
 		switch {
 		case u < mix.Full:

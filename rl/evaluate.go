@@ -22,6 +22,11 @@ type EvalOptions struct {
 	Batch       int     // sequences decoded together at most (memory bound); 0: 2048
 	// Progress, if set, is called after each chunk with problems done.
 	Progress func(done, total int)
+	// Sampled, if set, is called with every sample's tokens: the problem's
+	// index, the sample's index among the problem's (in order), the prompt
+	// (with its <bos>) and the response; the slices must not be kept past
+	// the call unless copied.
+	Sampled func(problem, sample int, prompt, response []int32)
 }
 
 // SampleProblems draws opts.N responses to every problem and records each
@@ -66,6 +71,9 @@ func SampleProblems(m *moe.Model, tok *tokenizer.Tokenizer, problems []task.Prob
 				ps.Answers = append(ps.Answers, CanonicalAnswer(tasks[i], problems[i], res))
 				ps.Valid = append(ps.Valid, res.WellFormed)
 				ps.Correct = append(ps.Correct, res.Correct)
+				if opts.Sampled != nil {
+					opts.Sampled(i, len(ps.Correct)-1, r.Prompts[s.Prompt], s.Tokens)
+				}
 			}
 		}
 		if opts.Progress != nil {

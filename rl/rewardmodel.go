@@ -1,6 +1,7 @@
 package rl
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -135,12 +136,24 @@ func EvalRM(rm *moe.Model, ex []RMExample) RMStats {
 	return st
 }
 
-// TrainRM trains a reward model, initialised from a policy's trunk
+// RMTrainer trains a reward model, initialised from a policy's trunk
 // (moe.NewCritic), on labelled examples with logistic loss and AdamW. Each
-// step draws a batch with rng; correct and wrong examples are weighted to
-// count equally, so a verifier that is mostly right or mostly wrong still
-// learns both sides. progress, if set, is called after every step.
-func TrainRM(policy *moe.Model, ex []RMExample, cfg RMTrainConfig, progress func(step int, loss float64)) (*moe.Model, error) {
+// step draws a batch from its own stream; correct and wrong examples are
+// weighted to count equally, so a verifier that is mostly right or mostly
+// wrong still learns both sides.
+type RMTrainer struct {
+	Cfg  RMTrainConfig
+	RM   *moe.Model
+	Step int // steps done
+	Data *engine.RNG
+
+	ex         []RMExample
+	wPos, wNeg float64
+	acts       *moe.Acts
+}
+
+// NewRMTrainer starts a reward model from policy for training on ex.
+func NewRMTrainer(policy *moe.Model, ex []RMExample, cfg RMTrainConfig) (*RMTrainer, error) {
 	if cfg.Steps <= 0 || cfg.Batch <= 0 || !(cfg.LR > 0) {
 		return nil, fmt.Errorf("reward model: steps, batch and lr must be positive")
 	}
@@ -154,51 +167,103 @@ func TrainRM(policy *moe.Model, ex []RMExample, cfg RMTrainConfig, progress func
 		return nil, fmt.Errorf("reward model: the %d examples are all %s; it needs both correct and wrong ones",
 			len(ex), map[bool]string{true: "correct", false: "wrong"}[pos > 0])
 	}
-	wPos, wNeg := float64(len(ex))/(2*float64(pos)), float64(len(ex))/(2*float64(len(ex)-pos))
 	rm, err := moe.NewCritic(policy)
 	if err != nil {
 		return nil, err
 	}
+	return &RMTrainer{Cfg: cfg, RM: rm, Data: engine.NewRNG(cfg.Seed, engine.StreamData), ex: ex,
+		wPos: float64(len(ex)) / (2 * float64(pos)), wNeg: float64(len(ex)) / (2 * float64(len(ex)-pos))}, nil
+}
+
+// TrainStep takes one step and returns its weighted logistic loss.
+func (t *RMTrainer) TrainStep() (float64, error) {
+	cfg, rm := t.Cfg, t.RM
 	T := rm.Cfg.MaxSeq
-	a := rm.NewActs(cfg.Batch, T)
-	defer a.Free(rm.Backend())
-	rng := engine.NewRNG(cfg.Seed, engine.StreamData)
+	if t.acts == nil {
+		t.acts = rm.NewActs(cfg.Batch, T)
+	}
 	sched := engine.Schedule{Peak: cfg.LR, Min: cfg.LR / 10, Warmup: cfg.Steps / 10, Total: cfg.Steps}
 	opt := moe.OptConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0, ClipNorm: 1}
 	batch := make([]RMExample, cfg.Batch)
+	for i := range batch {
+		batch[i] = t.ex[t.Data.IntN(len(t.ex))]
+	}
+	ids, last := rmRows(batch, T)
+	rm.ZeroGrad()
+	v := rm.Forward(t.acts, ids, ids, moe.ForwardOptions{})
 	dv := make([]float32, cfg.Batch*T)
-	for step := range cfg.Steps {
-		for i := range batch {
-			batch[i] = ex[rng.IntN(len(ex))]
+	var loss, wsum float64
+	for i, p := range last {
+		s := float64(v[p])
+		y, w := -1.0, t.wNeg
+		if batch[i].Correct {
+			y, w = 1, t.wPos
 		}
-		ids, last := rmRows(batch, T)
-		rm.ZeroGrad()
-		v := rm.Forward(a, ids, ids, moe.ForwardOptions{})
-		clear(dv)
-		var loss, wsum float64
-		for i, p := range last {
-			s := float64(v[p])
-			y, w := -1.0, wNeg
-			if batch[i].Correct {
-				y, w = 1, wPos
-			}
-			// logistic loss log(1 + e^{−y·s}), weighted
-			loss += w * (math.Log1p(math.Exp(-math.Abs(s))) + math.Max(-y*s, 0))
-			dv[p] = float32(w * -y * sigmoid(-y*s))
-			wsum += w
-		}
-		for _, p := range last {
-			dv[p] /= float32(wsum)
-		}
-		rm.Backward(a, dv)
-		if _, err := rm.Step(sched.LR(step), opt); err != nil {
-			return nil, fmt.Errorf("reward model step %d: %w", step+1, err)
+		// logistic loss log(1 + e^{−y·s}), weighted
+		loss += w * (math.Log1p(math.Exp(-math.Abs(s))) + math.Max(-y*s, 0))
+		dv[p] = float32(w * -y * sigmoid(-y*s))
+		wsum += w
+	}
+	for _, p := range last {
+		dv[p] /= float32(wsum)
+	}
+	loss /= wsum
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return loss, rm.LossError(loss)
+	}
+	rm.Backward(t.acts, dv)
+	if _, err := rm.Step(sched.LR(t.Step), opt); err != nil {
+		return loss, err
+	}
+	t.Step++
+	return loss, nil
+}
+
+// Close frees the trainer's workspace.
+func (t *RMTrainer) Close() {
+	if t.acts != nil {
+		t.acts.Free(t.RM.Backend())
+		t.acts = nil
+	}
+}
+
+// Save writes the reward model with the state to continue training it.
+func (t *RMTrainer) Save(path string, tok *tokenizer.Tokenizer) error {
+	cfg, _ := json.Marshal(t.Cfg)
+	st := moe.RunState{Stage: "rm", Step: t.Step, Config: cfg, RNG: map[string][]byte{"data": t.Data.State()}}
+	return t.RM.SaveCheckpoint(path, tok, st, true)
+}
+
+// Restore continues from a checkpoint that Save wrote.
+func (t *RMTrainer) Restore(rm *moe.Model, st moe.RunState) error {
+	if rm.Cfg != t.RM.Cfg {
+		return fmt.Errorf("restore reward model: the checkpoint's model differs")
+	}
+	if err := t.Data.SetState(st.RNG["data"]); err != nil {
+		return fmt.Errorf("restore reward model: %w", err)
+	}
+	t.RM, t.Step = rm, st.Step
+	return nil
+}
+
+// TrainRM trains a reward model to the end (see RMTrainer); progress, if
+// set, is called after every step.
+func TrainRM(policy *moe.Model, ex []RMExample, cfg RMTrainConfig, progress func(step int, loss float64)) (*moe.Model, error) {
+	t, err := NewRMTrainer(policy, ex, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	for t.Step < cfg.Steps {
+		loss, err := t.TrainStep()
+		if err != nil {
+			return nil, fmt.Errorf("reward model step %d: %w", t.Step+1, err)
 		}
 		if progress != nil {
-			progress(step+1, loss/wsum)
+			progress(t.Step, loss)
 		}
 	}
-	return rm, nil
+	return t.RM, nil
 }
 
 // LabelledSamples samples G responses per problem from a policy and labels

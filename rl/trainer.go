@@ -45,7 +45,10 @@ type Config struct {
 	// counts them) instead of failing the step. Without it such an update
 	// fails the step with an error wrapping a *moe.NonFiniteError, and the
 	// policy and critic are put back as they were before the step.
-	SkipNonFinite bool `json:"skip_non_finite"`
+	// It is how a run copes with a fault, not a setting of the
+	// experiment, so it is not part of the recorded settings (json "-"):
+	// the run layer sets it from --skip-nonfinite.
+	SkipNonFinite bool `json:"-"`
 }
 
 // RewardSources are the allowed values of Config.RewardSource.

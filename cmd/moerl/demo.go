@@ -14,88 +14,28 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/moerl/moerl/engine"
-	"github.com/moerl/moerl/moe"
-	"github.com/moerl/moerl/moe/tokenizer"
 	"github.com/moerl/moerl/rl"
 	"github.com/moerl/moerl/rl/algo"
 	"github.com/moerl/moerl/rl/eval"
 	"github.com/moerl/moerl/rl/task"
+	"github.com/moerl/moerl/run"
 )
 
-// demoSettings is the whole demo recipe; --quick shrinks it for tests.
-type demoSettings struct {
-	Task          string     `json:"task"`
-	Algo          string     `json:"algo"`
-	Model         moe.Config `json:"model"`
-	Mix           rl.Mix     `json:"mix"`
-	PretrainDocs  int        `json:"pretrain_docs"`
-	PretrainSteps int        `json:"pretrain_steps"`
-	PretrainLR    float64    `json:"pretrain_lr"`
-	RLSteps       int        `json:"rl_steps"`
-	RLPrompts     int        `json:"rl_prompts"`
-	RLLR          float64    `json:"rl_lr"`
-	EvalProblems  int        `json:"eval_problems"` // per difficulty
-	N             int        `json:"n"`             // samples per problem
-	MaxNew        int        `json:"max_new"`
-	Seed          uint64     `json:"seed"`
-}
-
-func defaultDemo(quick bool) demoSettings {
-	m, _ := moe.Preset("moe-micro")
-	s := demoSettings{Task: "add", Algo: "grpo", Model: m, Mix: rl.DefaultMix,
-		PretrainDocs: 20000, PretrainSteps: 600, PretrainLR: 3e-3,
-		RLSteps: 100, RLPrompts: 16, RLLR: 2e-4, EvalProblems: 64, N: 256, MaxNew: 40, Seed: 1}
-	if quick {
-		s.Model.DModel, s.Model.ExpertHidden, s.Model.Layers = 64, 96, 1
-		s.PretrainDocs, s.PretrainSteps, s.RLSteps, s.RLPrompts, s.EvalProblems, s.N = 2000, 40, 3, 4, 4, 8
-	}
-	return s
-}
-
-// fitToTask sizes the generation budget and the context for a task: the
-// budget covers the longest canonical response at the training
-// difficulties (rounded up to 8 tokens), the context the longest prompt of
-// the evaluated difficulties plus that budget (rounded up to 16, at least
-// the preset's). For add it leaves moe-micro's 64 tokens and 40 new ones.
-func (s *demoSettings) fitToTask(t task.Task) {
-	tok := tokenizer.Default()
-	train, held := t.Difficulties()
-	diffs := slices.Clone(train)
-	if len(held) > 0 {
-		diffs = append(diffs, held[0])
-	}
-	var prompt, response int
-	for _, d := range diffs {
-		for _, p := range task.GenerateSet(t, s.Seed, 200, []int{d}) {
-			pi, _ := tok.Encode(p.Prompt)
-			prompt = max(prompt, len(pi)+1) // <bos>
-			if slices.Contains(train, d) {
-				ri, _ := tok.Encode(p.Response())
-				response = max(response, len(ri)+1) // <eos>
-			}
-		}
-	}
-	s.MaxNew = (response + 7) / 8 * 8
-	s.Model.MaxSeq = max(s.Model.MaxSeq, (prompt+s.MaxNew+15)/16*16)
-}
-
-// study is what the demo writes to study.json.
-type study struct {
-	Settings demoSettings `json:"settings"`
-	Base     eval.Report  `json:"base"`
+// demoResult is what the demo writes to demo.json.
+type demoResult struct {
+	Recipe run.Recipe  `json:"recipe"`
+	Base   eval.Report `json:"base"`
 	// RL is the first algorithm's model (the one --algo names first);
 	// Runs holds every algorithm's, keyed by preset.
 	RL         eval.Report        `json:"rl"`
 	DeltaSE    float64            `json:"delta_se"` // pass@n(base) − pass@1(RL)
-	RLSettings rl.Config          `json:"rl_settings"`
 	Runs       map[string]algoRun `json:"runs"`
 	Device     string             `json:"device"`
 	Seconds    float64            `json:"seconds"`
 	StageTimes map[string]float64 `json:"stage_seconds"`
 }
 
-// algoRun is one algorithm's result in a study.
+// algoRun is one algorithm's result in the demo.
 type algoRun struct {
 	Settings rl.Config   `json:"settings"`
 	Report   eval.Report `json:"report"`
@@ -108,194 +48,188 @@ full, noisy, partial and no solutions), run an RL algorithm from it (or
 several, side by side: --algo grpo,ppo,dapo), sample --n responses to
 held-back problems from every model, and compare pass@k and maj@k for
 k = 1, 2, …, n. Writes into --out: base/ and one folder per algorithm
-(checkpoints, metrics), study.json (every model's report) and
-pass_at_k.svg. --resume reuses the stages already finished in --out.`, stderr)
-	quick := fs.Bool("quick", false, "a tiny model and a few steps (a smoke test, seconds)")
-	d := defaultDemo(false)
+(checkpoints, metrics, and each model's evaluation in its eval/),
+demo.json (every model's report) and pass_at_k.svg. --resume reuses the
+stages already finished in --out and continues an interrupted one.
+For replicates, intervals and verdicts, run moerl study.`, stderr)
+	quick := fs.Bool("quick", false, "a tiny model and a few steps: a smoke test of every stage (seconds)")
+	d := run.DefaultRecipe()
 	taskName := fs.String("task", d.Task, "task: "+strings.Join(task.Names(), ", "))
-	algoNames := fs.String("algo", d.Algo, "RL algorithm presets, comma-separated: "+strings.Join(algo.Presets(), ", "))
-	pretrainSteps := fs.Int("pretrain-steps", 0, "pretraining steps (0: the recipe's)")
-	rlSteps := fs.Int("rl-steps", 0, "RL steps (0: the recipe's)")
+	algoNames := fs.String("algo", "grpo", "RL algorithm presets, comma-separated: "+strings.Join(algo.Presets(), ", "))
+	pretrainSteps := fs.Int("pretrain-steps", 0, "pretraining steps (0: the recipe's, 600)")
+	rlSteps := fs.Int("rl-steps", 0, "RL steps (0: the recipe's, 100)")
 	n := fs.Int("n", 0, "samples per evaluation problem (0: the recipe's, 256)")
-	seed := fs.Uint64("seed", d.Seed, "seed of the whole study")
+	seed := fs.Uint64("seed", d.Seed, "seed of the whole demo: weights, data, sampling and evaluation draws")
 	var sets setList
-	fs.Var(&sets, "set", "override an algorithm field of every algorithm: key=value (repeatable)")
+	fs.Var(&sets, "set", "override an algorithm field of every algorithm: key=value (repeatable; keys: "+strings.Join(algo.Keys(), ", ")+")")
 	out := fs.String("out", "runs/demo", "output folder")
-	resume := fs.Bool("resume", false, "reuse finished stages in --out")
-	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
+	rf := addRunFlags(fs, 100)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	s := defaultDemo(*quick)
-	s.Task, s.Algo, s.Seed = *taskName, *algoNames, *seed
 	if *pretrainSteps < 0 || *rlSteps < 0 || *n < 0 {
 		return usagef("--pretrain-steps, --rl-steps and --n must be ≥ 0")
 	}
-	if *pretrainSteps > 0 {
-		s.PretrainSteps = *pretrainSteps
+	r := run.DefaultRecipe()
+	if *quick {
+		r.Quick()
 	}
-	if *rlSteps > 0 {
-		s.RLSteps = *rlSteps
-	}
-	if *n > 0 {
-		s.N = *n
-	}
-	t, err := task.Get(s.Task)
-	if err != nil {
+	r.Task, r.Seed = *taskName, *seed
+	if _, err := task.Get(r.Task); err != nil {
 		return usageError{fmt.Errorf("--task: %w", err)}
 	}
-	s.fitToTask(t)
-	var algos []string
-	cfgs := map[string]rl.Config{}
-	for _, name := range strings.Split(s.Algo, ",") {
-		if _, dup := cfgs[name]; dup {
+	if *pretrainSteps > 0 {
+		r.Pretrain.Steps = *pretrainSteps
+	}
+	if *rlSteps > 0 {
+		r.RL.Steps = *rlSteps
+	}
+	if *n > 0 {
+		r.Eval.N = *n
+	}
+	r.Fit()
+	if err := r.Validate(); err != nil {
+		return usageError{err}
+	}
+	algos := strings.Split(*algoNames, ",")
+	plan := run.Plan{Stages: []run.Stage{{Name: "base", Kind: "pretrain", Settings: r.PretrainStage()}}}
+	for i, name := range algos {
+		if slices.Contains(algos[:i], name) {
 			return usagef("--algo lists %s twice", name)
 		}
-		cfg, err := demoRLConfig(s, name, sets)
+		cfg, err := r.RLStage(name)
 		if err != nil {
-			return err
+			return usageError{fmt.Errorf("--algo: %w", err)}
 		}
-		algos = append(algos, name)
-		cfgs[name] = cfg
+		for _, a := range sets {
+			if err := cfg.Algo.Apply(a); err != nil {
+				return usageError{fmt.Errorf("--set %s: %w", a, err)}
+			}
+		}
+		dir := name
+		if len(algos) == 1 {
+			dir = "rl"
+		}
+		plan.Stages = append(plan.Stages, run.Stage{Name: name, Kind: "rl", Dir: dir, Inputs: map[string]string{"init": "base"}, Settings: cfg})
 	}
-	studyPath := filepath.Join(*out, "study.json")
-	if _, err := os.Stat(studyPath); err == nil && !*resume {
-		return fmt.Errorf("%s exists: choose another --out (or --resume to redo only what is missing)", studyPath)
+	evals := plan.AddEvals(r.EvalStage())
+	if err := plan.Validate(); err != nil {
+		return usageError{err}
 	}
-	be, err := openBackend(*device, stderr)
+	resultPath := filepath.Join(*out, "demo.json")
+	if err := refuseFinished(resultPath, *rf.resume); err != nil {
+		return err
+	}
+	env, release, err := newEnv(rf, stderr, "demo", args)
 	if err != nil {
 		return err
 	}
+	defer release()
 	start := time.Now()
-	st := study{Settings: s, Runs: map[string]algoRun{}, Device: be.Device(), StageTimes: map[string]float64{}}
-	timed := func(stage string, f func() error) error {
-		t0 := time.Now()
-		err := f()
-		st.StageTimes[stage] = time.Since(t0).Seconds()
+	results, err := run.Execute(env, *out, plan, compositeMode(*rf.resume))
+	if err != nil {
 		return err
 	}
-
-	// 1. The base model and its evaluation.
-	tok := tokenizer.Default()
-	basePath := filepath.Join(*out, "base", "model.ck")
-	if err := timed("pretrain", func() error { return pretrainBase(s, t, basePath, *resume, be, tok, stdout, stderr) }); err != nil {
+	reports, err := readReports(results, evals)
+	if err != nil {
 		return err
 	}
-	evaluate := evaluator(s, studyProblems(s, t, !*quick), be, tok, stderr)
-	if err := timed("eval base", func() (err error) { st.Base, err = evaluate("base", basePath); return }); err != nil {
+	res := demoResult{Recipe: r, Base: reports["base"], Runs: map[string]algoRun{}, Device: env.Backend.Device(),
+		StageTimes: map[string]float64{}}
+	for _, x := range results {
+		res.StageTimes[x.Name] = x.Seconds
+	}
+	for _, s := range plan.Stages[1 : 1+len(algos)] {
+		ar := algoRun{Settings: *s.Settings.(*rl.Config), Report: reports[s.Name]}
+		if ar.DeltaSE, err = eval.DeltaSE(res.Base, ar.Report); err != nil {
+			return err
+		}
+		res.Runs[s.Name] = ar
+	}
+	first := res.Runs[algos[0]]
+	res.RL, res.DeltaSE = first.Report, first.DeltaSE
+	res.Seconds = time.Since(start).Seconds()
+	if err := writeJSON(resultPath, res); err != nil {
 		return err
 	}
-
-	// 2. Each algorithm from the base model, and its evaluation.
-	for _, name := range algos {
-		cfg := cfgs[name]
-		dir := filepath.Join(*out, name)
-		if len(algos) == 1 {
-			dir = filepath.Join(*out, "rl")
-		}
-		path := filepath.Join(dir, "policy.ck")
-		err := timed("rl "+name, func() error {
-			done, err := finished(path, *resume)
-			if err != nil || done && stageComplete(path, cfg.Steps) {
-				return err
-			}
-			_, err = trainRL(cfg, basePath, dir, done, 10, "", be, stdout, stderr)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		run := algoRun{Settings: cfg}
-		if err := timed("eval "+name, func() (err error) { run.Report, err = evaluate(name, path); return }); err != nil {
-			return err
-		}
-		if run.DeltaSE, err = eval.DeltaSE(st.Base, run.Report); err != nil {
-			return err
-		}
-		st.Runs[name] = run
-	}
-	first := st.Runs[algos[0]]
-	st.RL, st.RLSettings, st.DeltaSE = first.Report, first.Settings, first.DeltaSE
-	st.Seconds = time.Since(start).Seconds()
-
-	// 3. Report.
-	js, _ := json.MarshalIndent(st, "", "  ")
-	if err := writeFileAtomic(studyPath, append(js, '\n')); err != nil {
-		return err
+	named := []namedReport{{"base", res.Base}}
+	curves := []curve{{"base", curveColors[0], res.Base.PassAtK}}
+	for i, name := range algos {
+		named = append(named, namedReport{name, res.Runs[name].Report})
+		curves = append(curves, curve{name, curveColors[(i+1)%len(curveColors)], res.Runs[name].Report.PassAtK})
 	}
 	svgPath := filepath.Join(*out, "pass_at_k.svg")
-	curves := []curve{{"base", curveColors[0], st.Base.PassAtK}}
-	for i, name := range algos {
-		curves = append(curves, curve{name, curveColors[(i+1)%len(curveColors)], st.Runs[name].Report.PassAtK})
-	}
 	var svg strings.Builder
-	title := fmt.Sprintf("%s: pass@k of the base model and after RL, %d problems", s.Task, st.Base.Problems)
+	title := fmt.Sprintf("%s: pass@k of the base model and after RL, %d problems", r.Task, res.Base.Problems)
 	if err := writePassAtKSVG(&svg, title, curves); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(svgPath, []byte(svg.String())); err != nil {
+	if err := run.WriteFileAtomic(svgPath, []byte(svg.String())); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\n%s, %d problems × %d samples, device %s, %.0f s\n\n", s.Task, st.Base.Problems, s.N, be.Device(), st.Seconds)
-	reports := []namedReport{{"base", st.Base}}
-	for _, name := range algos {
-		reports = append(reports, namedReport{name, st.Runs[name].Report})
-	}
-	printComparison(stdout, reports)
+	fmt.Fprintf(stdout, "\n%s, %d problems × %d samples, device %s, %.0f s\n\n", r.Task, res.Base.Problems, r.Eval.N, res.Device, res.Seconds)
+	printComparison(stdout, named)
 	fmt.Fprintln(stdout)
 	for _, name := range algos {
-		fmt.Fprintf(stdout, "ΔSE = pass@%d(base) − pass@1(%s) = %.3f\n", s.N, name, st.Runs[name].DeltaSE)
+		fmt.Fprintf(stdout, "ΔSE = pass@%d(base) − pass@1(%s) = %.3f\n", r.Eval.N, name, res.Runs[name].DeltaSE)
 	}
-	fmt.Fprintf(stdout, "wrote %s and %s\n", studyPath, svgPath)
+	fmt.Fprintf(stdout, "wrote %s and %s\n", resultPath, svgPath)
 	return nil
 }
 
 var curveColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"}
 
-// demoRLConfig is the study's RL setting for one preset.
-func demoRLConfig(s demoSettings, preset string, sets []string) (rl.Config, error) {
-	cfg, err := rl.DefaultConfig(preset)
-	if err != nil {
-		return cfg, usageError{fmt.Errorf("--algo: %w", err)}
+// readReports reads each evaluated stage's report, by model stage name.
+func readReports(results []run.Result, evals map[string]string) (map[string]eval.Report, error) {
+	paths := map[string]string{}
+	for _, r := range results {
+		paths[r.Name] = r.Output
 	}
-	cfg.Task, cfg.Steps, cfg.Prompts, cfg.MaxNew, cfg.LR, cfg.MinLR, cfg.Seed =
-		s.Task, s.RLSteps, s.RLPrompts, s.MaxNew, s.RLLR, s.RLLR, s.Seed
-	if cfg.Algo.GroupSize < 2 { // ppo samples one response per prompt: keep the batch size
-		cfg.Prompts *= 8
-	}
-	for _, a := range sets {
-		if err := cfg.Algo.Apply(a); err != nil {
-			return cfg, usageError{fmt.Errorf("--set %s: %w", a, err)}
+	out := map[string]eval.Report{}
+	for model, ev := range evals {
+		data, err := os.ReadFile(paths[ev])
+		if err != nil {
+			return nil, fmt.Errorf("evaluation of %s: %w", model, err)
 		}
+		var rep eval.Report
+		if err := json.Unmarshal(data, &rep); err != nil {
+			return nil, fmt.Errorf("evaluation of %s: %s: %w", model, paths[ev], err)
+		}
+		out[model] = rep
 	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, usageError{err}
-	}
-	return cfg, nil
+	return out, nil
 }
 
-// finished reports whether a stage's checkpoint is there to reuse.
-func finished(path string, resume bool) (bool, error) {
+// compositeMode is the folder mode of a demo, pipeline or study: with
+// --resume every stage whose settings did not change is reused (and one
+// whose did is moved aside and run again); without it nothing is
+// overwritten.
+func compositeMode(resume bool) run.Mode {
+	if resume {
+		return run.Reuse
+	}
+	return run.Fresh
+}
+
+// refuseFinished refuses to start over a finished result without --resume.
+func refuseFinished(path string, resume bool) error {
 	_, err := os.Stat(path)
 	switch {
-	case err == nil && resume:
-		return true, nil
-	case err == nil:
-		return false, fmt.Errorf("%s exists: choose another --out, or --resume", path)
-	case errors.Is(err, fs.ErrNotExist):
-		return false, nil
+	case err == nil && !resume:
+		return fmt.Errorf("%s exists: choose another --out, or --resume to redo only what is missing or changed", path)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return err
 	}
-	return false, err
+	return nil
 }
 
-// stageComplete reports whether an RL checkpoint reached its last step.
-func stageComplete(path string, steps int) bool {
-	ck, err := engine.Load(path)
+// writeJSON writes v as indented JSON, atomically.
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return false
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	var st moe.RunState
-	return json.Unmarshal(ck.State, &st) == nil && st.Step >= steps
+	return run.WriteFileAtomic(path, append(data, '\n'))
 }
 
 // namedReport is one model's report in a comparison.
@@ -348,75 +282,4 @@ func printComparison(w io.Writer, reports []namedReport) {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-}
-
-// writeFileAtomic writes through a temporary file and a rename, so a
-// finished result is never half-overwritten.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// pretrainBase trains the study's base model into path's folder, or with
-// resume reuses (or completes) the one there.
-func pretrainBase(s demoSettings, t task.Task, path string, resume bool, be engine.Backend, tok *tokenizer.Tokenizer, stdout, stderr io.Writer) error {
-	done, err := finished(path, resume)
-	if err != nil || done && stageComplete(path, s.PretrainSteps) {
-		return err
-	}
-	train, _ := t.Difficulties()
-	docs, err := rl.TaskCorpus(t, s.PretrainDocs, train, s.Mix, s.Seed)
-	if err != nil {
-		return err
-	}
-	corpus, err := moe.EncodeCorpus(docs, tok)
-	if err != nil {
-		return err
-	}
-	tc := moe.DefaultTrain
-	tc.Steps, tc.LR, tc.MinLR, tc.Warmup, tc.SeqLen, tc.Seed = s.PretrainSteps, s.PretrainLR, s.PretrainLR/10, s.PretrainSteps/20, s.Model.MaxSeq, s.Seed
-	r := &lmRun{stage: "pretrain", model: s.Model, train: tc, corpus: corpus, tok: tok,
-		out: filepath.Dir(path), resume: resume, saveEvery: 200, be: be}
-	if err := r.run(stdout, stderr); err != nil {
-		return fmt.Errorf("pretrain: %w", err)
-	}
-	return nil
-}
-
-// studyProblems are the evaluation problems: EvalProblems per training
-// difficulty (from a seed of their own; at 2 digits there are only ~8k
-// distinct additions, so some were seen in pretraining — every model is
-// scored on the same set) and, with heldOut, the first held-out, harder
-// difficulty, which no stage trains on.
-func studyProblems(s demoSettings, t task.Task, heldOut bool) []task.Problem {
-	train, held := t.Difficulties()
-	diffs := slices.Clone(train)
-	if heldOut && len(held) > 0 {
-		diffs = append(diffs, held[0])
-	}
-	var problems []task.Problem
-	for _, d := range diffs {
-		problems = append(problems, task.GenerateSet(t, s.Seed+1_000_003+uint64(d), s.EvalProblems, []int{d})...)
-	}
-	return problems
-}
-
-// evaluator returns a function that samples s.N responses per problem from
-// a checkpoint (with the study's seed, so every model sees the same draws'
-// random numbers) and summarises pass@k and maj@k.
-func evaluator(s demoSettings, problems []task.Problem, be engine.Backend, tok *tokenizer.Tokenizer, stderr io.Writer) func(label, ckpt string) (eval.Report, error) {
-	return func(label, ckpt string) (eval.Report, error) {
-		m, _, _, err := moe.LoadCheckpoint(ckpt, be)
-		if err != nil {
-			return eval.Report{}, err
-		}
-		bar := newProgress(stderr, "eval "+label, len(problems))
-		o := rl.EvalOptions{N: s.N, Temperature: 1, MaxNew: s.MaxNew, Progress: func(done, _ int) { bar.update(done, "") }}
-		rep, _, err := rl.Evaluate(m, tok, problems, o, engine.NewRNG(s.Seed, engine.StreamEval))
-		bar.finish()
-		return rep, err
-	}
 }

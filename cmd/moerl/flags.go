@@ -10,15 +10,36 @@ import (
 	"strings"
 )
 
-// newFlagSet makes a FlagSet that reports errors instead of exiting.
+// newFlagSet makes a FlagSet that reports errors instead of exiting, and
+// whose help prints every flag with what it does and its default.
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: moerl %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: moerl %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
+		printFlags(w, fs)
 	}
 	return fs
+}
+
+// printFlags lists the flags as flag.PrintDefaults does, but always with
+// the default, so that "0" and "false" defaults are stated too.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, usage := flag.UnquoteUsage(f)
+		if fv, ok := f.Value.(fieldValue); ok {
+			kind = fv.typeName()
+		}
+		def := f.DefValue
+		switch {
+		case def == "":
+			def = "none"
+		case kind == "string":
+			def = strconv.Quote(def)
+		}
+		fmt.Fprintf(w, "  --%s %s\n    \t%s (default %s)\n", f.Name, kind, usage, def)
+	})
 }
 
 // parseFlags parses args; a parse error becomes a usage error.
@@ -37,133 +58,157 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 
 // structFlag is a struct field that gets a command-line flag.
 type structFlag struct {
-	name  string // flag name: prefix + json name with '_' as '-'
-	tag   string // json name
+	name  string // flag name
+	path  string // dotted JSON path of the field
+	help  string // the field's help tag
 	field reflect.Value
 }
 
 // structFlags lists the fields of the struct ptr points to that take a
-// flag: exported, with a json name not in skip, of a kind a flag can parse
-// (int, uint64, float64, bool, string). bindStruct and copySetFields agree
-// through it on which fields have flags.
-func structFlags(ptr any, prefix string, skip []string) []structFlag {
-	v := reflect.ValueOf(ptr).Elem()
-	t := v.Type()
+// flag: exported, with a json name not in skip (names or dotted paths), of
+// a kind a flag can parse (int, uint64, float64, bool, string, and slices
+// of int, float64 and string). Flags are named after the json name with
+// '_' as '-' behind prefix; with sep set, nested structs are walked too and
+// their fields named prefix + outer + sep + inner. bindStruct and
+// copySetFields agree through it on which fields have flags.
+func structFlags(ptr any, prefix, sep string, skip []string) []structFlag {
 	var out []structFlag
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("json"), ",")[0]
-		if tag == "" || tag == "-" || !f.IsExported() || slices.Contains(skip, tag) {
-			continue
-		}
-		switch v.Field(i).Kind() {
-		case reflect.Int, reflect.Uint64, reflect.Float64, reflect.Bool, reflect.String:
-			out = append(out, structFlag{prefix + strings.ReplaceAll(tag, "_", "-"), tag, v.Field(i)})
+	var walk func(v reflect.Value, prefix, path string)
+	walk = func(v reflect.Value, prefix, path string) {
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("json"), ",")[0]
+			if f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct {
+				// An embedded struct's fields are promoted, in JSON and here.
+				walk(v.Field(i), prefix, path)
+				continue
+			}
+			if tag == "" || tag == "-" || !f.IsExported() || slices.Contains(skip, tag) || slices.Contains(skip, path+tag) {
+				continue
+			}
+			name := prefix + strings.ReplaceAll(tag, "_", "-")
+			fv := v.Field(i)
+			switch fv.Kind() {
+			case reflect.Int, reflect.Uint64, reflect.Float64, reflect.Bool, reflect.String:
+				out = append(out, structFlag{name, path + tag, f.Tag.Get("help"), fv})
+			case reflect.Slice:
+				switch fv.Type().Elem().Kind() {
+				case reflect.Int, reflect.Float64, reflect.String:
+					out = append(out, structFlag{name, path + tag, f.Tag.Get("help"), fv})
+				}
+			case reflect.Struct:
+				if sep != "" {
+					walk(fv, name+sep, path+tag+".")
+				}
+			}
 		}
 	}
+	walk(reflect.ValueOf(ptr).Elem(), prefix, "")
 	return out
 }
 
-// bindStruct registers one flag per field that structFlags lists, named
-// after its json tag with '_' as '-' and an optional prefix, so that every
-// config field can be set from the command line. Fields whose json names
-// are in skip get no flag.
-func bindStruct(fs *flag.FlagSet, ptr any, prefix, what string, skip ...string) {
-	for _, f := range structFlags(ptr, prefix, skip) {
-		usage := what + " " + f.tag
-		switch f.field.Kind() {
-		case reflect.Int:
-			fs.Var(intValue{f.field}, f.name, usage)
-		case reflect.Uint64:
-			fs.Var(uintValue{f.field}, f.name, usage)
-		case reflect.Float64:
-			fs.Var(floatValue{f.field}, f.name, usage)
-		case reflect.Bool:
-			fs.Var(boolValue{f.field}, f.name, usage)
-		case reflect.String:
-			fs.Var(stringValue{f.field}, f.name, usage)
+// bindStruct registers one flag per field that structFlags lists, so that
+// every config field can be set from the command line. A field's help is
+// its help tag; what names the struct in the fallback for a field without
+// one.
+func bindStruct(fs *flag.FlagSet, ptr any, prefix, sep, what string, skip ...string) {
+	for _, f := range structFlags(ptr, prefix, sep, skip) {
+		usage := f.help
+		if usage == "" {
+			usage = what + " setting " + f.path
 		}
+		fs.Var(fieldValue{f.field}, f.name, usage)
 	}
 }
 
-type intValue struct{ v reflect.Value }
+// fieldValue is a flag.Value writing into a struct field.
+type fieldValue struct{ v reflect.Value }
 
-func (x intValue) String() string {
-	if !x.v.IsValid() {
-		return "0"
-	}
-	return strconv.FormatInt(x.v.Int(), 10)
-}
-func (x intValue) Set(s string) error {
-	n, err := strconv.ParseInt(s, 0, 64)
-	if err != nil {
-		return fmt.Errorf("want an integer")
-	}
-	x.v.SetInt(n)
-	return nil
-}
+func (x fieldValue) IsBoolFlag() bool { return x.v.IsValid() && x.v.Kind() == reflect.Bool }
 
-type uintValue struct{ v reflect.Value }
-
-func (x uintValue) String() string {
-	if !x.v.IsValid() {
-		return "0"
+// typeName is how help shows the value a flag takes.
+func (x fieldValue) typeName() string {
+	switch x.v.Kind() {
+	case reflect.Bool:
+		return ""
+	case reflect.Int, reflect.Uint64:
+		return "int"
+	case reflect.Float64:
+		return "float"
+	case reflect.Slice:
+		return "list"
 	}
-	return strconv.FormatUint(x.v.Uint(), 10)
-}
-func (x uintValue) Set(s string) error {
-	n, err := strconv.ParseUint(s, 0, 64)
-	if err != nil {
-		return fmt.Errorf("want a non-negative integer")
-	}
-	x.v.SetUint(n)
-	return nil
+	return "string"
 }
 
-type floatValue struct{ v reflect.Value }
-
-func (x floatValue) String() string {
-	if !x.v.IsValid() {
-		return "0"
-	}
-	return strconv.FormatFloat(x.v.Float(), 'g', -1, 64)
-}
-func (x floatValue) Set(s string) error {
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return fmt.Errorf("want a number")
-	}
-	x.v.SetFloat(f)
-	return nil
-}
-
-type boolValue struct{ v reflect.Value }
-
-func (x boolValue) IsBoolFlag() bool { return true }
-func (x boolValue) String() string {
-	if !x.v.IsValid() {
-		return "false"
-	}
-	return strconv.FormatBool(x.v.Bool())
-}
-func (x boolValue) Set(s string) error {
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return fmt.Errorf("want true or false")
-	}
-	x.v.SetBool(b)
-	return nil
-}
-
-type stringValue struct{ v reflect.Value }
-
-func (x stringValue) String() string {
+func (x fieldValue) String() string {
 	if !x.v.IsValid() {
 		return ""
 	}
-	return x.v.String()
+	switch x.v.Kind() {
+	case reflect.Slice:
+		parts := make([]string, x.v.Len())
+		for i := range parts {
+			parts[i] = fmt.Sprint(x.v.Index(i).Interface())
+		}
+		return strings.Join(parts, ",")
+	case reflect.Float64:
+		return strconv.FormatFloat(x.v.Float(), 'g', -1, 64)
+	}
+	return fmt.Sprint(x.v.Interface())
 }
-func (x stringValue) Set(s string) error { x.v.SetString(s); return nil }
+
+func (x fieldValue) Set(s string) error {
+	switch x.v.Kind() {
+	case reflect.Slice:
+		var parts []string
+		if strings.TrimSpace(s) != "" {
+			parts = strings.Split(s, ",")
+		}
+		out := reflect.MakeSlice(x.v.Type(), len(parts), len(parts))
+		for i, p := range parts {
+			if err := setScalar(out.Index(i), strings.TrimSpace(p)); err != nil {
+				return fmt.Errorf("item %d: %w", i+1, err)
+			}
+		}
+		x.v.Set(out)
+		return nil
+	}
+	return setScalar(x.v, s)
+}
+
+func setScalar(v reflect.Value, s string) error {
+	switch v.Kind() {
+	case reflect.Int:
+		n, err := strconv.ParseInt(s, 0, 64)
+		if err != nil {
+			return fmt.Errorf("want an integer")
+		}
+		v.SetInt(n)
+	case reflect.Uint64:
+		n, err := strconv.ParseUint(s, 0, 64)
+		if err != nil {
+			return fmt.Errorf("want a non-negative integer")
+		}
+		v.SetUint(n)
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("want a number")
+		}
+		v.SetFloat(f)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("want true or false")
+		}
+		v.SetBool(b)
+	case reflect.String:
+		v.SetString(s)
+	}
+	return nil
+}
 
 // setFlags reports which flags were given on the command line.
 func setFlags(fs *flag.FlagSet) map[string]bool {
@@ -173,17 +218,23 @@ func setFlags(fs *flag.FlagSet) map[string]bool {
 }
 
 // copySetFields copies into dst each field of src (same struct type) whose
-// flag, made by bindStruct with prefix, was set on the command line: flags
-// override a preset without resetting the fields they do not name. A flag
-// of another origin that happens to share a field's name (--algo, say) does
-// not count: only fields bindStruct binds are copied.
-func copySetFields(fs *flag.FlagSet, dst, src any, prefix string, skip ...string) {
+// flag, made by bindStruct with prefix and sep, was set on the command
+// line: flags override a preset without resetting the fields they do not
+// name. A flag of another origin that happens to share a field's name
+// (--algo, say) does not count: only fields bindStruct binds are copied.
+func copySetFields(fs *flag.FlagSet, dst, src any, prefix, sep string, skip ...string) {
 	set := setFlags(fs)
-	from := structFlags(src, prefix, skip)
-	to := structFlags(dst, prefix, skip)
+	from := structFlags(src, prefix, sep, skip)
+	to := structFlags(dst, prefix, sep, skip)
 	for i, f := range from {
 		if set[f.name] {
 			to[i].field.Set(f.field)
 		}
 	}
 }
+
+// setList collects repeated key=value flags (--set).
+type setList []string
+
+func (s *setList) String() string     { return strings.Join(*s, " ") }
+func (s *setList) Set(v string) error { *s = append(*s, v); return nil }

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/moerl/moerl/run"
 )
 
 // command is one subcommand: its name, a line of help, and its body, which
@@ -26,7 +28,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"demo", "the main job: pretrain a base model, run RL, compare pass@k (writes study.json and a plot)", runDemo},
-		{"pipeline", "a multi-stage recipe (r1-zero, r1, kimi, qwen3, seed-thinking) at toy scale, every stage evaluated", runPipeline},
+		{"study", "the seed article's question with replicates, intervals and a verdict per finding (study.md, study.json, plots)", runStudy},
+		{"pipeline", "a multi-stage recipe from a file or built in (r1-zero, r1, kimi, qwen3, seed-thinking), every stage evaluated", runPipeline},
 		{"pretrain", "train a model from scratch on a text corpus or a synthetic task", runPretrain},
 		{"sft", "fine-tune a checkpoint on solutions: a task's, a corpus', or a teacher's (distillation)", runSFT},
 		{"rl", "train a policy with RL (ppo, grpo, dapo, omd, drgrpo, rloo, reinforce++)", runRL},
@@ -40,12 +43,13 @@ func commands() []command {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(moerlMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run executes one command line and returns the process exit code:
-// 0 success, 1 a failed run, 2 a usage error.
-func run(args []string, stdout, stderr io.Writer) int {
+// moerlMain executes one command line and returns the process exit code:
+// 0 success, 1 a failed run, 2 a usage error, 130 a run interrupted by a
+// signal (its checkpoint saved).
+func moerlMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		if len(args) == 0 {
@@ -58,11 +62,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		err := c.run(args[1:], stdout, stderr)
+		var intr *run.Interrupted
 		switch {
 		case err == nil:
 			return 0
 		case errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.As(err, &intr):
+			// Stopped by SIGINT or SIGTERM after saving: the shell's
+			// convention for a process ended by a signal is 128 + 2.
+			fmt.Fprintf(stderr, "moerl %s: %v\n", c.name, err)
+			return 130
 		case errors.As(err, new(usageError)):
 			fmt.Fprintf(stderr, "moerl %s: %v\n", c.name, err)
 			return 2

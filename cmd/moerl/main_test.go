@@ -17,7 +17,7 @@ import (
 func moerl(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb)
+	code := moerlMain(args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -321,6 +321,36 @@ func TestFitToTask(t *testing.T) {
 				t.Errorf("%s: a %d-token prompt and %d-token response do not fit budget %d, context %d",
 					name, len(pi)+1, len(ri)+1, s.MaxNew, s.Model.MaxSeq)
 				break
+			}
+		}
+	}
+}
+
+// TestFlagsExplainThemselves: every flag of every command says what it
+// does (more than its own name) and prints its default.
+func TestFlagsExplainThemselves(t *testing.T) {
+	for _, c := range commands() {
+		code, _, help := moerl(t, c.name, "--help")
+		if code != 0 {
+			t.Errorf("%s --help: exit %d", c.name, code)
+			continue
+		}
+		lines := strings.Split(help, "\n")
+		for i, line := range lines {
+			name, ok := strings.CutPrefix(strings.TrimSpace(line), "--")
+			if !ok || !strings.HasPrefix(line, "  --") || i+1 >= len(lines) {
+				continue
+			}
+			name, _, _ = strings.Cut(name, " ")
+			usage := strings.TrimSpace(lines[i+1])
+			if strings.Contains(usage, " setting ") && len(strings.Fields(usage)) <= 3 {
+				t.Errorf("%s --%s: help %q only names the field", c.name, name, usage)
+			}
+			if len(strings.Fields(usage)) < 4 {
+				t.Errorf("%s --%s: help %q is too short to say what it does", c.name, name, usage)
+			}
+			if !strings.Contains(usage, "(default ") {
+				t.Errorf("%s --%s: help %q does not state its default", c.name, name, usage)
 			}
 		}
 	}

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"fmt"
 	"io"
 
-	"github.com/moerl/moerl/engine"
 	"github.com/moerl/moerl/moe"
-	"github.com/moerl/moerl/moe/tokenizer"
 	"github.com/moerl/moerl/rl"
 	"github.com/moerl/moerl/rl/task"
+	"github.com/moerl/moerl/run"
 )
 
 func runSFT(args []string, stdout, stderr io.Writer) error {
@@ -17,84 +15,78 @@ cross-entropy, from a fresh optimizer. The text is a task's problems with
 their canonical solutions (--task; --mix-* as in pretrain, default all full
 solutions), a corpus file (--corpus), or, with --teacher, distillation: the
 teacher samples --teacher-samples responses to each of --docs generated
-problems and the verified-correct ones become the training text.
+problems and the verified-correct ones become the training text (rejection
+sampling).
 Writes OUT/model.ck, OUT/metrics.jsonl and OUT/run.json.`, stderr)
 	init := fs.String("init", "", "checkpoint to fine-tune (required)")
-	tc := moe.DefaultTrain
-	tc.Steps, tc.LR, tc.MinLR, tc.Warmup = 200, 1e-3, 1e-4, 10
-	bindStruct(fs, &tc, "", "training")
+	def := moe.DefaultTrain
+	def.Steps, def.LR, def.MinLR, def.Warmup = 200, 1e-3, 1e-4, 10
+	tc := def
+	bindStruct(fs, &tc, "", "", "training")
 	src := addCorpusFlags(fs, rl.Mix{Full: 1})
-	teacher := fs.String("teacher", "", "teacher checkpoint to distil from (with --task)")
-	teacherSamples := fs.Int("teacher-samples", 4, "teacher samples per problem")
-	teacherTemp := fs.Float64("teacher-temperature", 1, "teacher sampling temperature")
+	teacher := fs.String("teacher", "", "teacher checkpoint to distil from (with --task): its verified samples become the text")
+	teacherSamples := fs.Int("teacher-samples", 4, "teacher samples per problem (--teacher)")
+	teacherTemp := fs.Float64("teacher-temperature", 1, "teacher sampling temperature, ≥ 0 (0: greedy)")
 	maxNew := fs.Int("max-new", 48, "teacher's new tokens per sample at most")
 	out := fs.String("out", "runs/sft", "output folder")
-	resume := fs.Bool("resume", false, "continue the run in --out from its checkpoint")
-	saveEvery := fs.Int("save-every", 100, "checkpoint every N steps (0: only at the end)")
-	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
+	rf := addRunFlags(fs, 100)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *init == "" {
 		return usagef("--init is required: the checkpoint to fine-tune")
 	}
-	if *saveEvery < 0 || *teacherSamples <= 0 || *maxNew <= 0 || *teacherTemp < 0 {
-		return usagef("--save-every must be ≥ 0; --teacher-samples and --max-new positive; --teacher-temperature ≥ 0")
-	}
-	be, err := openBackend(*device, stderr)
-	if err != nil {
-		return err
-	}
-	base, tok, _, err := moe.LoadCheckpoint(*init, be)
-	if err != nil {
-		return err
-	}
-	train := moe.DefaultTrain
-	train.Steps, train.LR, train.MinLR, train.Warmup = 200, 1e-3, 1e-4, 10
-	copySetFields(fs, &train, &tc, "")
+	train := def
+	copySetFields(fs, &train, &tc, "", "")
+	// The context is the model's unless --seq-len says otherwise: read it
+	// from the checkpoint's header.
 	if !setFlags(fs)["seq-len"] {
-		train.SeqLen = base.Cfg.MaxSeq
+		cfg, _, err := moe.ReadCheckpointInfo(*init)
+		if err != nil {
+			return err
+		}
+		train.SeqLen = cfg.MaxSeq
 	}
-	if err := train.Validate(base.Cfg); err != nil {
-		return usageError{err}
-	}
-	var corpus *moe.Corpus
+	var ck string
 	if *teacher != "" {
-		corpus, err = distilCorpus(*teacher, src, *teacherSamples, *teacherTemp, *maxNew, train.Seed, be, tok, stderr)
+		if *src.task == "" || *src.file != "" || *src.synthetic != "" {
+			return usagef("--teacher needs --task (the problems the teacher solves) and no --corpus or --synthetic")
+		}
+		c, err := src.corpus(train.Seed)
+		if err != nil {
+			return err
+		}
+		t, _ := task.Get(c.Task)
+		bins := c.Difficulties
+		if len(bins) == 0 {
+			bins, _ = t.Difficulties()
+		}
+		s := run.Distill{Train: train, Samples: *teacherSamples, Temperature: *teacherTemp, MaxNew: *maxNew, Seed: train.Seed,
+			Problems: run.Problems{Task: c.Task, Difficulties: bins, Count: max(1, *src.docs/len(bins)), Seed: train.Seed + 7919}}
+		if err := s.Validate(); err != nil {
+			return usageError{err}
+		}
+		env, release, err := newEnv(rf, stderr, "sft", args)
+		if err != nil {
+			return err
+		}
+		defer release()
+		if ck, err = run.RunDistill(env, *out, *init, *teacher, s, rf.mode()); err != nil {
+			return err
+		}
 	} else {
-		corpus, err = src.load(tok, train.Seed)
+		c, err := src.corpus(train.Seed)
+		if err != nil {
+			return err
+		}
+		env, release, err := newEnv(rf, stderr, "sft", args)
+		if err != nil {
+			return err
+		}
+		defer release()
+		if ck, err = run.RunSFT(env, *out, *init, run.SFT{Train: train, Corpus: c}, rf.mode()); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	r := &lmRun{stage: "sft", model: base.Cfg, train: train, corpus: corpus, tok: tok,
-		out: *out, resume: *resume, saveEvery: *saveEvery, init: *init, be: be}
-	return r.run(stdout, stderr)
-}
-
-func distilCorpus(teacherPath string, src *corpusFlags, samples int, temp float64, maxNew int, seed uint64,
-	be engine.Backend, tok *tokenizer.Tokenizer, stderr io.Writer) (*moe.Corpus, error) {
-	if *src.task == "" || *src.file != "" || *src.synthetic != "" {
-		return nil, usagef("--teacher needs --task (the problems the teacher solves) and no --corpus or --synthetic")
-	}
-	t, err := task.Get(*src.task)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("--task: %w", err)}
-	}
-	diffs, err := parseDifficulties(t, *src.diffs)
-	if err != nil {
-		return nil, err
-	}
-	teacher, _, _, err := moe.LoadCheckpoint(teacherPath, be)
-	if err != nil {
-		return nil, err
-	}
-	problems := task.GenerateSet(t, seed+7919, *src.docs, diffs)
-	docs, kept, err := rl.DistilCorpus(teacher, tok, problems, samples,
-		moe.SampleOptions{Temperature: temp, MaxNew: maxNew}, engine.NewRNG(seed, engine.StreamSample))
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(stderr, "distil: kept %d of %d teacher samples (%.1f%% correct)\n", len(docs), len(problems)*samples, 100*kept)
-	return moe.EncodeCorpus(docs, tok)
+	return printLMDone(stdout, *out, "sft", ck)
 }
