@@ -29,7 +29,6 @@ type metricInfo struct {
 	section string
 	title   string
 	unit    string // the y-axis label
-	band    string // a field drawn as ± band around this one
 	main    bool   // in the markdown summary table
 	rate    bool   // a share in [0, 1]: the y axis spans 0..1
 }
@@ -52,7 +51,8 @@ var catalog = map[part][]metricInfo{
 		{field: "tokens_per_s", section: "Throughput", title: "Training throughput", unit: "tokens/s", main: true},
 	},
 	partRL: {
-		{field: "reward_mean", section: "Reward", title: "Mean reward (band: ± one std)", unit: "reward per response", band: "reward_std", main: true},
+		{field: "reward_mean", section: "Reward", title: "Mean reward", unit: "reward per response", main: true},
+		{field: "reward_std", section: "Reward", title: "Spread of rewards in a batch", unit: "standard deviation of rewards"},
 		{field: "accuracy", section: "Reward", title: "Accuracy of sampled responses", unit: "share correct", main: true, rate: true},
 		{field: "accuracy_kept", section: "Reward", title: "Accuracy of the groups kept for the update", unit: "share correct", main: true, rate: true},
 		{field: "len_mean", section: "Response length", title: "Mean response length", unit: "tokens", main: true},
@@ -82,17 +82,6 @@ var catalog = map[part][]metricInfo{
 		{field: "loss", section: "Loss", title: "Reward-model loss", unit: "loss", main: true},
 		{field: "accuracy", section: "Loss", title: "Reward-model accuracy", unit: "share correct", main: true, rate: true},
 	},
-}
-
-// bandFields are the fields drawn as a band of another, not on their own.
-func bandFields(p part) map[string]bool {
-	out := map[string]bool{}
-	for _, mi := range catalog[p] {
-		if mi.band != "" {
-			out[mi.band] = true
-		}
-	}
-	return out
 }
 
 func lookup(p part, field string) (metricInfo, bool) {

@@ -32,6 +32,9 @@ func chromium() string {
 // where plots stand. It skips without Chromium unless
 // MOERL_REQUIRE_CHROMIUM=1.
 func TestPageDrawsInChromium(t *testing.T) {
+	if testing.Short() && os.Getenv("MOERL_REQUIRE_CHROMIUM") != "1" {
+		t.Skip("starts a browser (-short)")
+	}
 	bin := chromium()
 	if bin == "" {
 		if os.Getenv("MOERL_REQUIRE_CHROMIUM") == "1" {
@@ -119,6 +122,14 @@ func TestPageDrawsInChromium(t *testing.T) {
 }
 
 func rgb8(img image.Image, x, y int) (int, int, int) {
+	switch m := img.(type) { // Chromium writes opaque 8-bit RGB(A): read it directly
+	case *image.NRGBA:
+		i := m.PixOffset(x, y)
+		return int(m.Pix[i]), int(m.Pix[i+1]), int(m.Pix[i+2])
+	case *image.RGBA:
+		i := m.PixOffset(x, y)
+		return int(m.Pix[i]), int(m.Pix[i+1]), int(m.Pix[i+2])
+	}
 	r, g, b, _ := img.At(x, y).RGBA()
 	return int(r >> 8), int(g >> 8), int(b >> 8)
 }

@@ -29,10 +29,11 @@ details { margin: 4px 0; }
 ul.notes { font-size: 13px; color: #555; }
 `
 
-// HTML renders runs as one self-contained page: a table of the runs, a
-// section of plots per kind of run (pretraining and fine-tuning, RL,
-// reward model) with the runs of that kind overlaid, the evaluation's
-// pass@k and maj@k, a summary table per run, and each run's settings. The
+// HTML renders runs as one self-contained page: a table of the runs, the
+// evaluated runs' pass@k and maj@k (overall and per difficulty bin), a
+// section of plots per kind of run (RL, pretraining and fine-tuning,
+// reward model) with the runs of that kind overlaid, a summary table per
+// run, and each run's settings. The
 // plots are inline SVG; the page loads nothing and runs no script. It is
 // also well-formed XML.
 func HTML(runs []*Run, opt Options) ([]byte, error) {
@@ -86,11 +87,11 @@ func (pg *page) html() []byte {
 			continue
 		}
 		fmt.Fprintf(&b, "<h3>%s (%s, %d steps)</h3>\n", e(r.Name), e(r.stageName()), r.steps())
-		b.WriteString("<table>\n<tr><th>metric</th><th>first</th><th>last</th><th>min</th><th>max</th></tr>\n")
+		b.WriteString("<table>\n<tr><th>metric</th><th>unit</th><th>first</th><th>last</th><th>min</th><th>max</th></tr>\n")
 		for _, mi := range summaryFields(r) {
 			s := statsOf(r.Metrics.Values[mi.field])
-			fmt.Fprintf(&b, "<tr><td>%s</td><td class=\"n\">%s</td><td class=\"n\">%s</td><td class=\"n\">%s</td><td class=\"n\">%s</td></tr>\n",
-				e(mi.field), fmtNum(s.first), fmtNum(s.last), fmtNum(s.min), fmtNum(s.max))
+			fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td class=\"n\">%s</td><td class=\"n\">%s</td><td class=\"n\">%s</td><td class=\"n\">%s</td></tr>\n",
+				e(mi.field), e(mi.unit), fmtNum(s.first), fmtNum(s.last), fmtNum(s.min), fmtNum(s.max))
 		}
 		b.WriteString("</table>\n")
 	}

@@ -24,10 +24,10 @@ func TestHTML(t *testing.T) {
 	}
 	n := checkXML(t, page)
 	// base: loss, aux_loss, grad_norm, lr, tokens, tokens_per_s (6);
-	// RL: 18 known fields logged + new_thing (19); evaluation: pass@k,
+	// RL: 19 known fields logged + new_thing (20); evaluation: pass@k,
 	// maj@k, one bin (3)
-	if n["svg"] != 6+19+3 || n["script"] != 0 || n["img"] != 0 || n["link"] != 0 {
-		t.Errorf("elements %v: want 28 inline SVGs and nothing loaded", n)
+	if n["svg"] != 6+20+3 || n["script"] != 0 || n["img"] != 0 || n["link"] != 0 {
+		t.Errorf("elements %v: want 29 inline SVGs and nothing loaded", n)
 	}
 	// nothing outside the page: no src or href attribute, no url()
 	d := xml.NewDecoder(bytes.NewReader(page))
@@ -53,7 +53,7 @@ func TestHTML(t *testing.T) {
 	for _, want := range []string{
 		"<h2>Pretraining and fine-tuning</h2>", "<h2>Reinforcement learning</h2>", "<h2>Evaluation</h2>",
 		"<h3>Routing</h3>", "<h3>Other metrics</h3>", `aria-label="new_thing"`, `aria-label="KL to the reference policy"`,
-		"pass@k (16 problems, n = 8)", "pass@k, bin digits2", "moving average over 5 steps",
+		"pass@k (16 problems, n = 8)", "pass@k, bin digits2 (8 problems)", "moving average over 5 steps",
 		"<summary>grpo: ", "&#34;preset&#34;: &#34;grpo&#34;",
 	} {
 		if !bytes.Contains(page, []byte(want)) {
@@ -150,10 +150,25 @@ func tree(t *testing.T, dir string) map[string][32]byte {
 }
 
 // TestLongRunThinned: a long log is drawn from at most maxPoints points
-// per curve, so the page stays small.
+// per curve (bucket means), so the page stays small.
 func TestLongRunThinned(t *testing.T) {
+	n := 5 * maxPoints / 2
+	x := make([]float64, n)
+	for i := range x {
+		x[i] = float64(i)
+	}
+	x[7] = nan
+	got := thin(x)
+	if len(got) != 1 || len(got[0]) != maxPoints {
+		t.Fatalf("thin kept %d points of %d", len(got[0]), n)
+	}
+	// buckets of 2 or 3 points, NaN ignored
+	if got[0][0] != 0.5 || got[0][3] != 8.5 || got[0][maxPoints-1] != float64(n-2) {
+		t.Errorf("bucket means %v … %v", got[0][:4], got[0][maxPoints-1])
+	}
+
 	dir := t.TempDir()
-	writeFile(t, dir, "long/metrics.jsonl", lmLog(20000))
+	writeFile(t, dir, "long/metrics.jsonl", lmLog(n))
 	runs, err := Load(filepath.Join(dir, "long"))
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +178,7 @@ func TestLongRunThinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkXML(t, page)
-	if len(page) > 3<<20 {
-		t.Errorf("page of a 20,000-step run is %d bytes", len(page))
+	if len(page) > 2<<20 {
+		t.Errorf("page of a %d-step run is %d bytes", n, len(page))
 	}
 }

@@ -6,10 +6,10 @@ import (
 	"strings"
 )
 
-// Markdown renders the summary of runs: a table of the runs, then for each
-// run with metrics a table of the first, last, smallest and largest value
-// of its main metrics, then pass@k and maj@k of the evaluated runs side by
-// side, and what the parsers tolerated.
+// Markdown renders the summary of runs: a table of the runs, pass@k and
+// maj@k of the evaluated runs side by side, then for each run with metrics
+// a table of the first, last, smallest and largest value of its main
+// metrics, and what the parsers tolerated.
 func Markdown(runs []*Run, opt Options) ([]byte, error) {
 	pg, err := build(runs, opt, false)
 	if err != nil {
@@ -29,27 +29,6 @@ func (pg *page) markdown() []byte {
 			ev = fmt.Sprintf("%d problems, n = %d", r.Eval.Problems, r.Eval.N)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s |\n", mdEscape(r.Name), mdEscape(r.stageName()), r.steps(), ev, mdEscape(r.Dir))
-	}
-	for _, p := range []part{partLM, partRL, partRM} {
-		header := false
-		for _, r := range runs {
-			if r.steps() == 0 || r.part() != p {
-				continue
-			}
-			if !header {
-				fmt.Fprintf(&b, "\n## %s\n", partTitles[p])
-				header = true
-			}
-			fmt.Fprintf(&b, "\n### %s (%s, %d steps)\n\n", mdEscape(r.Name), mdEscape(r.stageName()), r.steps())
-			b.WriteString("| metric | unit | first | last | min | max |\n|---|---|--:|--:|--:|--:|\n")
-			for _, mi := range summaryFields(r) {
-				s := statsOf(r.Metrics.Values[mi.field])
-				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s |\n", mi.field, mdEscape(mi.unit), fmtNum(s.first), fmtNum(s.last), fmtNum(s.min), fmtNum(s.max))
-			}
-		}
-		if other := pg.other[p]; len(other) > 0 {
-			fmt.Fprintf(&b, "\nOther metrics (plotted in the HTML page): %s\n", mdEscape(strings.Join(other, ", ")))
-		}
 	}
 	var evaluated []*Run
 	for _, r := range runs {
@@ -80,6 +59,27 @@ func (pg *page) markdown() []byte {
 				fmt.Fprintf(&b, " %s |", evalCell(m.get(r.Eval), k))
 			}
 			b.WriteString("\n")
+		}
+	}
+	for _, p := range []part{partRL, partLM, partRM} {
+		header := false
+		for _, r := range runs {
+			if r.steps() == 0 || r.part() != p {
+				continue
+			}
+			if !header {
+				fmt.Fprintf(&b, "\n## %s\n", partTitles[p])
+				header = true
+			}
+			fmt.Fprintf(&b, "\n### %s (%s, %d steps)\n\n", mdEscape(r.Name), mdEscape(r.stageName()), r.steps())
+			b.WriteString("| metric | unit | first | last | min | max |\n|---|---|--:|--:|--:|--:|\n")
+			for _, mi := range summaryFields(r) {
+				s := statsOf(r.Metrics.Values[mi.field])
+				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s |\n", mi.field, mdEscape(mi.unit), fmtNum(s.first), fmtNum(s.last), fmtNum(s.min), fmtNum(s.max))
+			}
+		}
+		if other := pg.other[p]; len(other) > 0 {
+			fmt.Fprintf(&b, "\nOther metrics (plotted in the HTML page): %s\n", mdEscape(strings.Join(other, ", ")))
 		}
 	}
 	if notes := pg.notes(); len(notes) > 0 {

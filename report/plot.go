@@ -465,8 +465,11 @@ func BarsSVG(p BarPlot) ([]byte, error) {
 				if math.IsNaN(s.Lo[j]) || math.IsNaN(s.Hi[j]) {
 					continue
 				}
-				eb.xys = append(eb.xys, plotter.XY{X: float64(j), Y: s.Values[j]})
-				eb.errs = append(eb.errs, [2]float64{s.Values[j] - s.Lo[j], s.Hi[j] - s.Values[j]})
+				// centred on the interval, not the bar, so an interval that
+				// does not contain its bar's value is still drawn as given
+				mid, half := (s.Lo[j]+s.Hi[j])/2, math.Abs(s.Hi[j]-s.Lo[j])/2
+				eb.xys = append(eb.xys, plotter.XY{X: float64(j), Y: mid})
+				eb.errs = append(eb.errs, [2]float64{half, half})
 			}
 			if len(eb.xys) > 0 {
 				e, err := plotter.NewYErrorBars(eb)

@@ -144,7 +144,20 @@ func build(runs []*Run, opt Options, draw bool) (*page, error) {
 	for i, r := range runs {
 		pg.color[r] = i
 	}
-	for _, p := range []part{partLM, partRL, partRM} {
+	var evaluated []*Run
+	for _, r := range runs {
+		if r.Eval != nil && len(r.Eval.PassAtK) > 0 {
+			evaluated = append(evaluated, r)
+		}
+	}
+	if len(evaluated) > 0 { // the headline first
+		v, err := pg.evalView(evaluated)
+		if err != nil {
+			return nil, err
+		}
+		pg.views = append(pg.views, v)
+	}
+	for _, p := range []part{partRL, partLM, partRM} {
 		var rs []*Run
 		for _, r := range runs {
 			if r.Metrics != nil && len(r.Metrics.Steps) > 0 && r.part() == p {
@@ -160,19 +173,6 @@ func build(runs []*Run, opt Options, draw bool) (*page, error) {
 		}
 		pg.views = append(pg.views, v)
 	}
-	var evaluated []*Run
-	for _, r := range runs {
-		if r.Eval != nil && len(r.Eval.PassAtK) > 0 {
-			evaluated = append(evaluated, r)
-		}
-	}
-	if len(evaluated) > 0 {
-		v, err := pg.evalView(evaluated)
-		if err != nil {
-			return nil, err
-		}
-		pg.views = append(pg.views, v)
-	}
 	return pg, nil
 }
 
@@ -180,7 +180,6 @@ func build(runs []*Run, opt Options, draw bool) (*page, error) {
 // in its order and sections, then the others under "Other metrics".
 func (pg *page) metricsView(p part, rs []*Run) (view, error) {
 	v := view{title: partTitles[p], part: p, runs: rs}
-	bands := bandFields(p)
 	add := func(sec string, f figure) {
 		for i := range v.sections {
 			if v.sections[i].title == sec {
@@ -207,7 +206,7 @@ func (pg *page) metricsView(p part, rs []*Run) (view, error) {
 		}
 	}
 	for _, f := range fields {
-		if _, known := lookup(p, f); !known && !bands[f] {
+		if _, known := lookup(p, f); !known {
 			pg.other[p] = append(pg.other[p], f)
 			infos = append(infos, metricInfo{field: f, section: "Other metrics", title: f, unit: f})
 		}
@@ -236,37 +235,19 @@ func (pg *page) metricsView(p part, rs []*Run) (view, error) {
 }
 
 // series is one run's curve of a field: raw, or faint raw under its moving
-// average, with the field's band if it has one.
+// average.
 func (pg *page) series(r *Run, mi metricInfo) []Series {
 	m := r.Metrics
 	y := m.Values[mi.field]
-	var lo, hi []float64
-	if sd := m.Values[mi.band]; mi.band != "" && m.Has(mi.band) {
-		lo, hi = make([]float64, len(y)), make([]float64, len(y))
-		for i := range y {
-			lo[i], hi[i] = y[i]-sd[i], y[i]+sd[i]
-		}
-	}
 	col := Color(pg.color[r])
-	k := pg.opt.Smooth
 	var out []Series
-	if k > 1 {
+	if k := pg.opt.Smooth; k > 1 {
 		t := thin(m.Steps, y)
 		out = append(out, Series{X: t[0], Y: t[1], Color: col, Faint: true})
 		y = MovingAverage(y, k)
-		if lo != nil {
-			lo, hi = MovingAverage(lo, k), MovingAverage(hi, k)
-		}
 	}
-	s := Series{Name: r.Name, Color: col}
-	if lo != nil {
-		t := thin(m.Steps, y, lo, hi)
-		s.X, s.Y, s.Lo, s.Hi = t[0], t[1], t[2], t[3]
-	} else {
-		t := thin(m.Steps, y)
-		s.X, s.Y = t[0], t[1]
-	}
-	return append(out, s)
+	t := thin(m.Steps, y)
+	return append(out, Series{Name: r.Name, Color: col, X: t[0], Y: t[1]})
 }
 
 // evalView draws pass@k and maj@k of the evaluated runs, overall and per
@@ -328,12 +309,13 @@ func (pg *page) evalView(rs []*Run) (view, error) {
 				}
 				return nil
 			}
-			svg, err := curve("pass@k, bin "+b, "pass@k", metrics[0].get, rep)
+			title := "pass@k, bin " + b + binSize(rs, b)
+			svg, err := curve(title, "pass@k", metrics[0].get, rep)
 			if err != nil {
 				return v, fmt.Errorf("plot pass@k of bin %s: %w", b, err)
 			}
 			if svg != nil {
-				perBin.figures = append(perBin.figures, figure{"pass@k, bin " + b, svg})
+				perBin.figures = append(perBin.figures, figure{title, svg})
 			}
 		}
 		v.sections = append(v.sections, perBin)
@@ -353,6 +335,22 @@ func describe(rs []*Run) string {
 		return ""
 	}
 	return fmt.Sprintf(" (%d problems, n = %d)", p, n)
+}
+
+// binSize is " (P problems)" when every run has bin b of the same size.
+func binSize(rs []*Run, b string) string {
+	p := -1
+	for _, r := range rs {
+		e, ok := r.Eval.Bins[b]
+		if !ok || p >= 0 && e.Problems != p {
+			return ""
+		}
+		p = e.Problems
+	}
+	if p <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d problems)", p)
 }
 
 // stats are a field's first, last, smallest and largest finite values.
@@ -395,8 +393,11 @@ func fmtNum(v float64) string {
 		return "–"
 	}
 	a := math.Abs(v)
-	if a != 0 && (a < 1e-3 || a >= 1e6) {
+	switch {
+	case a != 0 && (a < 1e-3 || a >= 1e9):
 		return fmt.Sprintf("%.3e", v)
+	case a >= 1e4:
+		return fmt.Sprintf("%.0f", v) // 12345 tokens/s, not 1.234e+04
 	}
 	return fmt.Sprintf("%.4g", v)
 }
