@@ -214,5 +214,11 @@ func FuzzParseMetrics(f *testing.F) {
 				t.Fatalf("field %q both numeric and other", k)
 			}
 		}
+		// whatever parses can be drawn
+		runs := []*Run{{Name: "fuzz", Dir: "fuzz", Metrics: m}}
+		runs[0].Stage = stageOf(runs[0])
+		if _, err := HTML(runs, Options{Smooth: 2}); err != nil {
+			t.Fatalf("page of parsed metrics: %v", err)
+		}
 	})
 }

@@ -337,6 +337,10 @@ func curvesPlot(p CurvePlot) (*plot.Plot, []legendEntry, error) {
 	if drawn == 0 {
 		return nil, nil, errors.New("no finite point to draw")
 	}
+	if p.LogX && pl.X.Min == pl.X.Max {
+		// one k: gonum/plot would widen the range by ±1, to 0 on a log axis
+		pl.X.Min, pl.X.Max = pl.X.Min/2, pl.X.Max*2
+	}
 	if p.YMin < p.YMax {
 		pl.Y.Min, pl.Y.Max = p.YMin, p.YMax
 	} else {
@@ -545,6 +549,9 @@ func (t numTicks) Ticks(lo, hi float64) []plot.Tick {
 	}
 	if math.IsNaN(step) {
 		step = math.Max(t.minStep, 100*mag)
+	}
+	if !(step > 0) || math.IsInf(step, 0) { // a range below float64's resolution
+		return []plot.Tick{{Value: lo, Label: shortNum(lo)}}
 	}
 	var ts []plot.Tick
 	tiny := math.Max(math.Abs(lo), math.Abs(hi)) < 0.01

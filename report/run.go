@@ -55,6 +55,20 @@ func (e *EvalReport) check() error {
 	return nil
 }
 
+// ParseEval reads an evaluation report (eval.json, `moerl eval --json`);
+// an error names src. A k below 1 is an error: pass@k is drawn on a log
+// axis.
+func ParseEval(data []byte, src string) (*EvalReport, error) {
+	var e EvalReport
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	if err := e.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	return &e, nil
+}
+
 // Run is one run folder: its per-step metrics, settings and evaluation,
 // each absent when the folder lacks its file.
 type Run struct {
@@ -115,14 +129,11 @@ func ReadRun(dir string) (*Run, error) {
 	data, err = os.ReadFile(evalPath)
 	switch {
 	case err == nil:
-		var e EvalReport
-		if err := json.Unmarshal(data, &e); err != nil {
-			return nil, fmt.Errorf("%s: %w", evalPath, err)
+		e, err := ParseEval(data, evalPath)
+		if err != nil {
+			return nil, err
 		}
-		if err := e.check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", evalPath, err)
-		}
-		r.Eval, r.EvalSource, found = &e, evalPath, true
+		r.Eval, r.EvalSource, found = e, evalPath, true
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}
@@ -164,19 +175,29 @@ func stageOf(r *Run) string {
 // the order of pipeline.json's stages or else by name with "base" first.
 // A study's study.json or pipeline.json supplies the evaluation of runs
 // that have no eval.json. Two runs that would share a label get their
-// parent folder's name in front. It fails, naming the path, when a path is
-// missing, not a folder, or holds no run.
+// parent folder's name in front; a run named twice counts once. It fails,
+// naming the path, when a path is missing, not a folder, or holds no run.
 func Load(paths ...string) ([]*Run, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("no run folder given")
 	}
 	var runs []*Run
+	seen := map[string]bool{}
 	for _, p := range paths {
 		rs, err := loadPath(p)
 		if err != nil {
 			return nil, err
 		}
-		runs = append(runs, rs...)
+		for _, r := range rs {
+			abs, err := filepath.Abs(r.Dir)
+			if err != nil {
+				return nil, err
+			}
+			if !seen[abs] { // a run named twice (a study and one of its runs) counts once
+				seen[abs] = true
+				runs = append(runs, r)
+			}
+		}
 	}
 	label(runs)
 	return runs, nil

@@ -156,7 +156,7 @@ func TestLoadLabelsClash(t *testing.T) {
 	for _, r := range runs {
 		names = append(names, r.Name)
 	}
-	want := []string{"a/base", "a/rl", "b/base", "b/rl", "b/rl (2)"}
+	want := []string{"a/base", "a/rl", "b/base", "b/rl"} // b/rl given twice counts once
 	if !slices.Equal(names, want) {
 		t.Errorf("labels %v, want %v", names, want)
 	}
@@ -191,4 +191,66 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := Load(); err == nil {
 		t.Error("Load() without paths: no error")
 	}
+}
+
+// TestEvalOnlyRun: a folder with only eval.json is a run; the page and
+// the summary draw its pass@k and skip its (absent) curves.
+func TestEvalOnlyRun(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "evaluated")
+	writeFile(t, dir, EvalFile, evalJSON(0.5))
+	runs, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 1 || runs[0].Metrics != nil || runs[0].Eval == nil {
+		t.Fatalf("runs %+v", runs)
+	}
+	page, err := HTML(runs, Options{Smooth: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := checkXML(t, page); n["svg"] != 3 {
+		t.Errorf("%d plots, want pass@k, maj@k and one bin", n["svg"])
+	}
+	md, err := Markdown(runs, Options{})
+	if err != nil || !strings.Contains(string(md), "| 1 | 0.5000 |") {
+		t.Errorf("markdown %s, %v", md, err)
+	}
+}
+
+// FuzzParseEval: any bytes parse or fail with an error naming the file;
+// an accepted report has only k ≥ 1, so its plots can be drawn.
+func FuzzParseEval(f *testing.F) {
+	f.Add([]byte(evalJSON(0.3)))
+	f.Add([]byte(`{"pass_at_k":{"0":1}}`))
+	f.Add([]byte(`{"problems":1,"n":2,"pass_at_k":{"1":0.5,"2":1},"bins":{"a":{"pass_at_k":{"-1":1}}}}`))
+	f.Add([]byte(`{"pass_at_k":{"1":1e999}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := ParseEval(data, "eval.json")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "eval.json: ") {
+				t.Fatalf("error %q does not name the file", err)
+			}
+			return
+		}
+		var walk func(*EvalReport)
+		walk = func(e *EvalReport) {
+			for k := range e.PassAtK {
+				if k < 1 {
+					t.Fatalf("accepted k = %d", k)
+				}
+			}
+			for _, b := range e.Bins {
+				walk(&b)
+			}
+		}
+		walk(e)
+		runs := []*Run{{Name: "x", Dir: "x", Eval: e}}
+		if _, err := Markdown(runs, Options{}); err != nil {
+			t.Fatalf("markdown of an accepted report: %v", err)
+		}
+		if _, err := HTML(runs, Options{}); err != nil {
+			t.Fatalf("page of an accepted report: %v", err)
+		}
+	})
 }
