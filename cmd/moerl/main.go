@@ -38,6 +38,7 @@ func commands() []command {
 		{"reward", "score responses with the rule-based reward (debugging)", runReward},
 		{"problems", "write generated task problems as JSONL", runProblems},
 		{"generate", "sample continuations of prompts from a checkpoint", runGenerate},
+		{"report", "plot runs' metrics and pass@k as an HTML page and a markdown summary", runReport},
 		{"bench", "measure train and generate throughput (BENCH.md workloads)", runBench},
 	}
 }
