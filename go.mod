@@ -3,7 +3,7 @@ module github.com/moerl/moerl
 go 1.26.0
 
 require (
-	github.com/BurntSushi/toml v0.3.1
+	github.com/BurntSushi/toml v1.6.0
 	github.com/ebitengine/purego v0.11.3
 	github.com/klauspost/compress v1.20.4
 	golang.org/x/sys v0.50.0

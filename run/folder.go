@@ -415,7 +415,11 @@ func (f *Folder) Metrics(step int) (*MetricsWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return &MetricsWriter{path: path, f: file, w: bufio.NewWriter(file)}, nil
+	return newMetricsWriter(path, file), nil
+}
+
+func newMetricsWriter(path string, f *os.File) *MetricsWriter {
+	return &MetricsWriter{path: path, f: f, w: bufio.NewWriter(f)}
 }
 
 // Write appends v as one JSON line. Lines are flushed at every step, so a
@@ -448,10 +452,17 @@ func (m *MetricsWriter) Close() error {
 // truncateMetrics drops the lines of a metrics file past step, through an
 // atomic rewrite so that a failure leaves the file as it was.
 func truncateMetrics(path string, step int) error {
-	data, err := os.ReadFile(path)
+	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("metrics: %s is not a regular file", path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	var keep bytes.Buffer

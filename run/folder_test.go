@@ -125,10 +125,16 @@ func TestWriteFailureKeepsFiles(t *testing.T) {
 	dir := t.TempDir()
 	os.Symlink("/dev/full", filepath.Join(dir, MetricsFile))
 	f := &Folder{Dir: dir}
-	m, err := f.Metrics(1)
-	if err == nil {
-		err = m.Write(map[string]int{"step": 1})
+	if _, err := f.Metrics(1); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("resuming metrics that are a device: %v", err)
 	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	m := newMetricsWriter(filepath.Join(dir, MetricsFile), full)
+	err = m.Write(map[string]int{"step": 1})
+	m.Close()
 	if err == nil || !strings.Contains(err.Error(), "no space left") || !strings.Contains(err.Error(), MetricsFile) {
 		t.Errorf("write to a full disk: %v", err)
 	}

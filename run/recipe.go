@@ -53,9 +53,9 @@ type DistillRecipe struct {
 	// is the RL stages' bins.
 	Difficulties []int   `json:"difficulties" help:"difficulties of the problems the teacher answers (default: the RL bins)"`
 	Problems     int     `json:"problems" help:"problems the teacher answers (split evenly over the difficulties)"`
-	Samples  int     `json:"samples" help:"teacher samples per problem; the correct ones are kept"`
-	Steps    int     `json:"steps" help:"fine-tuning steps of the student"`
-	LR       float64 `json:"lr" help:"peak learning rate of the student (decays to a tenth)"`
+	Samples      int     `json:"samples" help:"teacher samples per problem; the correct ones are kept"`
+	Steps        int     `json:"steps" help:"fine-tuning steps of the student"`
+	LR           float64 `json:"lr" help:"peak learning rate of the student (decays to a tenth)"`
 }
 
 // RMRecipe is a reward-model stage.
@@ -70,10 +70,10 @@ type RMRecipe struct {
 type RLRecipe struct {
 	// Difficulties are the bins RL trains on; empty is the task's
 	// training bins.
-	Difficulties []int `json:"difficulties" help:"task difficulties RL trains on (default: the task's training bins)"`
-	Steps        int   `json:"steps" help:"RL steps"`
-	Prompts int     `json:"prompts" help:"prompts per step; a preset without groups (ppo, G = 1) gets 8× as many, so every preset samples the same responses per step"`
-	LR      float64 `json:"lr" help:"learning rate (constant)"`
+	Difficulties []int   `json:"difficulties" help:"task difficulties RL trains on (default: the task's training bins)"`
+	Steps        int     `json:"steps" help:"RL steps"`
+	Prompts      int     `json:"prompts" help:"prompts per step; a preset without groups (ppo, G = 1) gets 8× as many, so every preset samples the same responses per step"`
+	LR           float64 `json:"lr" help:"learning rate (constant)"`
 }
 
 // EvalRecipe is how every model is evaluated.

@@ -100,7 +100,7 @@ func Default() Config {
 	r.Eval.Difficulties, r.Eval.Problems, r.Eval.N, r.Eval.Scored = []int{4, 5}, 40, 256, 16
 	return Config{Recipe: r, Replicates: 3,
 		Algos: []string{"ppo", "grpo", "dapo", "rloo", "reinforce++", "drgrpo", "omd"}, Main: "grpo",
-		KL: []float64{0.001, 0},
+		KL:      []float64{0.001, 0},
 		Teacher: TeacherConfig{DModel: 160, ExpertHidden: 320, Layers: 2, Steps: 1000, Difficulties: []int{2, 3, 4, 5}},
 		Stats:   StatsConfig{Resamples: 2000, Level: 0.95, Seed: 1, Equivalence: 0.02},
 	}

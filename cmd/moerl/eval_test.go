@@ -113,7 +113,7 @@ func TestEvalCommand(t *testing.T) {
 	os.WriteFile(rf, []byte(strings.Join(lines, "\n")), 0o644)
 
 	var out, errb bytes.Buffer
-	if code := run([]string{"eval", "--problems", pf, "--responses", rf, "--json"}, &out, &errb); code != 0 {
+	if code := moerlMain([]string{"eval", "--problems", pf, "--responses", rf, "--json"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	var rep eval.Report
@@ -129,14 +129,14 @@ func TestEvalCommand(t *testing.T) {
 	os.WriteFile(rf, []byte(strings.Join(lines[:5], "\n")), 0o644)
 	out.Reset()
 	errb.Reset()
-	if code := run([]string{"eval", "--problems", pf, "--responses", rf}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "problem 1 (id a) has no responses") {
+	if code := moerlMain([]string{"eval", "--problems", pf, "--responses", rf}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "problem 1 (id a) has no responses") {
 		t.Errorf("unanswered problem: exit %d, %q", code, errb.String())
 	}
 
 	for _, bad := range [][]string{{"--top-k", "-1"}, {"--top-p", "1.5"}, {"--top-p", "-0.1"}} {
 		errb.Reset()
 		args := append([]string{"eval", "--problems", pf, "--responses", rf}, bad...)
-		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), bad[0]) {
+		if code := moerlMain(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), bad[0]) {
 			t.Errorf("%v: exit %d, %q", bad, code, errb.String())
 		}
 	}
@@ -146,7 +146,7 @@ func TestEvalCommand(t *testing.T) {
 // that the sampling flags say their allowed values.
 func TestEvalFlagsDocumented(t *testing.T) {
 	var out, errb bytes.Buffer
-	run([]string{"eval", "--help"}, &out, &errb)
+	moerlMain([]string{"eval", "--help"}, &out, &errb)
 	help := errb.String() + out.String()
 	for _, want := range []string{"-top-k", "k ≥ 0", "-top-p", "[0, 1]", "-temperature", "≥ 0", "-max-new", "tokens", "-seed", "-n ", "--ckpt"} {
 		if !strings.Contains(help, want) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/moerl/moerl/moe/tokenizer"
 	"github.com/moerl/moerl/rl/task"
+	"github.com/moerl/moerl/run"
 )
 
 // moerl runs a command line and returns its exit code, stdout and stderr.
@@ -92,7 +93,7 @@ func TestPretrainResumeGenerate(t *testing.T) {
 		t.Fatal(stderr)
 	}
 	code, _, stderr := moerl(t, append(common, "--steps", "6", "--out", stopped)...)
-	if code != 1 || !strings.Contains(stderr, "exists: pass --resume") {
+	if code != 1 || !strings.Contains(stderr, "pass --resume") {
 		t.Fatalf("rerun without --resume: exit %d %q, want a refusal", code, stderr)
 	}
 	if code, _, stderr := moerl(t, append(common, "--steps", "6", "--out", stopped, "--resume")...); code != 0 {
@@ -192,7 +193,7 @@ func TestDemoQuick(t *testing.T) {
 			MajAtK  map[string]float64 `json:"maj_at_k"`
 		}
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "study.json"))
+	data, err := os.ReadFile(filepath.Join(dir, "demo.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func TestDemoQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(st.Base.PassAtK) == 0 || len(st.RL.MajAtK) == 0 {
-		t.Errorf("study.json lacks reports: %s", data)
+		t.Errorf("demo.json lacks reports: %s", data)
 	}
 	svg, _ := os.ReadFile(filepath.Join(dir, "pass_at_k.svg"))
 	if !bytes.Contains(svg, []byte("<polyline")) {
@@ -236,15 +237,15 @@ func TestBenchJSON(t *testing.T) {
 	}
 }
 
-// TestPipelineQuick runs the recipes that need no distillation and no
-// reward model at toy size (a toy model solves nothing, so it has no
-// samples to learn from) and checks every policy stage is evaluated.
+// TestPipelineQuick runs every built-in pipeline at toy size, end to end,
+// and checks every stage that makes a model is evaluated.
 func TestPipelineQuick(t *testing.T) {
-	for _, name := range []string{"r1-zero", "kimi"} {
+	for _, name := range run.Shipped() {
 		dir := filepath.Join(t.TempDir(), name)
-		code, out, stderr := moerl(t, "pipeline", "--quick", "--name", name, "--out", dir, "--device", "cpu")
+		code, out, stderr := moerl(t, "pipeline", "--quick", "--out", dir, "--device", "cpu", name)
 		if code != 0 {
-			t.Fatalf("pipeline %s: exit %d\n%s", name, code, stderr)
+			t.Errorf("pipeline %s: exit %d\n%s", name, code, stderr)
+			continue
 		}
 		var res struct {
 			Stages  []string
@@ -254,20 +255,15 @@ func TestPipelineQuick(t *testing.T) {
 		if err := json.Unmarshal(data, &res); err != nil {
 			t.Fatal(err)
 		}
-		want := 1 // base
-		for _, st := range pipelines[name].stages {
-			if st.kind != "rm" {
-				want++
-			}
-		}
-		if len(res.Stages) != want || len(res.Reports) != len(res.Stages) {
-			t.Errorf("pipeline %s: stages %v, %d reports", name, res.Stages, len(res.Reports))
+		p, _ := run.LoadPipeline(name, true, nil)
+		if len(res.Stages) != len(p.Evaluated) || len(res.Reports) != len(res.Stages) || res.Stages[0] != "base" {
+			t.Errorf("pipeline %s: stages %v, %d reports; want %v", name, res.Stages, len(res.Reports), p.Evaluated)
 		}
 		if !strings.Contains(out, "pass@1") {
 			t.Errorf("pipeline %s printed no table:\n%s", name, out)
 		}
 	}
-	if code, _, stderr := moerl(t, "pipeline", "--name", "o1"); code != 2 || !strings.Contains(stderr, `--name "o1"`) {
+	if code, _, stderr := moerl(t, "pipeline", "o1"); code != 2 || !strings.Contains(stderr, `no built-in pipeline of that name`) {
 		t.Errorf("unknown pipeline: exit %d %q", code, stderr)
 	}
 }
@@ -300,57 +296,27 @@ func TestRLResolvesSettings(t *testing.T) {
 	}
 }
 
-// TestFitToTask: the demo's budget covers every task's canonical responses
-// and its context the longest evaluated prompt plus that budget, and add
-// keeps moe-micro's 64-token context and 40-token budget (the recipe of
-// docs/study.md).
+// TestFitToTask: the recipe's budget covers every task's canonical
+// responses and its context the longest evaluated prompt plus that budget,
+// and add keeps moe-micro's 64-token context and 40-token budget.
 func TestFitToTask(t *testing.T) {
 	for _, name := range task.Names() {
 		tk, _ := task.Get(name)
-		s := defaultDemo(false)
-		s.fitToTask(tk)
-		if name == "add" && (s.Model.MaxSeq != 64 || s.MaxNew != 40) {
-			t.Errorf("add: context %d, budget %d; want 64 and 40", s.Model.MaxSeq, s.MaxNew)
+		r := run.DefaultRecipe()
+		r.Task = name
+		r.Fit()
+		if name == "add" && (r.Model.MaxSeq != 64 || r.MaxNew != 40) {
+			t.Errorf("add: context %d, budget %d; want 64 and 40", r.Model.MaxSeq, r.MaxNew)
 		}
 		train, _ := tk.Difficulties()
 		tok := tokenizer.Default()
 		for _, p := range task.GenerateSet(tk, 99, 100, train) {
 			pi, _ := tok.Encode(p.Prompt)
 			ri, _ := tok.Encode(p.Response())
-			if len(ri)+1 > s.MaxNew || len(pi)+1+s.MaxNew > s.Model.MaxSeq {
+			if len(ri)+1 > r.MaxNew || len(pi)+1+r.MaxNew > r.Model.MaxSeq {
 				t.Errorf("%s: a %d-token prompt and %d-token response do not fit budget %d, context %d",
-					name, len(pi)+1, len(ri)+1, s.MaxNew, s.Model.MaxSeq)
+					name, len(pi)+1, len(ri)+1, r.MaxNew, r.Model.MaxSeq)
 				break
-			}
-		}
-	}
-}
-
-// TestFlagsExplainThemselves: every flag of every command says what it
-// does (more than its own name) and prints its default.
-func TestFlagsExplainThemselves(t *testing.T) {
-	for _, c := range commands() {
-		code, _, help := moerl(t, c.name, "--help")
-		if code != 0 {
-			t.Errorf("%s --help: exit %d", c.name, code)
-			continue
-		}
-		lines := strings.Split(help, "\n")
-		for i, line := range lines {
-			name, ok := strings.CutPrefix(strings.TrimSpace(line), "--")
-			if !ok || !strings.HasPrefix(line, "  --") || i+1 >= len(lines) {
-				continue
-			}
-			name, _, _ = strings.Cut(name, " ")
-			usage := strings.TrimSpace(lines[i+1])
-			if strings.Contains(usage, " setting ") && len(strings.Fields(usage)) <= 3 {
-				t.Errorf("%s --%s: help %q only names the field", c.name, name, usage)
-			}
-			if len(strings.Fields(usage)) < 4 {
-				t.Errorf("%s --%s: help %q is too short to say what it does", c.name, name, usage)
-			}
-			if !strings.Contains(usage, "(default ") {
-				t.Errorf("%s --%s: help %q does not state its default", c.name, name, usage)
 			}
 		}
 	}
