@@ -147,9 +147,10 @@ type PartInfo struct {
 }
 
 // Allowed returns the values the Config field with JSON name key accepts,
-// in registration order, or nil when key is not an enum field. A field
-// with a default (reward_control, rollout_correction) also accepts the
-// empty string, which means that default.
+// in registration order, or nil when key is not an enum field. Validate
+// also takes an empty value for a field with a default (reward_control,
+// rollout_correction: "none"), so that a Config saved before the field
+// existed still loads; Set takes only the listed values.
 func Allowed(key string) []string {
 	if k, ok := kinds[key]; ok {
 		return k.names()
