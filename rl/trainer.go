@@ -20,26 +20,27 @@ import (
 )
 
 // Config is an RL run: the algorithm (rl/algo) and the loop around it.
+// Each field's help tag is its one-line description for the command line.
 type Config struct {
-	Algo         algo.Config `json:"algo"`
-	Task         string      `json:"task"`
-	Difficulties []int       `json:"difficulties"` // training bins; empty: the task's
-	Steps        int         `json:"steps"`
-	Prompts      int         `json:"prompts"` // groups (prompts) per update batch
-	MaxNew       int         `json:"max_new"` // generation budget per response
-	Temperature  float64     `json:"temperature"`
-	LR           float64     `json:"lr"`
-	MinLR        float64     `json:"min_lr"`
-	Warmup       int         `json:"warmup"`
-	CriticLR     float64     `json:"critic_lr"`
-	WeightDecay  float64     `json:"weight_decay"`
-	ClipNorm     float64     `json:"clip_norm"`
-	Seed         uint64      `json:"seed"`
+	Algo         algo.Config `json:"algo" help:"the RL algorithm: a preset with overrides (see the algo keys)"`
+	Task         string      `json:"task" help:"the reasoning task to train on (rl/task)"`
+	Difficulties []int       `json:"difficulties" help:"training difficulty bins of the task; empty: all of the task's"`
+	Steps        int         `json:"steps" help:"RL steps (iterations) of the run; > 0"`
+	Prompts      int         `json:"prompts" help:"prompts (groups) per update batch; > 0"`
+	MaxNew       int         `json:"max_new" help:"generation budget per response, tokens; > 0"`
+	Temperature  float64     `json:"temperature" help:"sampling temperature, also applied to the trainer's log-probs; > 0"`
+	LR           float64     `json:"lr" help:"peak policy learning rate (AdamW); > 0"`
+	MinLR        float64     `json:"min_lr" help:"learning rate at the end of the cosine schedule; in [0, lr]"`
+	Warmup       int         `json:"warmup" help:"linear learning-rate warm-up, steps; ≥ 0"`
+	CriticLR     float64     `json:"critic_lr" help:"critic learning rate (constant); > 0 when the algorithm has a critic"`
+	WeightDecay  float64     `json:"weight_decay" help:"AdamW weight decay of policy and critic; ≥ 0"`
+	ClipNorm     float64     `json:"clip_norm" help:"global gradient-norm clip; ≥ 0, 0 is off"`
+	Seed         uint64      `json:"seed" help:"seed of the data, sampling and reward-control streams"`
 	// RewardSource is where the reward comes from: "rule" (the task's
 	// verifier), "model" (a learned reward model's P(correct) in place of
 	// the verifier's verdict, format still checked by rule), or "mix" (the
 	// mean of the two). "model" and "mix" need Trainer.RM.
-	RewardSource string `json:"reward_source"`
+	RewardSource string `json:"reward_source" help:"where the reward comes from: rule (the task's verifier), model (a learned reward model's P(correct), format by rule), mix (their mean)"`
 	// SkipNonFinite skips an update whose loss or gradient is not finite
 	// (no optimizer step for that mini-batch; StepStats.SkippedUpdates
 	// counts them) instead of failing the step. Without it such an update
@@ -98,6 +99,18 @@ func (c Config) Validate() error {
 	if !slices.Contains(RewardSources, c.RewardSource) {
 		return fmt.Errorf("rl config: reward_source %q: want one of %v", c.RewardSource, RewardSources)
 	}
+	if c.Algo.EntropyCoef > 0 {
+		// rl/algo computes the entropy term and its gradient with respect to
+		// each token's entropy exactly (algo.EntropyBonus), but the trainer
+		// cannot apply it: moe's Backward takes d loss / d log π of the
+		// sampled token only, and ∂H/∂logits = −p⊙(log p + H) is not of that
+		// form. Training on the term's value without its gradient would
+		// report a bonus it does not optimize.
+		return fmt.Errorf("rl config: algo entropy_coef %g: the entropy bonus needs the model's backward to take a gradient with respect to each token's entropy, which moe does not offer yet; use 0", c.Algo.EntropyCoef)
+	}
+	if ctl := c.Algo.RewardControl; ctl != "" && ctl != algo.RewardControlNone && c.RewardSource != "rule" {
+		return fmt.Errorf("rl config: reward_control %q replaces the verifier's verdict and needs reward_source rule, not %q", ctl, c.RewardSource)
+	}
 	if n := c.Prompts * c.Algo.GroupSize; n < c.Algo.MiniBatches {
 		return fmt.Errorf("rl config: %d prompts × group_size %d = %d responses per batch cannot fill %d mini-batches (algo mini_batches)",
 			c.Prompts, c.Algo.GroupSize, n, c.Algo.MiniBatches)
@@ -121,9 +134,9 @@ type StepStats struct {
 
 	// Over every sampled response.
 	Sampled    int     `json:"sampled"`     // responses sampled this step
-	RewardMean float64 `json:"reward_mean"` // reward from the reward source, before shaping
+	RewardMean float64 `json:"reward_mean"` // reward from the reward source (after any reward control), before shaping
 	RewardStd  float64 `json:"reward_std"`  // population std of that reward
-	Accuracy   float64 `json:"accuracy"`    // share of responses the verifier accepts
+	Accuracy   float64 `json:"accuracy"`    // share of responses the verifier accepts (the true verdict, whatever the reward control)
 	// ZeroStdGroups is the share of sampled groups whose shaped rewards
 	// are all equal (no signal under a group baseline); 0 when G = 1.
 	ZeroStdGroups float64 `json:"zero_std_groups"`
@@ -138,6 +151,18 @@ type StepStats struct {
 	Entropy        float64 `json:"entropy"`   // mean per response token, nats
 	KLRef          float64 `json:"kl_ref"`    // k3 estimate of KL(π‖π_ref) per response token, nats
 	LogpGap        float64 `json:"logp_gap"`  // mean |rollout − trainer| log-prob before the update, nats
+	// The mismatch between the log-probs recorded while sampling (l^roll)
+	// and the trainer's recomputation (l°) before the update, over response
+	// tokens (algo.RolloutStats): the largest |l° − l^roll|, nats; the mean
+	// k3 estimate of KL(π_roll‖π°), nats; the effective sample size
+	// (Σw)²/(N·Σw²) of the rollout correction's weights (of the raw token
+	// weights w = exp(l° − l^roll) without one), in (0, 1]; and the share of
+	// tokens whose weight exceeds the cap C (masked by MIS, truncated by
+	// TIS). All are 0, or 1 for the ESS, when sampler and trainer agree.
+	LogpGapMax        float64 `json:"logp_gap_max"`
+	RolloutKL         float64 `json:"rollout_kl"`
+	RolloutESS        float64 `json:"rollout_ess"`
+	RolloutMaskedFrac float64 `json:"rollout_masked_frac"`
 	// LengthPenalty is the weight of Kimi's length reward this step (0
 	// during its warm-up or when off).
 	LengthPenalty float64 `json:"length_penalty"`
@@ -224,6 +249,7 @@ type Trainer struct {
 	Success        map[int]float64 // per difficulty: moving accuracy, for prioritized sampling
 	task           task.Task
 	scheme         reward.Scheme
+	control        reward.Control
 	bins           []int
 	actsCache      map[[2]int]*moe.Acts
 	criticActCache map[[2]int]*moe.Acts
@@ -249,6 +275,9 @@ func NewTrainer(cfg Config, policy, ref *moe.Model, tok *tokenizer.Tokenizer) (*
 	t.task, _ = task.Get(cfg.Task)
 	var err error
 	if t.scheme, err = reward.ParseScheme(string(cfg.Algo.RewardScheme)); err != nil {
+		return nil, err
+	}
+	if t.control, err = reward.ParseControl(string(cfg.Algo.RewardControl)); err != nil {
 		return nil, err
 	}
 	t.bins = cfg.Difficulties
@@ -363,7 +392,13 @@ type scored struct {
 // shaped as the algorithm asks (the length reward at this step's weight),
 // and, under dynamic sampling, kept when the group's correctness varies
 // (algo.KeepGroups).
-func (t *Trainer) score(r *Rollout) (*scored, error) {
+func (t *Trainer) score(r *Rollout) (*scored, error) { return t.scoreRound(r, 0) }
+
+// scoreRound is score for sampling round `round` of the step: under a
+// reward control (algo reward_control) the round's rewards, and the
+// verdicts shaping and filtering read, are the control's, the random one
+// tossing the coin of (seed, step, round, response).
+func (t *Trainer) scoreRound(r *Rollout, round int) (*scored, error) {
 	a := t.Cfg.Algo
 	raw, err := t.rewards(r)
 	if err != nil {
@@ -373,6 +408,11 @@ func (t *Trainer) score(r *Rollout) (*scored, error) {
 	lengths, correct, groups := make([]int, n), make([]bool, n), make([]int, n)
 	for i, s := range r.Seqs {
 		lengths[i], correct[i], groups[i] = len(s.Tokens), r.Results[i].Correct, s.Prompt
+	}
+	if t.control != reward.NoControl {
+		for i := range raw {
+			raw[i], correct[i] = t.control.Apply(r.Results[i], t.scheme, reward.Coin(t.Cfg.Seed, t.Step, round, i))
+		}
 	}
 	shape := a
 	shape.LengthPenalty = a.LengthPenaltyAt(t.Step)
@@ -412,7 +452,7 @@ func (t *Trainer) batch(st *StepStats) (*collected, error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := t.score(r)
+		s, err := t.scoreRound(r, try)
 		if err != nil {
 			return nil, err
 		}
@@ -620,8 +660,10 @@ type measured struct {
 }
 
 // measure computes, before any update, what the update and the step's
-// metrics need: the log-probs l° recorded while sampling (the old policy),
-// the trainer's own recomputation of them (for the gap and the entropy),
+// metrics need: the log-probs recorded while sampling, the trainer's own
+// recomputation of them (for the gap and the entropy; with a rollout
+// correction it is the old policy l° and the recorded ones are l^roll,
+// without one the recorded ones are l°),
 // the reference's l^ref, the critic's values V_old, the advantages Â and
 // returns R, and the loss mask.
 func (t *Trainer) measure(c *collected, st *StepStats) (*measured, error) {
@@ -665,6 +707,16 @@ func (t *Trainer) measure(c *collected, st *StepStats) (*measured, error) {
 		st.KLRef += kl
 	}
 	st.LogpGap, st.Entropy, st.KLRef = st.LogpGap/n, st.Entropy/n, st.KLRef/n
+	rs, err := algo.MeasureRollout(a, cur, b.OldLogp, b.Mask, L)
+	if err != nil {
+		return nil, err
+	}
+	st.LogpGapMax, st.RolloutKL, st.RolloutESS, st.RolloutMaskedFrac = rs.GapMax, rs.KL, rs.ESS, rs.MaskedFrac
+	if a.UsesRolloutCorrection() {
+		// The trainer's recomputation is the old policy of the ratio; the
+		// recorded log-probs only weight the samples (algo.RolloutWeights).
+		b.RolloutLogp, b.OldLogp = b.OldLogp, cur
+	}
 	if t.Critic != nil {
 		b.OldValues = make([]float32, B*L)
 		v, _ := t.forward(t.Critic, t.criticActCache, r, 0, B, moe.ForwardOptions{})
@@ -891,6 +943,9 @@ func subBatch(b *algo.Batch, lo, hi int) *algo.Batch {
 	}
 	if b.OldValues != nil {
 		s.OldValues = b.OldValues[lo*L : hi*L]
+	}
+	if b.RolloutLogp != nil {
+		s.RolloutLogp = b.RolloutLogp[lo*L : hi*L]
 	}
 	return s
 }

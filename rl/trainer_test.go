@@ -7,6 +7,7 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,7 +68,8 @@ func TestEveryPresetSteps(t *testing.T) {
 			if st.Groups > 0 && st.LogpGap > 1e-4 {
 				t.Errorf("rollout and trainer log-probs differ by %g on average", st.LogpGap)
 			}
-			for name, v := range map[string]float64{"loss": st.Loss, "entropy": st.Entropy, "kl": st.KLRef, "grad": st.GradNorm} {
+			for name, v := range map[string]float64{"loss": st.Loss, "entropy": st.Entropy, "kl": st.KLRef, "grad": st.GradNorm,
+				"logp_gap_max": st.LogpGapMax, "rollout_kl": st.RolloutKL, "rollout_ess": st.RolloutESS, "rollout_masked_frac": st.RolloutMaskedFrac} {
 				if math.IsNaN(v) || math.IsInf(v, 0) {
 					t.Errorf("%s is %v", name, v)
 				}
@@ -294,7 +296,7 @@ func TestShortBatch(t *testing.T) {
 func TestClippedPresetsClip(t *testing.T) {
 	for _, preset := range algo.Presets() {
 		cfg := tinyRL(t, preset)
-		if cfg.Algo.PolicyLoss != algo.Clip {
+		if cfg.Algo.PolicyLoss == algo.OMD { // the policy terms with a ratio clip
 			continue
 		}
 		t.Run(preset, func(t *testing.T) {
@@ -518,5 +520,205 @@ func TestMiniBatchesFit(t *testing.T) {
 	cfg.Algo.MiniBatches = 12
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("12 mini-batches of 12 responses: %v", err)
+	}
+}
+
+// TestNewPresetsTrain: gspo and cispo update a tiny model on groups with a
+// signal, with finite losses and gradients.
+func TestNewPresetsTrain(t *testing.T) {
+	for _, preset := range []string{"gspo", "cispo"} {
+		t.Run(preset, func(t *testing.T) {
+			tr := newTrainer(t, tinyRL(t, preset))
+			oracle(tr, func(_, i int) bool { return i%3 == 0 })
+			before := tr.Policy.HostParams()
+			st, err := tr.TrainStep()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Updates != tr.Cfg.Algo.MiniBatches || !(st.GradNorm > 0) || math.IsNaN(st.Loss) || math.IsInf(st.Loss, 0) {
+				t.Errorf("%d updates of %d, grad norm %v, loss %v", st.Updates, tr.Cfg.Algo.MiniBatches, st.GradNorm, st.Loss)
+			}
+			if sameParams(before, tr.Policy.HostParams()) {
+				t.Error("the policy did not move")
+			}
+		})
+	}
+}
+
+// staleSampler makes the trainer's sampler record log-probs that differ
+// from the policy's by a deterministic offset in [−amp, amp] per token, as
+// a lower-precision or stale rollout engine would.
+func staleSampler(tr *Trainer, amp float32) {
+	oracle(tr, func(_, i int) bool { return i%3 == 0 })
+	exact := tr.sample
+	tr.sample = func(problems []task.Problem) (*Rollout, error) {
+		r, err := exact(problems)
+		if err != nil {
+			return nil, err
+		}
+		for i := range r.Seqs {
+			lp := slices.Clone(r.Seqs[i].LogProbs)
+			for j := range lp {
+				lp[j] += amp * float32(((i*7+j*13)%11)-5) / 5
+			}
+			r.Seqs[i].LogProbs = lp
+		}
+		return r, nil
+	}
+}
+
+// TestRolloutCorrection: with a mismatch dialled in, every correction
+// trains, its metrics see the mismatch, and a correction changes the
+// update; without a mismatch the metrics say the sampler and the trainer
+// agree.
+func TestRolloutCorrection(t *testing.T) {
+	run := func(corr string, amp float32) (StepStats, []float32) {
+		cfg := tinyRL(t, "grpo")
+		if err := cfg.Algo.Apply("rollout_correction=" + corr); err != nil {
+			t.Fatal(err)
+		}
+		tr := newTrainer(t, cfg)
+		staleSampler(tr, amp)
+		st, err := tr.TrainStep()
+		if err != nil {
+			t.Fatalf("%s: %v", corr, err)
+		}
+		return st, tr.Policy.HostParams()
+	}
+	st, _ := run("none", 0)
+	if st.LogpGapMax > 1e-4 || st.RolloutKL > 1e-6 || math.Abs(st.RolloutESS-1) > 1e-6 || st.RolloutMaskedFrac != 0 {
+		t.Errorf("agreeing sampler: gap max %v, kl %v, ess %v, masked %v; want 0, 0, 1, 0",
+			st.LogpGapMax, st.RolloutKL, st.RolloutESS, st.RolloutMaskedFrac)
+	}
+	_, plain := run("none", 1)
+	for _, corr := range algo.Allowed("rollout_correction") {
+		st, params := run(corr, 1)
+		t.Logf("%s: gap %.3f (max %.3f), kl %.3f, ess %.3f, masked %.3f, loss %.4f",
+			corr, st.LogpGap, st.LogpGapMax, st.RolloutKL, st.RolloutESS, st.RolloutMaskedFrac, st.Loss)
+		if st.Updates == 0 || math.IsNaN(st.Loss) || st.LogpGap < 0.1 || st.LogpGapMax < 0.9 || st.RolloutKL <= 0 ||
+			!(st.RolloutESS > 0 && st.RolloutESS < 1) || st.RolloutMaskedFrac <= 0 {
+			t.Errorf("%s: stats %+v do not show the mismatch", corr, st)
+		}
+		if changed := !sameParams(plain, params); changed != (corr != "none") {
+			t.Errorf("%s: update changed by the correction: %v", corr, changed)
+		}
+	}
+}
+
+// TestRewardControls: each control gives the rewards and verdicts of
+// rl/reward's Control, the random one the same coins for the same step
+// (so a resumed run draws them again) and others for another step, while
+// the step's accuracy still reports the verifier.
+func TestRewardControls(t *testing.T) {
+	r := &Rollout{G: 4, Prompts: [][]int32{{1}, {1}}, Problems: []task.Problem{{Difficulty: 2}, {Difficulty: 2}}}
+	for i := range 8 {
+		r.Seqs = append(r.Seqs, moe.Sequence{Prompt: i / 4, Tokens: make([]int32, 3), LogProbs: make([]float32, 3)})
+		res := reward.Result{Reward: 0, Reason: "malformed"} // i%3 == 2
+		switch i % 3 {
+		case 0:
+			res = reward.Result{Reward: 1, Correct: true, WellFormed: true}
+		case 1:
+			res = reward.Result{Reward: 0.1, WellFormed: true}
+		}
+		r.Results = append(r.Results, res)
+	}
+	for _, name := range algo.Allowed("reward_control") {
+		cfg := tinyRL(t, "grpo")
+		if err := cfg.Algo.Apply("reward_control=" + name); err != nil {
+			t.Fatal(err)
+		}
+		tr := newTrainer(t, cfg)
+		ctl, _ := reward.ParseControl(name)
+		tr.Step = 3
+		s, err := tr.scoreRound(r, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, res := range r.Results {
+			want, _ := ctl.Apply(res, reward.Default, reward.Coin(cfg.Seed, 3, 1, i))
+			if s.raw[i] != want {
+				t.Errorf("%s: response %d rewarded %v, want %v", name, i, s.raw[i], want)
+			}
+		}
+		if name != "random" {
+			continue
+		}
+		again, _ := tr.scoreRound(r, 1)
+		tr.Step = 4
+		other, _ := tr.scoreRound(r, 1)
+		if !slices.Equal(again.raw, s.raw) || slices.Equal(other.raw, s.raw) {
+			t.Errorf("random rewards %v, again %v, next step %v: not a function of the step", s.raw, again.raw, other.raw)
+		}
+	}
+	// Inverted on a run where a third of the answers are right: accuracy
+	// is the verifier's, the reward is the control's (a right answer earns
+	// the wrong answer's 0.1, a wrong one 1).
+	cfg := tinyRL(t, "grpo")
+	cfg.Algo.RewardControl = algo.RewardInverted
+	tr := newTrainer(t, cfg)
+	oracle(tr, func(_, i int) bool { return i%3 == 0 })
+	st, err := tr.TrainStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc, rew := 4.0/12, (4*0.1+8*1)/12.0; math.Abs(st.Accuracy-acc) > 1e-12 || math.Abs(st.RewardMean-rew) > 1e-12 {
+		t.Errorf("inverted: accuracy %v (want %v), reward_mean %v (want %v)", st.Accuracy, acc, st.RewardMean, rew)
+	}
+}
+
+// TestTrainerRejects: settings the trainer cannot honour fail in Validate.
+func TestTrainerRejects(t *testing.T) {
+	tests := []struct {
+		edit func(c *Config)
+		want string
+	}{
+		{func(c *Config) { c.Algo.EntropyCoef = 0.01 }, "entropy bonus needs the model's backward"},
+		{func(c *Config) { c.Algo.RewardControl, c.RewardSource = algo.RewardRandom, "mix" }, "needs reward_source rule"},
+	}
+	for _, tc := range tests {
+		cfg := tinyRL(t, "grpo")
+		tc.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want one containing %q", err, tc.want)
+		}
+	}
+}
+
+// TestConfigHelp: every field of the run's Config has a help tag.
+func TestConfigHelp(t *testing.T) {
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		if f := typ.Field(i); f.Tag.Get("help") == "" {
+			t.Errorf("rl.Config.%s has no help tag", f.Name)
+		}
+	}
+}
+
+// TestRewardControlFilters: dynamic sampling keeps a group by the
+// control's verdicts. Under format-only a group whose answers are all well
+// formed, right or wrong, has no signal and is dropped; one with a
+// malformed answer is kept.
+func TestRewardControlFilters(t *testing.T) {
+	cfg := tinyRL(t, "dapo")
+	cfg.Algo.RewardControl = algo.RewardFormatOnly
+	tr := newTrainer(t, cfg)
+	r := &Rollout{G: 4, Prompts: [][]int32{{1}, {1}}, Problems: []task.Problem{{Difficulty: 2}, {Difficulty: 2}}}
+	for i := range 8 {
+		r.Seqs = append(r.Seqs, moe.Sequence{Prompt: i / 4, Tokens: make([]int32, 3), LogProbs: make([]float32, 3)})
+		res := reward.Result{Reward: -1, WellFormed: true}
+		if i%2 == 0 {
+			res = reward.Result{Reward: 1, Correct: true, WellFormed: true}
+		}
+		if i == 7 {
+			res = reward.Result{Reward: -1}
+		}
+		r.Results = append(r.Results, res)
+	}
+	s, err := tr.scoreRound(r, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.keep[0] || !s.keep[4] {
+		t.Errorf("keep %v: want group 0 (all well formed) dropped and group 1 kept", s.keep)
 	}
 }

@@ -1,6 +1,7 @@
 package algo
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -85,6 +86,9 @@ func TestGroupAdvantages(t *testing.T) {
 		// Response 0's two tokens have k1 = 0.5 each: r_0 = 1 − 0.1·1.
 		{"rloo+kl", RLOO, 0.1, []float64{0.9 - 0.25, 0 - 0.7, 0.5 - 0.45, 0}, []float64{0.9, 0, 0.5, 3}},
 		{"group-mean+kl", GroupMean, 0.1, []float64{0.9 - 1.4/3, -1.4 / 3, 0.5 - 1.4/3, 0}, []float64{0.9, 0, 0.5, 3}},
+		// pass@k: only the best of group 7 gets r_max − r_second.
+		{"passk", PassK, 0, []float64{1 - 0.5, 0, 0, 0}, []float64{1, 0, 0.5, 3}},
+		{"passk+kl", PassK, 0.1, []float64{0.9 - 0.5, 0, 0, 0}, []float64{0.9, 0, 0.5, 3}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,7 +117,7 @@ func TestGroupAdvantages(t *testing.T) {
 }
 
 func TestGroupAllEqualAndSingletons(t *testing.T) {
-	for _, est := range []AdvantageEstimator{Group, GroupMean, RLOO} {
+	for _, est := range []AdvantageEstimator{Group, GroupMean, RLOO, PassK} {
 		cfg, _ := Preset("grpo")
 		cfg.Advantage, cfg.StdEps = est, 0 // ε = 0: a zero std must not divide
 		b := Batch{
@@ -130,6 +134,29 @@ func TestGroupAllEqualAndSingletons(t *testing.T) {
 				t.Errorf("%s: adv[%d] = %v, want 0 (all-equal group or group of one)", est, i, a)
 			}
 		}
+	}
+}
+
+// TestPassKTies: with two best responses, r_max − r_second is 0, so no
+// response of the group is pushed up; the best alone gets the margin.
+func TestPassKTies(t *testing.T) {
+	cfg, _ := Preset("grpo")
+	cfg.Advantage, cfg.KLPlacement = PassK, KLNone
+	tests := []struct {
+		rewards []float64
+		want    []float64
+	}{
+		{[]float64{1, 0.1, 1, 0}, []float64{0, 0, 0, 0}},
+		{[]float64{0.1, 1, 0, 0.1}, []float64{0, 0.9, 0, 0}},
+		{[]float64{-1, -1, -1, 1}, []float64{0, 0, 0, 2}},
+	}
+	for _, tc := range tests {
+		b := Batch{B: 4, L: 1, Mask: []float32{1, 1, 1, 1}, Rewards: tc.rewards, Groups: []int{5, 5, 5, 5}}
+		adv, _, err := ComputeAdvantages(cfg, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeSlices(t, fmt.Sprint("passk ", tc.rewards), adv, tc.want, 1e-6)
 	}
 }
 

@@ -15,8 +15,14 @@ type Batch struct {
 	// NewLogp is l_it, the log-prob under the policy being trained; policy
 	// gradients are taken with respect to it.
 	NewLogp []float32
-	// OldLogp is l°_it, the log-prob under the policy that sampled.
+	// OldLogp is l°_it, the log-prob under the policy that sampled: the
+	// log-probs recorded while sampling, or, with a rollout correction
+	// (Config.UsesRolloutCorrection), the trainer's recomputation of them
+	// before the update.
 	OldLogp []float32
+	// RolloutLogp is l^roll_it, the log-prob recorded while sampling; read
+	// only with a rollout correction, whose weights are exp(l° − l^roll).
+	RolloutLogp []float32
 	// RefLogp is l^ref_it, the log-prob under the frozen reference policy;
 	// needed when the KL to the reference is in the reward or the loss.
 	RefLogp []float32
@@ -26,6 +32,10 @@ type Batch struct {
 	OldValues []float32
 	// Advantages is Â_it as returned by ComputeAdvantages, for PolicyLoss.
 	Advantages []float32
+	// Entropy is H_it, the entropy in nats of the trained policy's
+	// next-token distribution where token t of response i was predicted,
+	// from the same forward pass as NewLogp; needed by the entropy bonus.
+	Entropy []float32
 
 	// Rewards is r_i, the scalar reward of each response after shaping.
 	Rewards []float64

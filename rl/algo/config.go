@@ -11,7 +11,8 @@ import (
 	"strings"
 )
 
-// AdvantageEstimator names how advantages Â are computed from rewards.
+// AdvantageEstimator names how advantages Â are computed from rewards;
+// the values are the parts registered in advantage.go (Allowed("advantage")).
 type AdvantageEstimator string
 
 // The advantage estimators.
@@ -30,6 +31,9 @@ const (
 	// ReinforcePPBaseline is REINFORCE++ with the group mean subtracted from
 	// the reward first.
 	ReinforcePPBaseline AdvantageEstimator = "reinforce++-baseline"
+	// PassK is verl's grpo_passk: in each group only the best response gets
+	// an advantage, r_max − r_second.
+	PassK AdvantageEstimator = "passk"
 )
 
 // KLPlacement says where the KL to the reference policy enters.
@@ -53,7 +57,8 @@ const (
 	K3 KLEstimator = "k3" // exp(l_ref − l) − (l_ref − l) − 1
 )
 
-// PolicyTerm names the per-token (or per-sequence) policy loss.
+// PolicyTerm names the per-token (or per-sequence) policy loss; the values
+// are the parts registered in loss.go.
 type PolicyTerm string
 
 // The policy terms.
@@ -62,6 +67,12 @@ const (
 	Clip PolicyTerm = "clip"
 	// OMD is Kimi k1.5's online mirror descent: a squared sequence log-ratio.
 	OMD PolicyTerm = "omd"
+	// GSPO is Qwen's group sequence policy optimization: the clipped
+	// surrogate on the geometric mean of a response's token ratios.
+	GSPO PolicyTerm = "gspo"
+	// CISPO is MiniMax-M1's clipped IS-weight policy optimization: every
+	// token keeps its gradient, weighted by its stop-gradient clipped ratio.
+	CISPO PolicyTerm = "cispo"
 )
 
 // Aggregation names how per-token losses are reduced to the batch loss.
@@ -109,81 +120,157 @@ const (
 	RewardPM1 RewardScheme = "pm1"
 )
 
-func (AdvantageEstimator) allowed() []string {
-	return []string{"gae", "group", "group-mean", "rloo", "reinforce++", "reinforce++-baseline"}
-}
-func (KLPlacement) allowed() []string  { return []string{"none", "reward", "loss"} }
-func (KLEstimator) allowed() []string  { return []string{"k1", "k2", "k3"} }
-func (PolicyTerm) allowed() []string   { return []string{"clip", "omd"} }
-func (RewardScheme) allowed() []string { return []string{"default", "pm1"} }
-func (ShortBatchPolicy) allowed() []string {
-	return []string{string(ShortBatchTrain), string(ShortBatchFail)}
-}
-func (Aggregation) allowed() []string {
-	return []string{"seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"}
+// RewardControl names a control for spurious-reward experiments (Shao et
+// al., arXiv 2506.10947): it replaces the verifier's verdict before the
+// reward is given. rl/reward implements them (reward.ParseControl); the
+// step's accuracy still reports the true verdict.
+type RewardControl string
+
+// The reward controls.
+const (
+	// RewardControlNone rewards the verifier's verdict.
+	RewardControlNone RewardControl = "none"
+	// RewardRandom rewards a fair coin per response (Bernoulli 0.5),
+	// seeded by the run's seed, the step, the sampling round and the
+	// response, so a resumed run draws the same coins.
+	RewardRandom RewardControl = "random"
+	// RewardFormatOnly rewards every well-formed response as if correct:
+	// the format reward alone.
+	RewardFormatOnly RewardControl = "format-only"
+	// RewardInverted swaps correct and wrong: a well-formed wrong answer
+	// earns the correct reward and a correct one the wrong reward.
+	RewardInverted RewardControl = "inverted"
+)
+
+// RolloutCorrection names an importance-sampling correction for the
+// mismatch between the policy that sampled (log-probs l^roll recorded while
+// sampling) and the trainer's recomputation of the same old policy (l°),
+// w_it = exp(l°_it − l^roll_it), in the manner of verl's rollout_is /
+// rollout_rs and TRL's vllm_importance_sampling_mode.
+type RolloutCorrection string
+
+// The rollout corrections.
+const (
+	// CorrectionNone uses the recorded log-probs as l° and weights nothing,
+	// as moerl always did.
+	CorrectionNone RolloutCorrection = "none"
+	// TokenTIS multiplies ℓ_it by min(w_it, C) (truncated IS; verl
+	// rollout_is=token, TRL token_truncate).
+	TokenTIS RolloutCorrection = "token-tis"
+	// SeqTIS multiplies each response's loss by min(Π_t w_it, C) (verl
+	// rollout_is=sequence, TRL sequence_truncate).
+	SeqTIS RolloutCorrection = "seq-tis"
+	// TokenMIS multiplies ℓ_it by w_it, or 0 where w_it > C (masked IS;
+	// TRL token_mask).
+	TokenMIS RolloutCorrection = "token-mis"
+	// SeqMIS multiplies each response's loss by Π_t w_it, or 0 where that
+	// exceeds C (TRL sequence_mask).
+	SeqMIS RolloutCorrection = "seq-mis"
+)
+
+func init() {
+	rewardSchemes.register(
+		part[struct{}]{name: string(RewardDefault), doc: "TinyZero's: 1 correct, 0.1 well-formed but wrong, 0 malformed"},
+		part[struct{}]{name: string(RewardPM1), doc: "DAPO's: +1 correct, −1 otherwise"},
+	)
+	rewardControls.register(
+		part[struct{}]{name: string(RewardControlNone), doc: "the verifier's verdict"},
+		part[struct{}]{name: string(RewardRandom), doc: "a seeded fair coin per response (arXiv 2506.10947's random reward)"},
+		part[struct{}]{name: string(RewardFormatOnly), doc: "every well-formed response rewarded as correct (2506.10947's format reward)"},
+		part[struct{}]{name: string(RewardInverted), doc: "correct and wrong swapped (2506.10947's incorrect reward)"},
+	)
+	shortBatches.register(
+		part[struct{}]{name: string(ShortBatchTrain), doc: "train on the groups kept and report the shortfall"},
+		part[struct{}]{name: string(ShortBatchFail), doc: "fail the step, as verl's DAPO trainer does"},
+	)
 }
 
-// enum is implemented by the string types whose values are a closed set.
-type enum interface{ allowed() []string }
+var (
+	rewardSchemes  = newKind[struct{}]("reward_scheme", "")
+	rewardControls = newKind[struct{}]("reward_control", string(RewardControlNone))
+	shortBatches   = newKind[struct{}]("short_batch", "")
+)
 
 // Config is the full choice of an RL algorithm's parts and their settings.
 // Preset returns the ones the papers use; Set overrides a field by its JSON
-// name. Fields that only some parts read say which.
+// name. Fields that only some parts read say which. Each field's help tag
+// is a one-line description for the command line (Help).
 type Config struct {
 	// Preset is the name of the preset this Config started from, for the
 	// log; it changes nothing.
-	Preset string `json:"preset"`
+	Preset string `json:"preset" help:"the preset this configuration started from (for the log; set with the preset, not with set)"`
 
 	// Advantage is the advantage estimator.
-	Advantage AdvantageEstimator `json:"advantage"`
+	Advantage AdvantageEstimator `json:"advantage" help:"advantage estimator: gae (critic, whitened), group (GRPO mean/std), group-mean (Dr. GRPO), rloo (leave-one-out), reinforce++ (batch-whitened returns), reinforce++-baseline (group mean first), passk (verl grpo_passk: best of the group gets r_max − r_second)"`
 	// Gamma is the discount γ of gae and reinforce++.
-	Gamma float64 `json:"gamma"`
+	Gamma float64 `json:"gamma" help:"discount γ of gae and reinforce++, in [0, 1]"`
 	// Lambda is GAE's λ.
-	Lambda float64 `json:"lambda"`
+	Lambda float64 `json:"lambda" help:"GAE's λ, in [0, 1]"`
 	// StdEps is ε added to a standard deviation before dividing by it
 	// (group advantages, whitening). verl uses 1e-6.
-	StdEps float64 `json:"std_eps"`
+	StdEps float64 `json:"std_eps" help:"ε added to a standard deviation before dividing by it (group, whitening); ≥ 0, verl's 1e-6"`
 
 	// KLPlacement says where the KL to the reference policy enters.
-	KLPlacement KLPlacement `json:"kl_placement"`
+	KLPlacement KLPlacement `json:"kl_placement" help:"where the KL to the reference enters: none, reward (−β_r·KL in the reward), loss (β·KL per token in the loss)"`
 	// KLEstimator is the per-token KL estimator.
-	KLEstimator KLEstimator `json:"kl_estimator"`
+	KLEstimator KLEstimator `json:"kl_estimator" help:"per-token KL estimator: k1 (l − l_ref), k2 (½(l − l_ref)²), k3 (exp(l_ref − l) − (l_ref − l) − 1)"`
 	// KLCoef is β (KL in the loss) or β_r (KL in the reward).
-	KLCoef float64 `json:"kl_coef"`
+	KLCoef float64 `json:"kl_coef" help:"β of the KL in the loss or β_r of the KL in the reward; ≥ 0"`
 
 	// PolicyLoss is the policy term.
-	PolicyLoss PolicyTerm `json:"policy_loss"`
+	PolicyLoss PolicyTerm `json:"policy_loss" help:"policy term: clip (PPO clipped surrogate), omd (Kimi k1.5 mirror descent), gspo (clipped geometric-mean sequence ratio), cispo (stop-gradient clipped IS weight × Â × log π)"`
 	// ClipLow is ε_low: the ratio is clipped below at 1 − ε_low.
-	ClipLow float64 `json:"clip_low"`
+	ClipLow float64 `json:"clip_low" help:"ε_low: clip and gspo clip the ratio below at 1 − ε_low, in (0, 1); cispo clips its IS weight there, > 0 (≥ 1: no lower bound)"`
 	// ClipHigh is ε_high: the ratio is clipped above at 1 + ε_high.
-	ClipHigh float64 `json:"clip_high"`
+	ClipHigh float64 `json:"clip_high" help:"ε_high: clip, gspo and cispo clip the ratio above at 1 + ε_high; > 0"`
 	// DualClip is the dual-clip constant c (> 1) bounding the loss of a
 	// token with Â < 0 by −c·Â; 0 turns dual clip off. The usual c is 3.
-	DualClip float64 `json:"dual_clip"`
+	DualClip float64 `json:"dual_clip" help:"clip only: dual-clip constant c bounding a token's loss by −c·Â when Â < 0; 0 (off) or > 1, usually 3"`
 	// Tau is mirror descent's τ. Kimi k1.5 does not publish its τ; 0.1 is
 	// moerl's default.
-	Tau float64 `json:"tau"`
+	Tau float64 `json:"tau" help:"omd only: mirror descent's τ, > 0 (Kimi k1.5 does not publish it; moerl's 0.1)"`
 	// ResetOptimizer asks the trainer to reset the optimizer state at the
 	// start of every iteration (RL step). Kimi k1.5 (§2.3.2) does so for its
 	// mirror descent: each iteration optimizes a different problem, since
 	// its reference policy is the one that sampled that iteration's batch.
-	ResetOptimizer bool `json:"reset_optimizer"`
+	ResetOptimizer bool `json:"reset_optimizer" help:"reset the optimizer state at the start of every RL step (Kimi k1.5 §2.3.2); true or false"`
 	// Aggregation reduces per-token losses to the batch loss. The omd policy
 	// term always averages its sequence losses; there Aggregation applies
-	// only to a KL term in the loss.
-	Aggregation Aggregation `json:"aggregation"`
+	// only to a KL term in the loss and to the entropy bonus.
+	Aggregation Aggregation `json:"aggregation" help:"reduction of per-token losses: seq-mean-token-mean (GRPO), token-mean (DAPO), seq-mean-token-sum-norm (Dr. GRPO), seq-mean-token-sum; omd averages its sequence losses and uses it for the KL and entropy terms only"`
+	// EntropyCoef is c_H of the entropy bonus ℓ ← ℓ − c_H·H_t, aggregated
+	// like the policy term by Aggregation (verl's entropy_coeff, whose
+	// default is 0 too). It needs the per-token entropy of the policy being
+	// trained (Batch.Entropy) and a model that can backpropagate through it
+	// (EntropyBonus).
+	EntropyCoef float64 `json:"entropy_coef" help:"c_H of the entropy bonus −c_H·H_t per token, aggregated like the policy term; ≥ 0, 0 is off (verl entropy_coeff)"`
+
+	// RolloutCorrection weights the policy term for the mismatch between
+	// the log-probs recorded while sampling and the trainer's recomputation
+	// of them; with one, the trainer's recomputation is l° (the ratio's
+	// denominator). See RolloutCorrection's values.
+	RolloutCorrection RolloutCorrection `json:"rollout_correction" help:"off-policy correction with w = exp(l° − l_roll): none (recorded log-probs are l°), token-tis (× min(w, C)), seq-tis (× min(Π w, C) per response), token-mis (× w, 0 above C), seq-mis (× Π w, 0 above C)"`
+	// RolloutISCap is the threshold C of the rollout correction; verl's
+	// rollout_is_threshold defaults to 2 (TRL's vllm_importance_sampling_cap
+	// to 3).
+	RolloutISCap float64 `json:"rollout_is_cap" help:"threshold C of the rollout correction, > 0 (verl rollout_is_threshold 2)"`
 
 	// GroupSize is G, the number of responses sampled per prompt.
-	GroupSize int `json:"group_size"`
+	GroupSize int `json:"group_size" help:"G, responses sampled per prompt; ≥ 1, ≥ 2 for group estimators"`
 	// RewardScheme is the values of the rule-based reward.
-	RewardScheme RewardScheme `json:"reward_scheme"`
+	RewardScheme RewardScheme `json:"reward_scheme" help:"values of the rule-based reward: default (1 / 0.1 / 0, TinyZero), pm1 (+1 / −1, DAPO)"`
+	// RewardControl replaces the verifier's verdict for spurious-reward
+	// experiments (arXiv 2506.10947); the step's accuracy metrics still
+	// report the true verdict, while the reward, its shaping and dynamic
+	// sampling see the controlled one.
+	RewardControl RewardControl `json:"reward_control" help:"spurious-reward control (arXiv 2506.10947): none, random (seeded fair coin per response), format-only (well-formed counts as correct), inverted (correct and wrong swapped)"`
 	// DynamicSampling drops the groups in which every response or no
 	// response is correct, and samples more until the update batch is full
 	// (DAPO eq. 11: 0 < |{o_i correct}| < G; KeepGroups).
-	DynamicSampling bool `json:"dynamic_sampling"`
+	DynamicSampling bool `json:"dynamic_sampling" help:"DAPO dynamic sampling: keep only groups with some but not all answers correct, sampling again to fill the batch; true or false"`
 	// MaxTries caps the sampling rounds dynamic sampling may use to fill one
 	// batch (verl's DAPO recipe: max_num_gen_batches = 10).
-	MaxTries int `json:"max_tries"`
+	MaxTries int `json:"max_tries" help:"sampling rounds dynamic sampling may use per step; ≥ 1 (verl max_num_gen_batches 10)"`
 	// ShortBatch says what a step does when MaxTries rounds leave the batch
 	// short of its prompts: "train" (the default) trains on the groups kept
 	// and reports the shortfall (StepStats short_batch, groups,
@@ -193,43 +280,43 @@ type Config struct {
 	// policy rarely solves anything, and failing there would end exactly the
 	// runs a study of hard problems needs; the shortfall is reported, not
 	// silent.
-	ShortBatch ShortBatchPolicy `json:"short_batch"`
+	ShortBatch ShortBatchPolicy `json:"short_batch" help:"when dynamic sampling runs out of tries: train (on the groups kept, reporting the shortfall) or fail (verl's behaviour)"`
 	// OverlongShaping adds DAPO's soft overlong punishment to the reward.
-	OverlongShaping bool `json:"overlong_shaping"`
+	OverlongShaping bool `json:"overlong_shaping" help:"add DAPO's soft overlong punishment to the reward; true or false"`
 	// MaxLen is DAPO's L_max; 0 means the run's generation budget.
-	MaxLen int `json:"max_len"`
+	MaxLen int `json:"max_len" help:"DAPO's L_max in tokens; 0 means the generation budget"`
 	// OverlongCache is DAPO's L_cache; 0 means MaxLen/5 (DAPO: 4096 of
 	// 20480).
-	OverlongCache int `json:"overlong_cache"`
+	OverlongCache int `json:"overlong_cache" help:"DAPO's L_cache in tokens, below max_len; 0 means max_len/5"`
 	// OverlongFilter masks truncated responses out of the loss.
-	OverlongFilter bool `json:"overlong_filter"`
+	OverlongFilter bool `json:"overlong_filter" help:"mask responses cut at the budget out of the loss; true or false"`
 	// LengthPenalty is the weight w of Kimi's length reward; 0 is off.
-	LengthPenalty float64 `json:"length_penalty"`
+	LengthPenalty float64 `json:"length_penalty" help:"weight w of Kimi k1.5's length reward; ≥ 0, 0 is off"`
 	// LengthPenaltyWarmup is the number of RL steps trained without the
 	// length reward before it switches on at its full weight. Kimi k1.5
 	// (§2.3.3) found the penalty slows early training and warms it up:
 	// "standard policy optimization without length penalty, followed by a
 	// constant length penalty for the rest of training"; it does not say
 	// for how long. See LengthPenaltyAt.
-	LengthPenaltyWarmup int `json:"length_penalty_warmup"`
+	LengthPenaltyWarmup int `json:"length_penalty_warmup" help:"RL steps trained before the length reward switches on; ≥ 0 (Kimi k1.5 §2.3.3)"`
 	// Curriculum asks the prompt sampler for easy-to-hard ordering (Kimi).
-	Curriculum bool `json:"curriculum"`
+	Curriculum bool `json:"curriculum" help:"sample the easy difficulty bins first, opening harder ones as training goes (Kimi); true or false"`
 	// PrioritizedSampling asks the prompt sampler to favour prompts with a
 	// low success rate (Kimi).
-	PrioritizedSampling bool `json:"prioritized_sampling"`
+	PrioritizedSampling bool `json:"prioritized_sampling" help:"favour difficulty bins the policy solves less often (Kimi); true or false"`
 
 	// Critic trains a value model; gae needs it.
-	Critic bool `json:"critic"`
+	Critic bool `json:"critic" help:"train a value model (PPO); gae needs it; true or false"`
 	// ValueClip is ε_v of the clipped value loss; 0 turns clipping off.
-	ValueClip float64 `json:"value_clip"`
+	ValueClip float64 `json:"value_clip" help:"ε_v of the critic's clipped value loss; ≥ 0, 0 is off"`
 	// Epochs is the number of passes over each batch of samples.
-	Epochs int `json:"epochs"`
+	Epochs int `json:"epochs" help:"passes over each batch of samples; ≥ 1"`
 	// MiniBatches is the number of optimizer steps per epoch: the batch is
 	// cut into that many mini-batches of whole responses. Epochs ×
 	// MiniBatches is the number of updates one rollout pays for; after the
 	// first, the policy differs from the one that sampled, ρ ≠ 1, and the
 	// clip (or omd's τ term) can act.
-	MiniBatches int `json:"mini_batches"`
+	MiniBatches int `json:"mini_batches" help:"optimizer steps per epoch, each on a mini-batch of whole responses; ≥ 1"`
 }
 
 // presets are the defaults of SPEC-RL.md's table, from the papers and
@@ -341,6 +428,44 @@ var presets = map[string]Config{
 		PolicyLoss: Clip, ClipLow: 0.2, ClipHigh: 0.2,
 		Aggregation: TokenMean, GroupSize: 8, Epochs: 1, MiniBatches: 8,
 	},
+	// GSPO (Zheng et al., arXiv 2507.18071): the clipped surrogate on the
+	// sequence ratio, with the paper's clip range ε_low 3e-4, ε_high 4e-4
+	// (§5.1), GRPO's group advantages and no KL, as verl's examples run it
+	// (examples/gspo_trainer/test_gspo_3b_math.sh: adv_estimator grpo,
+	// loss_agg_mode seq-mean-token-mean, use_kl_loss false, kl_coef 0).
+	// The aggregation is verl's; the loss is one per response, so every
+	// aggregation that averages over responses gives the paper's sequence
+	// mean. Updates: 4 mini-batches of one epoch, the paper's "four
+	// minibatches" (§5.1; the same script: train_batch_size 512,
+	// ppo_mini_batch_size 128). 16 responses per prompt, verl's
+	// n_resp_per_prompt. Toy: 16 prompts × 16 = 256 responses, 64 (four
+	// groups) per mini-batch.
+	"gspo": {
+		Advantage: Group, Gamma: 1, Lambda: 1,
+		KLPlacement: KLNone, KLEstimator: K3,
+		PolicyLoss: GSPO, ClipLow: 3e-4, ClipHigh: 4e-4,
+		Aggregation: SeqMeanTokenMean, GroupSize: 16, Epochs: 1, MiniBatches: 4,
+	},
+	// CISPO (MiniMax-M1, arXiv 2506.13585 §3.1): the stop-gradient clipped
+	// IS weight on GRPO's group advantages, normalised by the batch's token
+	// count (token-mean), with no KL and DAPO's dynamic sampling and
+	// overlong reward shaping. The paper puts no lower bound on the IS
+	// weight (ε_low "a large value"; ε_low 1 clips at 0, which a ratio
+	// never reaches; verl's example uses 10) and does not publish its
+	// ε_high: 0.2 is verl's (examples/cispo_trainer/run_qwen3_8b_fsdp.sh:
+	// clip_ratio_low 10, clip_ratio_high 0.2). Updates: 4 mini-batches of
+	// one epoch, the same script's (train_batch_size 1024,
+	// ppo_mini_batch_size 256); 16 responses per prompt as DAPO, whose
+	// sampling it adopts. Toy: 16 prompts × 16, 64 responses per
+	// mini-batch.
+	"cispo": {
+		Advantage: Group, Gamma: 1, Lambda: 1,
+		KLPlacement: KLNone, KLEstimator: K3,
+		PolicyLoss: CISPO, ClipLow: 1, ClipHigh: 0.2,
+		Aggregation: TokenMean, GroupSize: 16, Epochs: 1, MiniBatches: 4,
+		DynamicSampling: true, MaxTries: 10,
+		OverlongShaping: true,
+	},
 }
 
 // Presets returns the names of the presets, sorted.
@@ -371,12 +496,16 @@ func Preset(name string) (Config, error) {
 	if c.ShortBatch == "" {
 		c.ShortBatch = ShortBatchTrain
 	}
+	c.RewardControl = RewardControlNone
+	c.RolloutCorrection = CorrectionNone
+	c.RolloutISCap = 2 // verl's rollout_is_threshold
 	return c, nil
 }
 
 // configField is one settable field of Config.
 type configField struct {
 	name  string // JSON name
+	help  string // help tag
 	index int
 	typ   reflect.Type
 }
@@ -387,7 +516,7 @@ var configFields = func() []configField {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		fields = append(fields, configField{name: name, index: i, typ: f.Type})
+		fields = append(fields, configField{name: name, help: f.Tag.Get("help"), index: i, typ: f.Type})
 	}
 	return fields
 }()
@@ -403,6 +532,18 @@ func Keys() []string {
 	return keys
 }
 
+// Help returns the one-line help of the field with JSON name key (its
+// help tag: what it does, its unit or its allowed values), or "" for an
+// unknown key.
+func Help(key string) string {
+	for _, f := range configFields {
+		if f.name == key {
+			return f.help
+		}
+	}
+	return ""
+}
+
 // Set overrides the field with JSON name key by value, parsed by the field's
 // type. It checks the value's type and, for named choices, that the value is
 // one of them; Validate checks the Config as a whole.
@@ -416,9 +557,9 @@ func (c *Config) Set(key, value string) error {
 	}
 	f := configFields[i]
 	v := reflect.ValueOf(c).Elem().Field(f.index)
-	if e, ok := v.Interface().(enum); ok {
-		if !slices.Contains(e.allowed(), value) {
-			return fmt.Errorf("set %s: %q is not one of %s", key, value, strings.Join(e.allowed(), ", "))
+	if k, ok := kinds[key]; ok {
+		if !slices.Contains(k.names(), value) {
+			return fmt.Errorf("set %s: %q is not one of %s", key, value, strings.Join(k.names(), ", "))
 		}
 		v.SetString(value)
 		return nil
@@ -458,15 +599,16 @@ func (c *Config) Apply(assignment string) error {
 }
 
 // Validate reports every setting that is out of range or inconsistent with
-// another, joined into one error.
+// another, joined into one error. The values an enum field allows and what
+// each chosen part requires of the other settings come from the registry.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	v := reflect.ValueOf(c)
 	for _, f := range configFields {
 		fv := v.Field(f.index)
-		if e, ok := fv.Interface().(enum); ok && !slices.Contains(e.allowed(), fv.String()) {
-			bad("%s: %q is not one of %s", f.name, fv.String(), strings.Join(e.allowed(), ", "))
+		if k, ok := kinds[f.name]; ok && !k.valid(fv.String()) {
+			bad("%s: %q is not one of %s", f.name, fv.String(), strings.Join(k.names(), ", "))
 		}
 		if fv.Kind() == reflect.Float64 && (math.IsNaN(fv.Float()) || math.IsInf(fv.Float(), 0)) {
 			bad("%s: %v is not a finite number", f.name, fv.Float())
@@ -484,32 +626,21 @@ func (c Config) Validate() error {
 	if c.KLCoef < 0 {
 		bad("kl_coef: %v is negative", c.KLCoef)
 	}
-	if c.PolicyLoss == Clip {
-		if c.ClipLow <= 0 || c.ClipLow >= 1 {
-			bad("clip_low: %v is outside (0, 1)", c.ClipLow)
-		}
-		if c.ClipHigh <= 0 {
-			bad("clip_high: %v is not positive", c.ClipHigh)
-		}
-		if c.DualClip != 0 && c.DualClip <= 1 {
-			bad("dual_clip: %v must be 0 (off) or greater than 1", c.DualClip)
-		}
+	if c.EntropyCoef < 0 {
+		bad("entropy_coef: %v is negative", c.EntropyCoef)
 	}
-	if c.PolicyLoss == OMD {
-		if c.Tau <= 0 {
-			bad("tau: %v is not positive (omd divides by τ)", c.Tau)
+	// What each chosen part needs of the other settings.
+	for _, f := range configFields {
+		if k, ok := kinds[f.name]; ok {
+			for _, p := range k.problems(c, v.Field(f.index).String()) {
+				errs = append(errs, errors.New(p))
+			}
 		}
-		if !c.Advantage.sequenceLevel() {
-			bad("advantage: omd needs a sequence-level estimator (group, group-mean or rloo), not %q", c.Advantage)
-		}
-	}
-	if c.Advantage == GAE && !c.Critic {
-		bad("advantage: gae needs a critic (critic=true)")
 	}
 	if c.GroupSize < 1 {
 		bad("group_size: %d is less than 1", c.GroupSize)
 	}
-	if c.Advantage.grouped() && c.GroupSize < 2 {
+	if advantages.must(string(c.Advantage)).is.grouped && c.GroupSize < 2 {
 		bad("group_size: advantage %q compares responses to one prompt and needs at least 2, not %d", c.Advantage, c.GroupSize)
 	}
 	if c.DynamicSampling {
@@ -551,7 +682,10 @@ func (c Config) Validate() error {
 }
 
 // UsesReference reports whether the reference policy's log-probs are needed.
-func (c Config) UsesReference() bool { return c.KLPlacement != KLNone && c.KLPlacement != "" }
+func (c Config) UsesReference() bool {
+	p := klPlacements.must(string(c.KLPlacement)).fn
+	return p.reward || p.loss
+}
 
 // LengthPenaltyAt is the weight of Kimi's length reward at 0-based RL step
 // step: 0 during the LengthPenaltyWarmup first steps, LengthPenalty after.
@@ -584,15 +718,4 @@ func (c Config) String() string {
 		return fmt.Sprintf("%+v", plain(c))
 	}
 	return string(b)
-}
-
-// sequenceLevel reports whether the estimator gives one advantage per
-// response, the same for each of its tokens.
-func (a AdvantageEstimator) sequenceLevel() bool {
-	return a == Group || a == GroupMean || a == RLOO
-}
-
-// grouped reports whether the estimator compares the responses to one prompt.
-func (a AdvantageEstimator) grouped() bool {
-	return a.sequenceLevel() || a == ReinforcePPBaseline
 }

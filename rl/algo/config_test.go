@@ -34,8 +34,12 @@ func TestPresetsMatchSpec(t *testing.T) {
 		"drgrpo":      {GroupMean, 1, 1, KLNone, K3, 0, Clip, 0.2, 0.2, SeqMeanTokenSumNorm, false, 0, 1, false, false, 0, 0, RewardDefault},
 		"rloo":        {RLOO, 1, 1, KLReward, K1, 0.05, Clip, 0.2, 0.2, TokenMean, false, 0, 1, false, false, 0, 0, RewardDefault},
 		"reinforce++": {ReinforcePP, 1, 1, KLReward, K1, 0.01, Clip, 0.2, 0.2, TokenMean, false, 0, 1, false, false, 0, 0, RewardDefault},
+		// SPEC-RL.md's additions: GSPO's clip range 3e-4/4e-4, sequence mean;
+		// CISPO token-mean, no lower bound on its weight (ε_low 1).
+		"gspo":  {Group, 1, 1, KLNone, K3, 0, GSPO, 3e-4, 4e-4, SeqMeanTokenMean, false, 0, 1, false, false, 0, 0, RewardDefault},
+		"cispo": {Group, 1, 1, KLNone, K3, 0, CISPO, 1, 0.2, TokenMean, false, 0, 1, true, true, 0, 0, RewardDefault},
 	}
-	if got, want := strings.Join(Presets(), ","), "dapo,drgrpo,grpo,omd,ppo,reinforce++,rloo"; got != want {
+	if got, want := strings.Join(Presets(), ","), "cispo,dapo,drgrpo,grpo,gspo,omd,ppo,reinforce++,rloo"; got != want {
 		t.Errorf("Presets() = %s, want %s", got, want)
 	}
 	for name, w := range tests {
@@ -54,6 +58,10 @@ func TestPresetsMatchSpec(t *testing.T) {
 		}
 		if c.Preset != name || c.StdEps != 1e-6 || c.DualClip != 0 {
 			t.Errorf("preset %s: preset=%q std_eps=%v dual_clip=%v", name, c.Preset, c.StdEps, c.DualClip)
+		}
+		if c.EntropyCoef != 0 || c.RolloutCorrection != CorrectionNone || c.RolloutISCap != 2 || c.RewardControl != RewardControlNone {
+			t.Errorf("preset %s: entropy_coef %v, rollout_correction %q, rollout_is_cap %v, reward_control %q; want 0, none, 2 (verl), none",
+				name, c.EntropyCoef, c.RolloutCorrection, c.RolloutISCap, c.RewardControl)
 		}
 		if err := c.Validate(); err != nil {
 			t.Errorf("preset %s does not validate: %v", name, err)
@@ -87,6 +95,8 @@ func TestPresetUpdates(t *testing.T) {
 		"drgrpo":      {1, 8},  // oat understand-r1-zero scripts
 		"rloo":        {1, 8},  // OpenRLHF train_rloo_llama.sh
 		"reinforce++": {1, 8},  // OpenRLHF train_reinforce_llama_ray.sh
+		"gspo":        {1, 4},  // GSPO §5.1, verl test_gspo_3b_math.sh
+		"cispo":       {1, 4},  // verl examples/cispo_trainer/run_qwen3_8b_fsdp.sh
 	}
 	for _, name := range Presets() {
 		c, _ := Preset(name)
@@ -242,7 +252,7 @@ func TestConfigJSON(t *testing.T) {
 // TestRewardSchemesExist: every scheme a Config can name is one rl/reward
 // knows, and every preset's scheme is valid.
 func TestRewardSchemesExist(t *testing.T) {
-	for _, s := range RewardScheme("").allowed() {
+	for _, s := range Allowed("reward_scheme") {
 		if _, err := reward.ParseScheme(s); err != nil {
 			t.Errorf("scheme %q: %v", s, err)
 		}

@@ -60,7 +60,7 @@ func randomBatch(rng *rand.Rand, cfg Config, B, L int) *Batch {
 			}
 			b.NewLogp[p] = quantize(float64(b.OldLogp[p]) + x)
 			b.RefLogp[p] = quantize(float64(b.NewLogp[p]) - 1 + 2*rng.Float64())
-			if cfg.PolicyLoss == OMD {
+			if policyTerms.must(string(cfg.PolicyLoss)).is.sequence {
 				b.Advantages[p] = float32(rowAdv)
 			} else {
 				b.Advantages[p] = float32(rng.NormFloat64())
