@@ -28,7 +28,10 @@ func bruteMaj(label []int, correct []bool, k int) float64 {
 				counts[label[j]]++
 			}
 		}
-		top := slices.Max(counts)
+		top := 0
+		if len(counts) > 0 {
+			top = slices.Max(counts)
+		}
 		if top > 0 {
 			tied, right := 0, 0
 			for c, v := range counts {
