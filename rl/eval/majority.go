@@ -248,6 +248,7 @@ func (m *majCase) share(k int) (float64, float64) {
 	return total, dropped
 }
 
+// grid makes g at least rows × cols and returns it; new rows are zero.
 func grid(g [][]float64, rows, cols int) [][]float64 {
 	for len(g) < rows {
 		g = append(g, nil)
