@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"runtime"
 	"slices"
+	"sync"
 	"text/tabwriter"
 )
 
@@ -103,13 +105,27 @@ func (o Options) Summarize(problems []ProblemSamples) (Report, error) {
 	// scores[i][j] are problem i's pass, maj and mean at ks[j].
 	type score struct{ pass, maj, mean float64 }
 	scores := make([][]score, len(problems))
-	for i, p := range problems {
-		maj := tallies[i].MajAtKs(ks)
-		scores[i] = make([]score, len(ks))
-		for j, k := range ks {
-			scores[i][j] = score{tallies[i].PassAtK(k), maj[j], MeanAtK(p.Correct, k)}
-		}
+	// Problems are independent, and exact maj@k is the costly part: spread
+	// them over the CPUs. Each result goes to its own slot, so the report
+	// does not depend on the scheduling.
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(problems)) {
+		wg.Go(func() {
+			for i := range next {
+				maj := tallies[i].MajAtKs(ks)
+				scores[i] = make([]score, len(ks))
+				for j, k := range ks {
+					scores[i][j] = score{tallies[i].PassAtK(k), maj[j], MeanAtK(problems[i].Correct, k)}
+				}
+			}
+		})
 	}
+	for i := range problems {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 
 	summarize := func(members []int) Report {
 		r := Report{

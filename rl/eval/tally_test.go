@@ -28,7 +28,10 @@ func bruteMaj(label []int, correct []bool, k int) float64 {
 				counts[label[j]]++
 			}
 		}
-		top := slices.Max(counts)
+		top := 0
+		if len(counts) > 0 {
+			top = slices.Max(counts)
+		}
 		if top > 0 {
 			tied, right := 0, 0
 			for c, v := range counts {
@@ -62,6 +65,9 @@ func bruteMaj(label []int, correct []bool, k int) float64 {
 // right, some samples invalid.
 func randomSamples(rng *rand.Rand, n int) (ProblemSamples, []int, []bool) {
 	classes := 1 + rng.IntN(6)
+	if rng.IntN(3) == 0 { // many small classes: many ties
+		classes = 1 + rng.IntN(n)
+	}
 	correct := make([]bool, classes)
 	switch rng.IntN(4) {
 	case 0: // none right
@@ -159,6 +165,57 @@ func TestMajAtKLargeN(t *testing.T) {
 			got, want := tl.MajAtK(k), exactTwoClasses(n, c, k)
 			if math.Abs(got-want) > 1e-14 {
 				t.Errorf("c=%d k=%d: maj = %.17g, exact %.17g", c, k, got, want)
+			}
+		}
+	}
+}
+
+// TestMajAtKTieGroups checks the closed form for classes that can only
+// tie (tieGroup) against the class-by-class program, at sizes past brute
+// force: many small classes, the correct one among them.
+func TestMajAtKTieGroups(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	for range 12 {
+		n := 50 + rng.IntN(150)
+		tl := Tally{ID: "g", N: n}
+		left := n - rng.IntN(n/5)
+		for left > 0 {
+			c := min(left, 1+rng.IntN(4))
+			tl.Votes = append(tl.Votes, Vote{"a" + strconv.Itoa(len(tl.Votes)), c, rng.IntN(8) == 0})
+			left -= c
+		}
+		ks := []int{2, 3, 5, 8, n / 4, n / 2, n - 3}
+		grouped := tl.MajAtKs(ks)
+		groupTies = false
+		plain := tl.MajAtKs(ks)
+		groupTies = true
+		for i := range ks {
+			if math.Abs(grouped[i]-plain[i]) > 1e-13 {
+				t.Errorf("n=%d k=%d: grouped %.17g, class by class %.17g", n, ks[i], grouped[i], plain[i])
+			}
+		}
+	}
+}
+
+// TestMajAtKSymmetric checks n = 1024 cases with hundreds of tied classes
+// against symmetry: when every class, the correct one among them, has the
+// same count, each is as likely to win, so maj@k is the chance that
+// someone votes divided by the number of classes.
+func TestMajAtKSymmetric(t *testing.T) {
+	const n = 1024
+	for _, tc := range []struct{ classes, size int }{{1000, 1}, {500, 2}, {200, 5}, {30, 30}} {
+		tl := Tally{ID: "sym", N: n, Correct: tc.size, Votes: []Vote{{"right", tc.size, true}}}
+		for i := 1; i < tc.classes; i++ {
+			tl.Votes = append(tl.Votes, Vote{"w" + strconv.Itoa(i), tc.size, false})
+		}
+		invalid := tl.Invalid()
+		ks := []int{2, 16, 256, 1000}
+		for i, got := range tl.MajAtKs(ks) {
+			// P(someone votes) = 1 − C(invalid, k)/C(n, k) = pass@k with
+			// the voters as the "correct" samples.
+			want := PassAtK(n, n-invalid, ks[i]) / float64(tc.classes)
+			if math.Abs(got-want) > 1e-12 {
+				t.Errorf("%d classes of %d, k=%d: maj = %.17g, want %.17g", tc.classes, tc.size, ks[i], got, want)
 			}
 		}
 	}
@@ -303,6 +360,44 @@ func realisticTallies(problems, n int) []Tally {
 		out[i] = t
 	}
 	return out
+}
+
+// weakTallies draws problems like an evaluation of a weak model on hard
+// problems: few right answers (0–30 of n), the wrong ones spread thin over
+// hundreds of values, so most classes have one or two votes.
+func weakTallies(problems, n int) []Tally {
+	rng := rand.New(rand.NewPCG(7, 8))
+	out := make([]Tally, problems)
+	for i := range out {
+		right := rng.IntN(31)
+		values := 100 + rng.IntN(2000)
+		counts := map[int]int{}
+		invalid := rng.IntN(n / 4)
+		for range n - right - invalid {
+			counts[rng.IntN(values)]++
+		}
+		t := Tally{ID: "w" + strconv.Itoa(i), N: n, Correct: right}
+		if right > 0 {
+			t.Votes = append(t.Votes, Vote{"right", right, true})
+		}
+		for v, c := range counts {
+			t.Votes = append(t.Votes, Vote{strconv.Itoa(v), c, false})
+		}
+		out[i] = t
+	}
+	return out
+}
+
+// BenchmarkMajAtKWeak is BenchmarkMajAtKs for a weak model (see
+// weakTallies), where hundreds of classes can tie.
+func BenchmarkMajAtKWeak(b *testing.B) {
+	tallies := weakTallies(200, 1024)
+	ks := Ks(1024)
+	for b.Loop() {
+		for _, t := range tallies {
+			t.MajAtKs(ks)
+		}
+	}
 }
 
 // BenchmarkMajAtK is the cost of a study's maj@k table: 200 problems with
