@@ -11,22 +11,22 @@ import (
 // Config is the shape of a model. Every field has a command-line flag of the
 // same name in cmd/moerl.
 type Config struct {
-	Vocab        int     `json:"vocab"`
-	DModel       int     `json:"d_model"`
-	Layers       int     `json:"layers"`
-	Heads        int     `json:"heads"`
-	Experts      int     `json:"experts"`       // ignored when DenseFFN
-	TopK         int     `json:"top_k"`         // experts per token
-	ExpertHidden int     `json:"expert_hidden"` // SwiGLU hidden width of an expert (or of the dense FFN)
-	DenseFFN     bool    `json:"dense_ffn"`     // one SwiGLU FFN instead of router + experts
-	MaxSeq       int     `json:"max_seq"`       // longest sequence (training context and KV cache)
-	RopeTheta    float64 `json:"rope_theta"`
-	NormEps      float64 `json:"norm_eps"`
-	InitStd      float64 `json:"init_std"`
-	AuxLossCoef  float64 `json:"aux_loss_coef"` // load-balancing loss weight
+	Vocab        int     `json:"vocab" help:"tokens in the vocabulary (at least the tokenizer's)"`
+	DModel       int     `json:"d_model" help:"width of the residual stream (a multiple of heads)"`
+	Layers       int     `json:"layers" help:"transformer layers"`
+	Heads        int     `json:"heads" help:"attention heads"`
+	Experts      int     `json:"experts" help:"experts per MoE layer (ignored with dense_ffn)"`                                  // ignored when DenseFFN
+	TopK         int     `json:"top_k" help:"experts each token is routed to"`                                                   // experts per token
+	ExpertHidden int     `json:"expert_hidden" help:"SwiGLU hidden width of an expert (or of the dense FFN)"`                    // SwiGLU hidden width of an expert (or of the dense FFN)
+	DenseFFN     bool    `json:"dense_ffn" help:"one dense SwiGLU FFN per layer instead of a router and experts; true or false"` // one SwiGLU FFN instead of router + experts
+	MaxSeq       int     `json:"max_seq" help:"longest sequence in tokens (training context and KV cache)"`                      // longest sequence (training context and KV cache)
+	RopeTheta    float64 `json:"rope_theta" help:"RoPE base frequency θ"`
+	NormEps      float64 `json:"norm_eps" help:"ε added to the mean square in RMSNorm"`
+	InitStd      float64 `json:"init_std" help:"standard deviation of the initial weights"`
+	AuxLossCoef  float64 `json:"aux_loss_coef" help:"weight of the load-balancing loss (Switch Transformer); 0 turns it off"` // load-balancing loss weight
 	// ValueHead replaces the LM head by a scalar value head: the model is
 	// a critic whose Forward returns V per position (PPO).
-	ValueHead bool `json:"value_head"`
+	ValueHead bool `json:"value_head" help:"a scalar value head instead of the LM head (a critic or reward model); true or false"`
 }
 
 // Presets are the model configurations of BENCH.md.

@@ -10,17 +10,17 @@ import (
 // TrainConfig is a language-modelling run (pretraining or SFT): next-token
 // cross-entropy on rows of documents, AdamW with warm-up and cosine decay.
 type TrainConfig struct {
-	Steps       int     `json:"steps"`
-	Batch       int     `json:"batch"`   // sequences per step
-	SeqLen      int     `json:"seq_len"` // tokens per sequence (≤ model max_seq)
-	LR          float64 `json:"lr"`
-	MinLR       float64 `json:"min_lr"`
-	Warmup      int     `json:"warmup"`
-	Beta1       float64 `json:"beta1"`
-	Beta2       float64 `json:"beta2"`
-	WeightDecay float64 `json:"weight_decay"`
-	ClipNorm    float64 `json:"clip_norm"`
-	Seed        uint64  `json:"seed"`
+	Steps       int     `json:"steps" help:"training steps"`
+	Batch       int     `json:"batch" help:"sequences per step"`                                                    // sequences per step
+	SeqLen      int     `json:"seq_len" help:"tokens per sequence (at most the model's max_seq; default: max_seq)"` // tokens per sequence (≤ model max_seq)
+	LR          float64 `json:"lr" help:"peak learning rate"`
+	MinLR       float64 `json:"min_lr" help:"learning rate at the end of the cosine decay"`
+	Warmup      int     `json:"warmup" help:"steps of linear warm-up"`
+	Beta1       float64 `json:"beta1" help:"AdamW β1"`
+	Beta2       float64 `json:"beta2" help:"AdamW β2"`
+	WeightDecay float64 `json:"weight_decay" help:"AdamW weight decay (matrices only, not norm gains)"`
+	ClipNorm    float64 `json:"clip_norm" help:"clip the gradient's global norm to this (0: no clipping)"`
+	Seed        uint64  `json:"seed" help:"seed of the initial weights and the data order"`
 }
 
 // DefaultTrain is a short moe-micro pretraining run.

@@ -15,10 +15,10 @@ import (
 // (the chain cut short, then the answer); and plain problem statements (the
 // task's language without solutions). Shares are normalised to sum to 1.
 type Mix struct {
-	Full    float64 `json:"full"`
-	Noisy   float64 `json:"noisy"`
-	Partial float64 `json:"partial"`
-	Plain   float64 `json:"plain"`
+	Full    float64 `json:"full" help:"share of documents with the full, correct chain of thought"`
+	Noisy   float64 `json:"noisy" help:"share with a slip that makes the answer wrong"`
+	Partial float64 `json:"partial" help:"share with the chain cut short before the answer"`
+	Plain   float64 `json:"plain" help:"share of problem statements alone"`
 }
 
 // DefaultMix gives a base model whose pass@1 sits well below its pass@k:

@@ -30,10 +30,10 @@ type RMExample struct {
 
 // RMTrainConfig is a reward-model training run.
 type RMTrainConfig struct {
-	Steps int     `json:"steps"`
-	Batch int     `json:"batch"`
-	LR    float64 `json:"lr"`
-	Seed  uint64  `json:"seed"`
+	Steps int     `json:"steps" help:"reward-model training steps"`
+	Batch int     `json:"batch" help:"labelled responses per step"`
+	LR    float64 `json:"lr" help:"peak learning rate (warm-up over a tenth of the steps, decay to a tenth)"`
+	Seed  uint64  `json:"seed" help:"seed of the sampling and of the batches"`
 }
 
 // RMStats reports a reward model's fit on labelled examples.

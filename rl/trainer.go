@@ -49,7 +49,7 @@ type Config struct {
 	// It is how a run copes with a fault, not a setting of the
 	// experiment, so it is not part of the recorded settings (json "-"):
 	// the run layer sets it from --skip-nonfinite.
-	SkipNonFinite bool `json:"-"`
+	SkipNonFinite bool `json:"-" help:"skip (and count) an update whose loss or gradient is not finite instead of failing the step; set by --skip-nonfinite"`
 }
 
 // RewardSources are the allowed values of Config.RewardSource.

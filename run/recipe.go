@@ -104,10 +104,26 @@ func DefaultRecipe() Recipe {
 }
 
 // Quick shrinks a recipe to a smoke test of seconds that still runs every
-// stage: a one-layer model and a few steps of each.
+// stage and gives each something to learn from: a one-layer model trained
+// briefly at a high learning rate on the task's easiest difficulty (for
+// add, one digit), where it solves a few problems, so that distillation
+// finds correct samples and a reward model sees both kinds; it is
+// evaluated there and one difficulty up.
 func (r *Recipe) Quick() {
 	r.Model.DModel, r.Model.ExpertHidden, r.Model.Layers = 64, 96, 1
-	r.Pretrain.Docs, r.Pretrain.Steps = 2000, 40
+	r.Pretrain.Docs, r.Pretrain.Steps, r.Pretrain.LR = 2000, 80, 1e-2
+	if t, err := task.Get(r.Task); err == nil {
+		lo, hi := 1, 1
+		if rt, ok := t.(task.RangedTask); ok {
+			lo, hi = rt.DifficultyRange()
+		}
+		r.Pretrain.Difficulties, r.Pretrain.Weights = []int{lo}, nil
+		r.RL.Difficulties, r.Distill.Difficulties = []int{lo}, []int{lo}
+		r.Eval.Difficulties = []int{lo, min(lo+1, hi)}
+		if lo == hi {
+			r.Eval.Difficulties = []int{lo}
+		}
+	}
 	r.SFT.Steps, r.SFT.Docs = 10, 500
 	r.Distill.Problems, r.Distill.Samples, r.Distill.Steps = 32, 4, 10
 	r.RM.Steps, r.RM.Batch = 10, 8

@@ -116,7 +116,7 @@ func bindStruct(fs *flag.FlagSet, ptr any, prefix, sep, what string, skip ...str
 	for _, f := range structFlags(ptr, prefix, sep, skip) {
 		usage := f.help
 		if usage == "" {
-			usage = what + " setting " + f.path
+			usage = what + " setting " + f.path + " (undocumented)"
 		}
 		fs.Var(fieldValue{f.field}, f.name, usage)
 	}

@@ -23,8 +23,8 @@ partial and plain (problem only) documents.
 Writes OUT/model.ck (checkpoint, saved every --save-every steps, at the end
 and when interrupted by Ctrl-C), OUT/metrics.jsonl (one line per step) and
 OUT/run.json (the resolved settings).`, stderr)
-	preset := fs.String("model", "moe-micro", "model preset: "+strings.Join(moe.PresetNames(), ", ")+"; the model flags below override its fields")
-	var mc moe.Config
+	preset := fs.String("model", "moe-micro", "model preset: "+strings.Join(moe.PresetNames(), ", ")+"; the model flags below override its fields (their defaults shown are moe-micro's)")
+	mc, _ := moe.Preset("moe-micro")
 	bindStruct(fs, &mc, "", "", "model")
 	tc := moe.DefaultTrain
 	bindStruct(fs, &tc, "", "", "training")

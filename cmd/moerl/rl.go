@@ -20,15 +20,14 @@ every field of it can be overridden by its own flag (--kl-coef 0.01) or with
 OUT/run.json. Writes OUT/policy.ck (and OUT/critic.ck for ppo) and
 OUT/metrics.jsonl, one line per step. Ctrl-C saves a checkpoint at the end of
 the current step; --resume continues from it.`, stderr)
-	preset := fs.String("algo", "grpo", "algorithm preset: "+strings.Join(algo.Presets(), ", ")+"; the flags below override its fields")
-	var ac algo.Config
+	preset := fs.String("algo", "grpo", "algorithm preset: "+strings.Join(algo.Presets(), ", ")+"; the algorithm flags below override its fields (their defaults shown are grpo's)")
+	ac, _ := algo.Preset("grpo")
 	bindStruct(fs, &ac, "", "", "algorithm", "preset")
 	var sets setList
 	fs.Var(&sets, "set", "override an algorithm field: key=value (repeatable; keys: "+strings.Join(algo.Keys(), ", ")+")")
 	def, _ := rl.DefaultConfig("grpo")
 	rc := def
 	bindStruct(fs, &rc, "", "", "rl")
-	diffs := fs.String("difficulties", "", "comma-separated training difficulties, e.g. 2,3 (default: the task's training bins)")
 	init := fs.String("init", "", "checkpoint to start from; also the frozen reference policy (required)")
 	out := fs.String("out", "runs/rl", "output folder")
 	rf := addRunFlags(fs, 10)
@@ -36,7 +35,7 @@ the current step; --resume continues from it.`, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := resolveRL(fs, *preset, &ac, &rc, sets, *diffs)
+	cfg, err := resolveRL(fs, *preset, &ac, &rc, sets)
 	if err != nil {
 		return err
 	}
@@ -70,7 +69,7 @@ the current step; --resume continues from it.`, stderr)
 
 // resolveRL applies, in order, the preset, the flags that were set, and the
 // --set assignments, then validates.
-func resolveRL(fs *flag.FlagSet, preset string, ac *algo.Config, rc *rl.Config, sets []string, diffs string) (rl.Config, error) {
+func resolveRL(fs *flag.FlagSet, preset string, ac *algo.Config, rc *rl.Config, sets []string) (rl.Config, error) {
 	cfg, err := rl.DefaultConfig(preset)
 	if err != nil {
 		return cfg, usageError{fmt.Errorf("--algo: %w", err)}
@@ -82,14 +81,8 @@ func resolveRL(fs *flag.FlagSet, preset string, ac *algo.Config, rc *rl.Config, 
 			return cfg, usageError{fmt.Errorf("--set %s: %w", s, err)}
 		}
 	}
-	t, err := task.Get(cfg.Task)
-	if err != nil {
+	if _, err := task.Get(cfg.Task); err != nil {
 		return cfg, usageError{fmt.Errorf("--task: %w", err)}
-	}
-	if diffs != "" {
-		if cfg.Difficulties, err = parseDifficulties(t, diffs); err != nil {
-			return cfg, err
-		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
