@@ -111,7 +111,8 @@ func Default() Config {
 func (c *Config) Quick() {
 	c.Recipe.Quick()
 	c.Replicates = 2
-	c.Teacher.DModel, c.Teacher.ExpertHidden, c.Teacher.Layers, c.Teacher.Steps = 64, 96, 1, 60
+	c.Teacher.DModel, c.Teacher.ExpertHidden, c.Teacher.Layers, c.Teacher.Steps = 96, 128, 1, 200
+	c.Teacher.Difficulties = nil // the quick base's easiest bin
 	c.Stats.Resamples = 200
 }
 

@@ -60,12 +60,24 @@ func (r *Result) WriteMarkdown(w io.Writer) error {
 	}
 
 	fmt.Fprintf(&b, "\n## Saturation\n\nShare of problems no sample solved (pass@%d = 0) and that every sample solved (pass@k = 1 at every k); where most problems sit at either end no k can show a difference.\n\n", r.N)
-	fmt.Fprintf(&b, "| model | bin | unsolved | always solved |\n|---|---|---|---|\n")
+	views := r.viewOrder()
+	fmt.Fprintf(&b, "| model |")
+	for _, vn := range views {
+		fmt.Fprintf(&b, " unsolved, %s |", vn)
+	}
+	for _, vn := range views {
+		fmt.Fprintf(&b, " always, %s |", vn)
+	}
+	fmt.Fprintf(&b, "\n|---|%s\n", strings.Repeat("---|", 2*len(views)))
 	for _, m := range r.modelOrder() {
-		for _, vn := range r.viewOrder() {
-			mr := r.Views[vn].Models[m]
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", m, vn, iv(mr.Unsolved), iv(mr.Always))
+		fmt.Fprintf(&b, "| %s |", m)
+		for _, vn := range views {
+			fmt.Fprintf(&b, " %s |", iv(r.Views[vn].Models[m].Unsolved))
 		}
+		for _, vn := range views {
+			fmt.Fprintf(&b, " %s |", iv(r.Views[vn].Models[m].Always))
+		}
+		b.WriteByte('\n')
 	}
 
 	ks := tableKs(r.N)

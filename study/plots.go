@@ -35,10 +35,9 @@ func (r *Result) series(view, model string, color int) report.Series {
 // and the solved-set overlap with error bars.
 func (r *Result) writePlots(out string) error {
 	c := r.Config
+	// Colours by position in each figure, the base always first, so that
+	// no two curves of one figure share one.
 	colors := map[string]int{}
-	for i, m := range r.modelOrder() {
-		colors[m] = i
-	}
 	write := func(name string, svg []byte, err error) error {
 		if err != nil {
 			return fmt.Errorf("plot %s: %w", name, err)
@@ -47,11 +46,12 @@ func (r *Result) writePlots(out string) error {
 	}
 	main := []string{"base", c.Main, klName(c.KL[0]), klName(c.KL[1]), "student"}
 	for _, view := range r.viewOrder() {
-		p := report.CurvePlot{Title: fmt.Sprintf("pass@k, %s (%d problems, %d replicates, %.0f%% intervals)", view, r.Views[view].Problems, r.Replicates, 100*c.Stats.Level),
-			XLabel: "k (samples)", YLabel: "pass@k", LogX: true, YMin: 0, YMax: 1}
-		for _, m := range main {
+		p := report.CurvePlot{Title: fmt.Sprintf("pass@k, %s: %d problems × %d replicates", view, r.Views[view].Problems, r.Replicates),
+			XLabel: "k (samples)", YLabel: fmt.Sprintf("pass@k, %.0f%% interval", 100*c.Stats.Level), LogX: true, YMin: 0, YMax: 1, Width: 560, Height: 340}
+		for i, m := range main {
 			if _, ok := r.Views[view].Models[m]; ok {
-				p.Series = append(p.Series, r.series(view, m, colors[m]))
+				p.Series = append(p.Series, r.series(view, m, i))
+				colors[m] = i
 			}
 		}
 		name := PassPlotFile
@@ -64,19 +64,19 @@ func (r *Result) writePlots(out string) error {
 		}
 	}
 
-	algos := report.CurvePlot{Title: fmt.Sprintf("pass@k of every algorithm at one budget, all problems (%.0f%% intervals)", 100*c.Stats.Level),
-		XLabel: "k (samples)", YLabel: "pass@k", LogX: true, YMin: 0, YMax: 1}
-	algos.Series = append(algos.Series, r.series("all", "base", colors["base"]))
-	for _, a := range c.Algos {
-		algos.Series = append(algos.Series, r.series("all", a, colors[a]))
+	algos := report.CurvePlot{Title: "pass@k of every algorithm at one budget",
+		XLabel: "k (samples)", YLabel: fmt.Sprintf("pass@k, %.0f%% interval", 100*c.Stats.Level), LogX: true, YMin: 0, YMax: 1, Width: 560, Height: 340}
+	algos.Series = append(algos.Series, r.series("all", "base", 0))
+	for i, a := range c.Algos {
+		algos.Series = append(algos.Series, r.series("all", a, i+1))
 	}
 	svg, err := report.CurvesSVG(algos)
 	if err := write(AlgoPlotFile, svg, err); err != nil {
 		return err
 	}
 
-	diff := report.CurvePlot{Title: fmt.Sprintf("pass@k(model) − pass@k(base), all problems (%.0f%% intervals)", 100*c.Stats.Level),
-		XLabel: "k (samples)", YLabel: "difference in pass@k", LogX: true}
+	diff := report.CurvePlot{Title: "pass@k(model) − pass@k(base)",
+		XLabel: "k (samples)", YLabel: fmt.Sprintf("difference, %.0f%% interval", 100*c.Stats.Level), LogX: true, Width: 560, Height: 340}
 	for _, m := range main[1:] {
 		cmp, ok := r.Views["all"].VsBase[m]
 		if !ok {
@@ -96,11 +96,11 @@ func (r *Result) writePlots(out string) error {
 		return err
 	}
 
-	bars := report.BarPlot{Title: fmt.Sprintf("solved at n = %d: by the base only, the model only, both, neither (share of problems)", r.N),
-		YLabel: "share of problems", Categories: []string{"base only", "model only", "both", "neither"}}
-	for _, m := range r.modelOrder() {
+	bars := report.BarPlot{Title: fmt.Sprintf("solved at n = %d, against the base", r.N),
+		YLabel: "share of problems", Categories: []string{"base only", "model only", "both", "neither"}, Width: 640, Height: 320}
+	for _, m := range main[1:] {
 		cmp, ok := r.Views["all"].VsBase[m]
-		if !ok || m == "teacher" {
+		if !ok {
 			continue
 		}
 		o := cmp.Overlap

@@ -339,3 +339,91 @@ func TestFlagsExplainThemselves(t *testing.T) {
 		}
 	}
 }
+
+// TestStudyQuick runs the whole study at toy size: every stage, every
+// statistic and every output; then --resume reuses every stage, and a
+// changed setting reruns only what depends on it.
+func TestStudyQuick(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "study")
+	code, out, stderr := moerl(t, "study", "--quick", "--out", dir, "--device", "cpu")
+	if code != 0 {
+		t.Fatalf("study: exit %d\n%s", code, stderr)
+	}
+	if !strings.Contains(out, "finding 5:") {
+		t.Errorf("study output lacks the verdicts:\n%s", out)
+	}
+	var res struct {
+		Replicates   int
+		PerReplicate map[string][]json.RawMessage `json:"per_replicate"`
+		Views        map[string]struct {
+			Models map[string]struct {
+				Unsolved struct{ Est, Lo, Hi float64 }
+				PassAtK  map[string]struct{ Est, Lo, Hi float64 } `json:"pass_at_k"`
+			}
+			VsBase map[string]struct {
+				OverlapCounts []map[string]int `json:"overlap_counts"`
+			} `json:"vs_base"`
+		}
+		Findings []struct{ Verdict string }
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "study.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	all := res.Views["all"]
+	if res.Replicates != 2 || len(res.PerReplicate["grpo"]) != 2 || len(res.Findings) != 5 {
+		t.Errorf("study.json: %d replicates, %d grpo reports, %d findings", res.Replicates, len(res.PerReplicate["grpo"]), len(res.Findings))
+	}
+	if p := all.Models["base"].PassAtK["1"]; !(p.Lo <= p.Est && p.Est <= p.Hi) {
+		t.Errorf("base pass@1 interval %+v", p)
+	}
+	if len(all.VsBase["grpo"].OverlapCounts) != 2 || len(res.Views) < 2 {
+		t.Errorf("overlap counts %v, %d views", all.VsBase["grpo"].OverlapCounts, len(res.Views))
+	}
+	for _, f := range []string{"study.md", "pass_at_k.svg", "solved_sets.svg", "pass_at_k_algorithms.svg", "r1/base/eval/problems.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("missing %s", f)
+		}
+	}
+	if code, _, stderr := moerl(t, "study", "--quick", "--out", dir, "--device", "cpu"); code != 1 || !strings.Contains(stderr, "--resume") {
+		t.Errorf("a second study into the same folder: exit %d %q", code, stderr)
+	}
+	code, _, stderr = moerl(t, "study", "--quick", "--out", dir, "--device", "cpu", "--resume", "--stats.resamples", "300")
+	if code != 0 || strings.Contains(stderr, "pretrain [") || strings.Contains(stderr, "rl grpo [") {
+		t.Errorf("resume with only the statistics changed retrained something: exit %d\n%s", code, stderr)
+	}
+	code, _, stderr = moerl(t, "study", "--quick", "--out", dir, "--device", "cpu", "--resume", "--rl.steps", "2")
+	if code != 0 || strings.Contains(stderr, "pretrain [") || !strings.Contains(stderr, "rl grpo [") {
+		t.Errorf("resume with rl.steps changed should rerun the RL stages only: exit %d\n%s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "r1")); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestStudyConfig: a study file's unknown key is an error naming it, and
+// --print-config writes a file that loads back to the same settings.
+func TestStudyConfig(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("replicates = 3\n[rl]\nstesp = 4\n"), 0o644)
+	if code, _, stderr := moerl(t, "study", "--config", bad, "--print-config"); code != 2 || !strings.Contains(stderr, `unknown key "stesp"`) {
+		t.Errorf("unknown key: exit %d %q", code, stderr)
+	}
+	code, printed, stderr := moerl(t, "study", "--replicates", "4", "--rl.steps", "33", "--algos", "grpo,dapo", "--print-config")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte(printed), 0o644)
+	code, again, stderr := moerl(t, "study", "--config", good, "--print-config")
+	if code != 0 || again != printed {
+		t.Errorf("printed config does not load back the same: exit %d %s\n%s\nvs\n%s", code, stderr, printed, again)
+	}
+	if !strings.Contains(printed, "replicates = 4") || !strings.Contains(printed, "steps = 33") {
+		t.Errorf("flags did not reach the config:\n%s", printed)
+	}
+}
