@@ -12,7 +12,9 @@ import (
 )
 
 func TestDecisionRules(t *testing.T) {
-	iv := func(lo, hi float64) eval.Interval { return eval.Interval{Est: (lo + hi) / 2, Lo: lo, Hi: hi, Level: 0.95} }
+	iv := func(lo, hi float64) eval.Interval {
+		return eval.Interval{Est: (lo + hi) / 2, Lo: lo, Hi: hi, Level: 0.95}
+	}
 	cases := []struct {
 		name string
 		test Test
