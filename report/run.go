@@ -125,7 +125,12 @@ func ReadRun(dir string) (*Run, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}
+	// A stage's evaluation is its own folder's eval.json, or that of its
+	// eval/ folder (the run layer evaluates a stage there).
 	evalPath := filepath.Join(dir, EvalFile)
+	if _, err := os.Stat(evalPath); errors.Is(err, fs.ErrNotExist) {
+		evalPath = filepath.Join(dir, "eval", EvalFile)
+	}
 	data, err = os.ReadFile(evalPath)
 	switch {
 	case err == nil:
@@ -151,6 +156,10 @@ func ReadRun(dir string) (*Run, error) {
 func stageOf(r *Run) string {
 	var s map[string]json.RawMessage
 	if json.Unmarshal(r.Settings, &s) == nil {
+		var kind string // run.json of the run layer: "kind"
+		if json.Unmarshal(s["kind"], &kind) == nil && kind != "" {
+			return kind
+		}
 		var stage string
 		if json.Unmarshal(s["stage"], &stage) == nil && stage != "" {
 			return stage

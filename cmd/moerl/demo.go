@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/moerl/moerl/report"
 	"github.com/moerl/moerl/rl"
 	"github.com/moerl/moerl/rl/algo"
 	"github.com/moerl/moerl/rl/eval"
@@ -153,18 +154,19 @@ For replicates, intervals and verdicts, run moerl study.`, stderr)
 		return err
 	}
 	named := []namedReport{{"base", res.Base}}
-	curves := []curve{{"base", curveColors[0], res.Base.PassAtK}}
+	plot := report.CurvePlot{Title: fmt.Sprintf("%s: pass@k of the base model and after RL, %d problems", r.Task, res.Base.Problems),
+		XLabel: "k (samples)", YLabel: "pass@k", LogX: true, YMin: 0, YMax: 1, Width: 560, Height: 340}
+	plot.Series = append(plot.Series, passSeries("base", res.Base, 0))
 	for i, name := range algos {
 		named = append(named, namedReport{name, res.Runs[name].Report})
-		curves = append(curves, curve{name, curveColors[(i+1)%len(curveColors)], res.Runs[name].Report.PassAtK})
+		plot.Series = append(plot.Series, passSeries(name, res.Runs[name].Report, i+1))
 	}
 	svgPath := filepath.Join(*out, "pass_at_k.svg")
-	var svg strings.Builder
-	title := fmt.Sprintf("%s: pass@k of the base model and after RL, %d problems", r.Task, res.Base.Problems)
-	if err := writePassAtKSVG(&svg, title, curves); err != nil {
+	svg, err := report.CurvesSVG(plot)
+	if err != nil {
 		return err
 	}
-	if err := run.WriteFileAtomic(svgPath, []byte(svg.String())); err != nil {
+	if err := run.WriteFileAtomic(svgPath, svg); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\n%s, %d problems × %d samples, device %s, %.0f s\n\n", r.Task, res.Base.Problems, r.Eval.N, res.Device, res.Seconds)
@@ -177,7 +179,14 @@ For replicates, intervals and verdicts, run moerl study.`, stderr)
 	return nil
 }
 
-var curveColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"}
+// passSeries is a model's pass@k curve.
+func passSeries(name string, rep eval.Report, color int) report.Series {
+	s := report.Series{Name: name, Color: report.Color(color)}
+	for _, k := range eval.Ks(rep.N) {
+		s.X, s.Y = append(s.X, float64(k)), append(s.Y, rep.PassAtK[k])
+	}
+	return s
+}
 
 // readReports reads each evaluated stage's report, by model stage name.
 func readReports(results []run.Result, evals map[string]string) (map[string]eval.Report, error) {

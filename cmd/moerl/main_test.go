@@ -193,7 +193,7 @@ func TestDemoQuick(t *testing.T) {
 		t.Errorf("demo.json lacks reports: %s", data)
 	}
 	svg, _ := os.ReadFile(filepath.Join(dir, "pass_at_k.svg"))
-	if !bytes.Contains(svg, []byte("<polyline")) {
+	if !bytes.Contains(svg, []byte("<path")) || !bytes.Contains(svg, []byte(">grpo<")) {
 		t.Error("pass_at_k.svg has no curves")
 	}
 	// A finished study is never overwritten.
