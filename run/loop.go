@@ -190,6 +190,9 @@ func Loop(env *Env, f *Folder, label string, s Stepper) error {
 			env.Log.EndProgress(label)
 			return fail(fmt.Errorf("%s step %d: %w (the last checkpoint, step %d, is kept)", label, step, err, saved))
 		}
+		if err := mw.Write(res.Stats); err != nil {
+			return fail(err)
+		}
 		if res.Skipped {
 			skipped++
 			inARow++
@@ -200,9 +203,6 @@ func Loop(env *Env, f *Folder, label string, s Stepper) error {
 			}
 		} else {
 			inARow = 0
-		}
-		if err := mw.Write(res.Stats); err != nil {
-			return fail(err)
 		}
 		status := res.Status
 		if skipped > 0 {
