@@ -156,23 +156,6 @@ func parseResponses(data []byte) ([]givenResponse, error) {
 	return out, nil
 }
 
-// matchProblem finds the problem a response answers, byID mapping ids to
-// problem indices (the reward command's lookup; eval uses problemIndex,
-// which also refuses a duplicated id).
-func matchProblem(problems []task.Problem, byID map[string]int, r givenResponse) (int, error) {
-	if r.Index != nil {
-		if *r.Index < 0 || *r.Index >= len(problems) {
-			return 0, fmt.Errorf("index %d outside the %d problems", *r.Index, len(problems))
-		}
-		return *r.Index, nil
-	}
-	i, ok := byID[r.ID]
-	if !ok {
-		return 0, fmt.Errorf("no problem has id %q", r.ID)
-	}
-	return i, nil
-}
-
 // problemIndex finds problems by id. A duplicated id names more than one
 // problem, so a response cannot be matched by it.
 type problemIndex struct {

@@ -112,11 +112,25 @@ Built in:`+list.String(), stderr)
 	n := p.Recipe.Eval.N
 	fmt.Fprintf(stdout, "\npipeline %s on %s, %d problems × %d samples, %.0f s\n\n", p.Name, p.Recipe.Task, reports[p.Evaluated[0]].Problems, n, res.Seconds)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	mid := min(16, n)
-	fmt.Fprintf(tw, "stage\tpass@1\tpass@%d\tpass@%d\tmaj@%d\t\n", mid, n, n)
+	ks := []int{1}
+	if mid := min(16, n); mid > 1 && mid < n {
+		ks = append(ks, mid)
+	}
+	if n > 1 {
+		ks = append(ks, n)
+	}
+	fmt.Fprint(tw, "stage\t")
+	for _, k := range ks {
+		fmt.Fprintf(tw, "pass@%d\t", k)
+	}
+	fmt.Fprintf(tw, "maj@%d\t\n", n)
 	for _, name := range p.Evaluated {
 		r := reports[name]
-		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.3f\t\n", name, r.PassAtK[1], r.PassAtK[mid], r.PassAtK[n], r.MajAtK[n])
+		fmt.Fprintf(tw, "%s\t", name)
+		for _, k := range ks {
+			fmt.Fprintf(tw, "%.3f\t", r.PassAtK[k])
+		}
+		fmt.Fprintf(tw, "%.3f\t\n", r.MajAtK[n])
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "\nwrote %s\n", resultPath)

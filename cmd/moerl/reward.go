@@ -35,16 +35,13 @@ answer and the reason. --responses is JSONL of {"id" or "index", "response"}.`, 
 	if err != nil {
 		return err
 	}
-	byID := map[string]int{}
-	for i, p := range problems {
-		byID[p.ID] = i
-	}
+	index := indexProblems(problems)
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false) // keep "</answer>" readable in reasons
 	for j, r := range rs {
-		i, err := matchProblem(problems, byID, r)
+		i, err := index.match(r)
 		if err != nil {
 			return fmt.Errorf("response %d: %w", j+1, err)
 		}
