@@ -314,20 +314,30 @@ func (m *Model) auxLoss(a *Acts, s *layerActs) float64 {
 func (m *Model) head(a *Acts, o ForwardOptions) {
 	c, be := m.Cfg, m.be
 	N, d, V := a.N, c.DModel, c.Vocab
-	be.RMSNorm(a.hf, a.rstf, a.x[c.Layers], m.pv[m.lay.finalNorm], N, d, float32(c.NormEps))
 	if c.ValueHead { // values land in logp's place: one per position
+		be.RMSNorm(a.hf, a.rstf, a.x[c.Layers], m.pv[m.lay.finalNorm], N, d, float32(c.NormEps))
 		m.linear(a.logp, a.hf, m.pv[m.lay.head], N, d, 1, false)
 		return
 	}
-	m.linear(a.logits, a.hf, m.pv[m.lay.head], N, d, V, false)
-	a.invTemp = 1
-	if o.Temperature > 0 && o.Temperature != 1 {
-		a.invTemp = float32(1 / o.Temperature)
-		be.Scale(a.logits, N*V, a.invTemp)
-	}
+	m.logits(a, a.x[c.Layers], o.Temperature)
 	be.TokenLogProbs(a.logp, a.lse, a.logits, a.targets, N, V)
 	if o.Entropy {
 		be.Entropy(a.ent, a.logits, a.lse, N, V)
+	}
+}
+
+// logits computes a.logits = head(RMSNorm(x)) / temperature for a.N hidden
+// states x (temperature 0 or 1: undivided). It is the one way from a hidden
+// state to logits, for the trainer's log-probs and the sampler's draws.
+func (m *Model) logits(a *Acts, x *engine.Tensor, temperature float64) {
+	c, be := m.Cfg, m.be
+	N, d, V := a.N, c.DModel, c.Vocab
+	be.RMSNorm(a.hf, a.rstf, x, m.pv[m.lay.finalNorm], N, d, float32(c.NormEps))
+	m.linear(a.logits, a.hf, m.pv[m.lay.head], N, d, V, false)
+	a.invTemp = 1
+	if temperature > 0 && temperature != 1 {
+		a.invTemp = float32(1 / temperature)
+		be.Scale(a.logits, N*V, a.invTemp)
 	}
 }
 

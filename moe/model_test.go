@@ -255,3 +255,41 @@ func TestActsListed(t *testing.T) {
 		a.Free(m.be)
 	}
 }
+
+// TestGenerateReusesWorkspace: Generate keeps its workspace between calls,
+// grows it for a larger call and reuses it for a smaller one, and every
+// call gives the bits a model that never sampled before would give.
+func TestGenerateReusesWorkspace(t *testing.T) {
+	cfg := tinyConfig(false)
+	cfg.MaxSeq = 16
+	be := cpu.New()
+	m, _ := New(cfg, be, 2)
+	small, large := [][]int32{{1, 3}}, [][]int32{{1, 4, 5, 6}, {2}, {7, 7}}
+	calls := []struct {
+		prompts [][]int32
+		G       int
+	}{{small, 2}, {large, 3}, {small, 1}, {large, 3}}
+	o := SampleOptions{Temperature: 1, MaxNew: 6}
+	var pre *Acts
+	for i, c := range calls {
+		got, err := m.Generate(c.prompts, c.G, o, engine.NewRNG(uint64(i), engine.StreamSample))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, _ := New(cfg, be, 2)
+		want, _ := fresh.Generate(c.prompts, c.G, o, engine.NewRNG(uint64(i), engine.StreamSample))
+		for s := range want {
+			if !slices.Equal(got[s].Tokens, want[s].Tokens) || !slices.Equal(got[s].LogProbs, want[s].LogProbs) {
+				t.Errorf("call %d, sequence %d: %v, a fresh model samples %v", i, s, got[s].Tokens, want[s].Tokens)
+			}
+		}
+		if i >= 2 && m.gen.pre != pre {
+			t.Errorf("call %d reallocated the prefill workspace", i)
+		}
+		pre = m.gen.pre
+	}
+	m.FreeSampler()
+	if m.gen != nil {
+		t.Error("FreeSampler kept the workspace")
+	}
+}
