@@ -5,8 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/moerl/moerl/internal/paritytest"
 	"github.com/moerl/moerl/moe"
-	"github.com/moerl/moerl/moe/parity"
 	"github.com/moerl/moerl/moe/tokenizer"
 	"github.com/moerl/moerl/rl"
 )
@@ -41,10 +41,10 @@ func emulatedBackend(t *testing.T) *Backend {
 // training steps, and sampling.
 func TestModelOnEmulator(t *testing.T) {
 	gpu := emulatedBackend(t)
-	cfg := parity.SmallConfig(false)
-	parity.Model(t, gpu, cfg)
-	parity.Training(t, gpu, cfg, 2, 3, 1e-4)
-	parity.Sampling(t, gpu, cfg)
+	cfg := paritytest.SmallConfig(false)
+	paritytest.Model(t, gpu, cfg)
+	paritytest.Training(t, gpu, cfg, 2, 3, 1e-4)
+	paritytest.Sampling(t, gpu, cfg)
 }
 
 // TestRLStepOnEmulator runs one GRPO step and one PPO step (critic
@@ -52,7 +52,7 @@ func TestModelOnEmulator(t *testing.T) {
 // its numbers are finite, and the trainer's log-probs equal the sampler's.
 func TestRLStepOnEmulator(t *testing.T) {
 	gpu := emulatedBackend(t)
-	cfg := parity.SmallConfig(false)
+	cfg := paritytest.SmallConfig(false)
 	cfg.MaxSeq = 24
 	for _, preset := range []string{"grpo", "ppo"} {
 		rc, _ := rl.DefaultConfig(preset)
