@@ -147,11 +147,13 @@ func (*Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *engine.Te
 // cached keys and values; a sequence of length 0 gets a zero output.
 //
 // It computes what Attention computes for the last query of a sequence of
-// lens[b] tokens, in the same order (the same Sgemm products, the same
-// softmax), so its output is bitwise Attention's: the log-probs recorded
-// while sampling equal the ones a training forward recomputes, exactly. A
-// one-row product does not need Sgemm's speed, only its order. Each
-// goroutine takes whole sequences and walks their heads.
+// lens[b] tokens, in the same order, so its output is bitwise Attention's:
+// the log-probs recorded while sampling equal the ones a training forward
+// recomputes, exactly. Every score is the same Sgemm element (a sum over
+// the head in one order, whichever operand is A and which B, since each
+// product is commutative), the softmax is the same function of the same row,
+// and the values are weighed by the same Sgemm products in the same blocks
+// of keys. Each goroutine takes whole sequences.
 func (*Backend) AttentionDecode(out, q, kc, vc, lens *engine.Tensor, batch, maxSeq, heads, headDim int) {
 	const op = "AttentionDecode"
 	n := batch * heads * headDim
@@ -165,41 +167,40 @@ func (*Backend) AttentionDecode(out, q, kc, vc, lens *engine.Tensor, batch, maxS
 	scale := float32(1 / math.Sqrt(float64(headDim)))
 	width := heads * headDim
 	parallelFor(batch, grain(2*width*maxSeq), func(lo, hi int) {
-		s := getScratch(maxSeq, 0, 0)
+		s := getScratch(attnKeyBlock*heads*heads+heads*maxSeq, 0, 0)
 		defer putScratch(s)
+		all, scores := s.f[:attnKeyBlock*heads*heads], s.f[attnKeyBlock*heads*heads:]
 		for b := lo; b < hi; b++ {
 			keys := int(ln[b])
-			cache := b * maxSeq * width
-			k, v := ks[cache:cache+keys*width], vs[cache:cache+keys*width]
+			ob := os[b*width : (b+1)*width]
 			if keys == 0 {
-				clear(os[b*width : (b+1)*width])
+				clear(ob)
 				continue
 			}
-			// The loads that stream this sequence's cache into L2 ahead of
-			// the strided per-head reads.
-			s.f[0] = touch(k) + touch(v) // a use, so the loads stay
-			sc := s.f[:keys]
+			cache := b * maxSeq * width
+			k, v := ks[cache:cache+keys*width], vs[cache:cache+keys*width]
+			// Every head's scores from one product per block of keys: the
+			// cache's rows, keys×heads of headDim, read in place, against
+			// the heads queries. Row j·heads+h, column h is head h's score
+			// for key j; the other columns are waste (heads times the
+			// products), which costs less than a product per head that
+			// packs its strided keys.
+			for j0 := 0; j0 < keys; j0 += attnKeyBlock {
+				nj := min(attnKeyBlock, keys-j0)
+				gemm.Sgemm(false, true, nj*heads, heads, headDim, scale, k[j0*width:], headDim,
+					qs[b*width:(b+1)*width], headDim, 0, all, heads)
+				for h := range heads {
+					row := scores[h*keys+j0 : h*keys+j0+nj]
+					for j := range row {
+						row[j] = all[(j*heads+h)*heads+h]
+					}
+				}
+			}
 			for h := range heads {
-				c := b*width + h*headDim
-				attnScores(sc, qs[c:c+headDim], k[h*headDim:], 1, keys, headDim, width, scale)
+				sc := scores[h*keys : (h+1)*keys]
 				softmaxInPlace(sc)
-				attnValues(os[c:c+headDim], sc, v[h*headDim:], 1, keys, headDim, width)
+				attnValues(ob[h*headDim:(h+1)*headDim], sc, v[h*headDim:], 1, keys, headDim, width)
 			}
 		}
 	})
-}
-
-// touch loads one float of every 64-byte cache line of x and returns a sum
-// of them that callers store, so that the loads are not optimised away.
-func touch(x []float32) float32 {
-	var s0, s1 float32
-	i := 0
-	for ; i+32 <= len(x); i += 32 {
-		s0 += x[i]
-		s1 += x[i+16]
-	}
-	for ; i < len(x); i += 16 {
-		s0 += x[i]
-	}
-	return s0 + s1
 }
