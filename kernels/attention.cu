@@ -26,10 +26,21 @@
 // element a single owner, hence a fixed summation order. dq, dk and dv
 // accumulate (+=) into what they held.
 //
-// Decode (attn_decode_dD): one block per (head, sequence) of 128 threads; the
-// scores of the lens[b] cached keys go to shared memory, then a block-wide
-// softmax, then each warp sums a fixed quarter of the positions and the four
-// partial outputs are added in warp order. Overwrites out.
+// Decode (attn_decode_dD): one block per (head, sequence) of 128 threads
+// computes what attn_fwd computes for the sequence's last query, bit for bit,
+// so that a sampled token's log-prob is the trainer's (exactly on-policy).
+// The scores of the lens[b] cached keys go to shared memory (a thread per
+// key, each an FMA chain over the head in d order, as attn_fwd's); warp 0
+// then walks them in attn_fwd's key tiles of 64 with attn_fwd's online
+// softmax (its per-thread keys, shuffles and running max and sum); after
+// each tile every thread owning an output column rescales it and adds the
+// tile's p·v in key order. Tiles past the query's last key, which attn_fwd
+// also visits, change nothing there (p = 0, the correction is 1), so they
+// are skipped. Overwrites out.
+//
+// Both kernels spell their arithmetic with explicit fmaf and _rn intrinsics
+// where a product meets a sum, so the compiler cannot contract the two
+// kernels' expressions differently.
 //
 // CPU twin: engine.Backend.Attention, engine.Backend.AttentionBackward,
 // engine.Backend.AttentionDecode.
@@ -111,7 +122,7 @@ __device__ __forceinline__ void attn_fwd(float* out, float* lse, const float* q,
 #pragma unroll
             for (int rr = 0; rr < 4; rr++)
 #pragma unroll
-                for (int cc = 0; cc < 4; cc++) s[rr][cc] += a[rr] * bk[cc];
+                for (int cc = 0; cc < 4; cc++) s[rr][cc] = fmaf(a[rr], bk[cc], s[rr][cc]);
         }
 
 #pragma unroll
@@ -121,12 +132,16 @@ __device__ __forceinline__ void attn_fwd(float* out, float* lse, const float* q,
 #pragma unroll
             for (int cc = 0; cc < 4; cc++) {
                 const int j = k0 + tx + 16 * cc;
-                s[rr][cc] = (j <= i && j < seq) ? s[rr][cc] * scale : -INFINITY;
+                s[rr][cc] = (j <= i && j < seq) ? __fmul_rn(s[rr][cc], scale) : -INFINITY;
                 mx = fmaxf(mx, s[rr][cc]);
             }
             // The 16 threads of a row are one half-warp.
 #pragma unroll
             for (int off = 8; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, off));
+            // The tile's part of the online softmax; attn_decode repeats it.
+            // A tile whose keys the row cannot see leaves it as it was
+            // (p = 0, corr = 1), so a row's result does not depend on the tiles
+            // after its own.
             const float mNew = fmaxf(m[rr], mx);
             // Every row of a visited tile sees at least key k0 <= i, so mNew is
             // finite; the guard keeps a fully masked row at zero regardless.
@@ -134,17 +149,17 @@ __device__ __forceinline__ void attn_fwd(float* out, float* lse, const float* q,
             float rs = 0.0f;
 #pragma unroll
             for (int cc = 0; cc < 4; cc++) {
-                const float p = expf(s[rr][cc] - mUse);
+                const float p = expf(__fsub_rn(s[rr][cc], mUse));
                 s[rr][cc] = p;
-                rs += p;
+                rs = __fadd_rn(rs, p);
             }
 #pragma unroll
-            for (int off = 8; off > 0; off >>= 1) rs += __shfl_xor_sync(FULL_MASK, rs, off);
-            const float corr = expf(m[rr] - mUse);
-            l[rr] = l[rr] * corr + rs;
+            for (int off = 8; off > 0; off >>= 1) rs = __fadd_rn(rs, __shfl_xor_sync(FULL_MASK, rs, off));
+            const float corr = expf(__fsub_rn(m[rr], mUse));
+            l[rr] = fmaf(l[rr], corr, rs);
             m[rr] = mNew;
 #pragma unroll
-            for (int c = 0; c < NC; c++) o[rr][c] *= corr;
+            for (int c = 0; c < NC; c++) o[rr][c] = __fmul_rn(o[rr][c], corr);
 #pragma unroll
             for (int cc = 0; cc < 4; cc++) Ps[(ty + 16 * rr) * (FWD_BC + 1) + tx + 16 * cc] = s[rr][cc];
         }
@@ -158,7 +173,7 @@ __device__ __forceinline__ void attn_fwd(float* out, float* lse, const float* q,
             for (int rr = 0; rr < 4; rr++) {
                 const float p = Ps[(ty + 16 * rr) * (FWD_BC + 1) + j];
 #pragma unroll
-                for (int c = 0; c < NC; c++) o[rr][c] += p * vv[c];
+                for (int c = 0; c < NC; c++) o[rr][c] = fmaf(p, vv[c], o[rr][c]);
             }
         }
     }
@@ -172,7 +187,7 @@ __device__ __forceinline__ void attn_fwd(float* out, float* lse, const float* q,
 #pragma unroll
         for (int c = 0; c < NC; c++) {
             const int d = tx + 16 * c;
-            if (d < hd) orow[d] = o[rr][c] * inv;
+            if (d < hd) orow[d] = __fmul_rn(o[rr][c], inv);
         }
         if (tx == 0) lse[((size_t)b * heads + h) * seq + i] = m[rr] + logf(l[rr]);
     }
@@ -399,18 +414,18 @@ __device__ __forceinline__ void attn_bwd_dq(float* dq, const float* dout, const 
 
 #define DECODE_THREADS 128
 
+// attn_decode is attn_fwd for the one query at position lens[b]−1 of
+// sequence b, head h: the same operations on the same values in the same
+// order. sc (dynamic shared memory, maxSeq floats) holds the scores, then
+// the probabilities.
 template <int D>
 __device__ __forceinline__ void attn_decode(float* out, const float* q, const float* kc, const float* vc,
                                             const int* lens, int maxSeq, int heads, int hd, float scale,
                                             int* status) {
-    constexpr int PER = D / 32; // elements per lane
-    constexpr int NW = DECODE_THREADS / 32;
-    __shared__ float red[32];
     __shared__ float qs[D];
-    __shared__ float part[NW][D];
-    float* sc = reinterpret_cast<float*>(moerl_smem); // maxSeq scores
+    __shared__ float corr_s, l_s;
+    float* sc = reinterpret_cast<float*>(moerl_smem);
 
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int h = blockIdx.x, b = blockIdx.y;
     const float* qr = q + ((size_t)b * heads + h) * hd;
     for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = d < hd ? qr[d] : 0.0f;
@@ -421,53 +436,72 @@ __device__ __forceinline__ void attn_decode(float* out, const float* q, const fl
     }
     __syncthreads();
 
-    // Scores: warp w takes positions w, w+NW, ...; lanes split the head.
-    for (int j = warp; j < L; j += NW) {
+    // Scores, as attn_fwd's: an FMA chain over d from 0 (its zero-filled
+    // columns past hd add nothing), then the scale.
+    for (int j = threadIdx.x; j < L; j += blockDim.x) {
         const float* kr = kc + (((size_t)b * maxSeq + j) * heads + h) * hd;
         float s = 0.0f;
-#pragma unroll
-        for (int t = 0; t < PER; t++) {
-            const int d = lane + 32 * t;
-            if (d < hd) s += qs[d] * kr[d];
-        }
-        s = warp_sum(s);
-        if (lane == 0) sc[j] = s * scale;
+        for (int d = 0; d < hd; d++) s = fmaf(qs[d], kr[d], s);
+        sc[j] = __fmul_rn(s, scale);
     }
     __syncthreads();
 
-    float m = -INFINITY;
-    for (int j = threadIdx.x; j < L; j += blockDim.x) m = fmaxf(m, sc[j]);
-    m = block_max(m, red);
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j < L; j += blockDim.x) {
-        const float p = expf(sc[j] - m);
-        sc[j] = p;
-        sum += p;
-    }
-    sum = block_sum(sum, red); // its barriers also publish sc
-
-    float acc[PER];
+    // Warp 0 runs attn_fwd's softmax for one row: lane tx (its upper half
+    // repeats the lower) holds keys k0 + tx + 16·cc of each tile. Thread t
+    // owns output column t, which attn_fwd's thread t % 16 owns.
+    const int lane = threadIdx.x & 31, tx = lane & 15;
+    const bool softmax = threadIdx.x < 32;
+    const int col = threadIdx.x;
+    float m = -INFINITY, l = 0.0f, o = 0.0f;
+    const int nkt = L > 0 ? (L - 1) / FWD_BC + 1 : 0;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int k0 = kt * FWD_BC;
+        if (softmax) {
+            float s[4], mx = -INFINITY;
 #pragma unroll
-    for (int t = 0; t < PER; t++) acc[t] = 0.0f;
-    for (int j = warp; j < L; j += NW) {
-        const float p = sc[j];
-        const float* vr = vc + (((size_t)b * maxSeq + j) * heads + h) * hd;
+            for (int cc = 0; cc < 4; cc++) {
+                const int j = k0 + tx + 16 * cc;
+                s[cc] = j < L ? sc[j] : -INFINITY; // j < L: j <= the query's position
+                mx = fmaxf(mx, s[cc]);
+            }
 #pragma unroll
-        for (int t = 0; t < PER; t++) {
-            const int d = lane + 32 * t;
-            if (d < hd) acc[t] += p * vr[d];
+            for (int off = 8; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, off));
+            const float mNew = fmaxf(m, mx);
+            const float mUse = mNew == -INFINITY ? 0.0f : mNew;
+            float rs = 0.0f;
+#pragma unroll
+            for (int cc = 0; cc < 4; cc++) {
+                const float p = expf(__fsub_rn(s[cc], mUse));
+                s[cc] = p;
+                rs = __fadd_rn(rs, p);
+            }
+#pragma unroll
+            for (int off = 8; off > 0; off >>= 1) rs = __fadd_rn(rs, __shfl_xor_sync(FULL_MASK, rs, off));
+            const float corr = expf(__fsub_rn(m, mUse));
+            l = fmaf(l, corr, rs);
+            m = mNew;
+            __syncwarp(); // every lane has read its scores before the lower half overwrites them
+            if (lane < 16) {
+#pragma unroll
+                for (int cc = 0; cc < 4; cc++) {
+                    const int j = k0 + tx + 16 * cc;
+                    if (j < L) sc[j] = s[cc];
+                }
+            }
+            if (lane == 0) corr_s = corr;
         }
+        __syncthreads();
+        if (col < hd) {
+            o = __fmul_rn(o, corr_s);
+            // attn_fwd adds all 64 keys; past L its p is 0 and adds nothing.
+            const int k1 = min(k0 + FWD_BC, L);
+            for (int j = k0; j < k1; j++) o = fmaf(sc[j], vc[(((size_t)b * maxSeq + j) * heads + h) * hd + col], o);
+        }
+        __syncthreads(); // corr_s is rewritten by the next tile
     }
-#pragma unroll
-    for (int t = 0; t < PER; t++) part[warp][lane + 32 * t] = acc[t];
+    if (threadIdx.x == 0) l_s = l;
     __syncthreads();
-    float* orow = out + ((size_t)b * heads + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW; w++) o += part[w][d];
-        orow[d] = L > 0 ? o / sum : 0.0f;
-    }
+    if (col < hd) out[((size_t)b * heads + h) * hd + col] = L > 0 ? __fmul_rn(o, 1.0f / l_s) : 0.0f;
 }
 
 // attn_bwd_delta: delta[b,h,i] = Σ_d dout·out over one head row; one warp

@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/moerl/moerl/engine/cuda"
+	"github.com/moerl/moerl/internal/paritytest"
 	"github.com/moerl/moerl/moe"
-	"github.com/moerl/moerl/moe/parity"
 )
 
 // cudaBackend opens the GPU with TF32 off (so float32 GEMMs match the CPU's
@@ -25,9 +25,9 @@ func cudaBackend(t *testing.T) *cuda.Backend {
 // TestCUDAModelMatchesCPU: the whole model's forward and every gradient on
 // the GPU agree with the CPU backend's (MoE and dense FFN).
 func TestCUDAModelMatchesCPU(t *testing.T) {
-	cfg := parity.SmallConfig(false)
+	cfg := paritytest.SmallConfig(false)
 	cfg.MaxSeq = 32
-	parity.Model(t, cudaBackend(t), cfg)
+	paritytest.Model(t, cudaBackend(t), cfg)
 }
 
 // TestCUDATrainingCurveMatchesCPU trains moe-tiny for 50 steps on both
@@ -37,13 +37,13 @@ func TestCUDATrainingCurveMatchesCPU(t *testing.T) {
 	gpu := cudaBackend(t)
 	cfg, _ := moe.Preset("moe-tiny")
 	cfg.MaxSeq = 64
-	parity.Training(t, gpu, cfg, 8, 50, 0.01)
+	paritytest.Training(t, gpu, cfg, 8, 50, 0.01)
 }
 
 // TestCUDASamplingReproducible: one seed gives the same tokens twice, and
 // the log-probs recorded on the GPU match a CPU forward on those tokens.
 func TestCUDASamplingReproducible(t *testing.T) {
-	cfg := parity.SmallConfig(false)
+	cfg := paritytest.SmallConfig(false)
 	cfg.MaxSeq = 32
-	parity.Sampling(t, cudaBackend(t), cfg)
+	paritytest.Sampling(t, cudaBackend(t), cfg)
 }

@@ -39,42 +39,102 @@ type Acts struct {
 	ent      *engine.Tensor
 	invTemp  float32
 
-	// backward scratch, shared across layers
+	// backward scratch, shared across layers; nil in a forward-only
+	// workspace (the sampler's)
 	dres, dh, dq, dk, dv, da *engine.Tensor
 	dxp, dg, du, ds, dy      *engine.Tensor
 	dweights, drl, dprobs    *engine.Tensor
 	dlogits, dlogp           *engine.Tensor
-	hostLogp, hostEnt        []float32
-	hostProbs                []float32
+
+	hostPos           []int32
+	hostLogp, hostEnt []float32
+	hostProbs         []float32
+	cfg               Config
+	backward          bool
+}
+
+// act is one backend tensor of a workspace: the field that holds it and its
+// size, tokens × width.
+type act struct {
+	t     **engine.Tensor
+	dtype engine.DType
+	width int
+}
+
+// acts is the one list of a workspace's backend tensors, in a fixed order:
+// allocating (NewActs), freeing (Free), taking views of a larger workspace
+// (view) and listing (tensors) all walk it, so a tensor added here is
+// allocated, freed and listed alike. Every tensor holds a whole number of
+// elements per token.
+func (a *Acts) acts() []act {
+	c := a.cfg
+	d, h, V, E, K, H := c.DModel, c.ExpertHidden, c.Vocab, c.NumExperts(), c.K(), c.Heads
+	f := func(t **engine.Tensor, width int) act { return act{t, engine.F32, width} }
+	i := func(t **engine.Tensor, width int) act { return act{t, engine.I32, width} }
+	l := []act{i(&a.ids, 1), i(&a.targets, 1), i(&a.pos, 1),
+		f(&a.hf, d), f(&a.rstf, 1), f(&a.logits, V), f(&a.logp, 1), f(&a.lse, 1), f(&a.ent, 1)}
+	for j := range a.x {
+		l = append(l, f(&a.x[j], d))
+	}
+	for j := range a.layers {
+		s := &a.layers[j]
+		l = append(l, f(&s.h1, d), f(&s.rstd1, 1), f(&s.q, d), f(&s.k, d), f(&s.v, d), f(&s.qr, d), f(&s.kr, d),
+			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
+			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.perm, K), i(&s.inv, K),
+			f(&s.xp, K*d), f(&s.g, K*h), f(&s.u, K*h), f(&s.s, K*h), f(&s.y, K*d))
+	}
+	if a.backward {
+		l = append(l, f(&a.dres, d), f(&a.dh, d), f(&a.dq, d), f(&a.dk, d), f(&a.dv, d), f(&a.da, d),
+			f(&a.dxp, K*d), f(&a.dg, K*h), f(&a.du, K*h), f(&a.ds, K*h), f(&a.dy, K*d),
+			f(&a.dweights, K), f(&a.drl, E), f(&a.dprobs, E), f(&a.dlogits, V), f(&a.dlogp, 1))
+	}
+	return l
 }
 
 // NewActs allocates a workspace for batches of B sequences of T tokens.
-func (m *Model) NewActs(B, T int) *Acts {
-	c, be := m.Cfg, m.be
-	N, d, h, E, K := B*T, c.DModel, c.ExpertHidden, c.NumExperts(), c.K()
-	f := be.NewF32
-	a := &Acts{B: B, T: T, N: N, ids: be.NewI32(N), targets: be.NewI32(N), pos: be.NewI32(N),
-		hf: f(N, d), rstf: f(N), logits: f(N, c.Vocab), logp: f(N), lse: f(N), ent: f(N),
-		dres: f(N, d), dh: f(N, d), dq: f(N, d), dk: f(N, d), dv: f(N, d), da: f(N, d),
-		dxp: f(N*K, d), dg: f(N*K, h), du: f(N*K, h), ds: f(N*K, h), dy: f(N*K, d),
-		dweights: f(N, K), drl: f(N, E), dprobs: f(N, E),
-		dlogits: f(N, c.Vocab), dlogp: f(N),
-		hostLogp: make([]float32, N), hostEnt: make([]float32, N), hostProbs: make([]float32, N*E)}
-	for l := 0; l <= c.Layers; l++ {
-		a.x = append(a.x, f(N, d))
-	}
-	a.layers = make([]layerActs, c.Layers)
-	for l := range a.layers {
-		a.layers[l] = layerActs{
-			h1: f(N, d), rstd1: f(N), q: f(N, d), k: f(N, d), v: f(N, d), qr: f(N, d), kr: f(N, d),
-			rstdq: f(N * c.Heads), rstdk: f(N * c.Heads), att: f(N, d), lse: f(N * c.Heads),
-			x2: f(N, d), h2: f(N, d), rstd2: f(N),
-			rlogits: f(N, E), probs: f(N, E), weights: f(N, K), experts: be.NewI32(N, K),
-			perm: be.NewI32(N * K), inv: be.NewI32(N * K), offsets: make([]int, E+1),
-			xp: f(N*K, d), g: f(N*K, h), u: f(N*K, h), s: f(N*K, h), y: f(N*K, d),
+func (m *Model) NewActs(B, T int) *Acts { return m.newActs(B, T, true) }
+
+// newActs allocates a workspace, with the backward's scratch or without it
+// (a forward-only workspace cannot run Backward).
+func (m *Model) newActs(B, T int, backward bool) *Acts {
+	a := m.actsShell(B, T, backward)
+	for _, t := range a.acts() {
+		if t.dtype == engine.I32 {
+			*t.t = m.be.NewI32(a.N, t.width)
+		} else {
+			*t.t = m.be.NewF32(a.N, t.width)
 		}
 	}
+	for l := range a.layers {
+		a.layers[l].offsets = make([]int, m.Cfg.NumExperts()+1)
+	}
+	a.hostPos, a.hostLogp, a.hostEnt = make([]int32, a.N), make([]float32, a.N), make([]float32, a.N)
+	a.hostProbs = make([]float32, a.N*m.Cfg.NumExperts())
 	return a
+}
+
+// actsShell is a workspace of B×T tokens with no tensors yet.
+func (m *Model) actsShell(B, T int, backward bool) *Acts {
+	return &Acts{B: B, T: T, N: B * T, cfg: m.Cfg, backward: backward,
+		x: make([]*engine.Tensor, m.Cfg.Layers+1), layers: make([]layerActs, m.Cfg.Layers)}
+}
+
+// view is a workspace of B×T tokens over the memory of a, which must hold
+// at least B·T tokens: every tensor is the first B·T·width elements of a's.
+// Only a is freed; its views must not be used after.
+func (m *Model) view(a *Acts, B, T int) *Acts {
+	v := m.actsShell(B, T, a.backward)
+	src, dst := a.acts(), v.acts()
+	for i, t := range dst {
+		*t.t = (*src[i].t).View(0, v.N, t.width)
+	}
+	for l := range v.layers {
+		v.layers[l].offsets = a.layers[l].offsets
+	}
+	N := v.N
+	v.hostPos, v.hostLogp, v.hostEnt = a.hostPos[:N], a.hostLogp[:N], a.hostEnt[:N]
+	v.hostProbs = a.hostProbs[:N*m.Cfg.NumExperts()]
+	return v
 }
 
 // Free releases the workspace's backend memory.
@@ -84,13 +144,11 @@ func (a *Acts) Free(be engine.Backend) {
 	}
 }
 
+// tensors lists the workspace's backend tensors.
 func (a *Acts) tensors() []*engine.Tensor {
-	ts := []*engine.Tensor{a.ids, a.targets, a.pos, a.hf, a.rstf, a.logits, a.logp, a.lse, a.ent,
-		a.dres, a.dh, a.dq, a.dk, a.dv, a.da, a.dxp, a.dg, a.du, a.ds, a.dy, a.dweights, a.drl, a.dprobs, a.dlogits, a.dlogp}
-	ts = append(ts, a.x...)
-	for _, l := range a.layers {
-		ts = append(ts, l.h1, l.rstd1, l.q, l.k, l.v, l.qr, l.kr, l.rstdq, l.rstdk, l.att, l.lse, l.x2, l.h2, l.rstd2,
-			l.rlogits, l.probs, l.weights, l.experts, l.perm, l.inv, l.xp, l.g, l.u, l.s, l.y)
+	var ts []*engine.Tensor
+	for _, t := range a.acts() {
+		ts = append(ts, *t.t)
 	}
 	return ts
 }
@@ -109,13 +167,8 @@ type ForwardOptions struct {
 // causal), and its log-probs are simply ignored by the caller.
 func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float32 {
 	be := m.be
-	be.UploadI32(a.ids, ids)
 	be.UploadI32(a.targets, targets)
-	pos := make([]int32, a.N)
-	for i := range pos {
-		pos[i] = int32(i % a.T)
-	}
-	be.UploadI32(a.pos, pos)
+	m.upload(a, ids)
 	m.forward(a, nil, true)
 	m.head(a, o)
 	be.Download(a.hostLogp, a.logp)
@@ -125,9 +178,49 @@ func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float
 	return a.hostLogp
 }
 
+// upload sets a's input: a.B sequences of a.T tokens from position 0.
+func (m *Model) upload(a *Acts, ids []int32) {
+	m.be.UploadI32(a.ids, ids)
+	for i := range a.hostPos {
+		a.hostPos[i] = int32(i % a.T)
+	}
+	m.be.UploadI32(a.pos, a.hostPos)
+}
+
 // Entropy returns the per-token entropies of the last Forward with
 // ForwardOptions.Entropy set.
 func (a *Acts) Entropy() []float32 { return a.hostEnt }
+
+// linear computes out = in·w, or out += in·w when add is set (a residual
+// branch, or a second gradient term): in is rows×inDim, w inDim×outDim and
+// out rows×outDim, row-major.
+func (m *Model) linear(out, in, w *engine.Tensor, rows, inDim, outDim int, add bool) {
+	m.be.Gemm(false, false, rows, outDim, inDim, 1, in, 0, inDim, w, 0, outDim, beta(add), out, 0, outDim)
+}
+
+// linearBackward is linear's backward: dw += inᵀ·dout, and din = dout·wᵀ
+// (din += dout·wᵀ when add is set, where din already holds another term).
+func (m *Model) linearBackward(din, dw, dout, in, w *engine.Tensor, rows, inDim, outDim int, add bool) {
+	m.be.Gemm(true, false, inDim, outDim, rows, 1, in, 0, inDim, dout, 0, outDim, 1, dw, 0, outDim)
+	m.be.Gemm(false, true, rows, inDim, outDim, 1, dout, 0, outDim, w, 0, outDim, beta(add), din, 0, inDim)
+}
+
+func beta(add bool) float32 {
+	if add {
+		return 1
+	}
+	return 0
+}
+
+// rowsOf is the view of rows [r0, r0+n) of a matrix t of the given width.
+func rowsOf(t *engine.Tensor, r0, n, width int) *engine.Tensor {
+	return t.View(r0*width, n*width)
+}
+
+// expert is expert e's rows×cols matrix of a stacked expert weight.
+func expert(w *engine.Tensor, e, rows, cols int) *engine.Tensor {
+	return w.View(e*rows*cols, rows*cols)
+}
 
 // forward runs embedding and the layers into a.x[L]. With a cache it is a
 // decode step: a.N = a.B single tokens at positions cache.Lens, whose keys
@@ -145,9 +238,9 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 
 		// Attention block: pre-norm, projections, head norms, RoPE.
 		be.RMSNorm(s.h1, s.rstd1, x, m.pv[w.attnNorm], N, d, eps)
-		be.Gemm(false, false, N, d, d, 1, s.h1, 0, d, m.pv[w.wq], 0, d, 0, s.q, 0, d)
-		be.Gemm(false, false, N, d, d, 1, s.h1, 0, d, m.pv[w.wk], 0, d, 0, s.k, 0, d)
-		be.Gemm(false, false, N, d, d, 1, s.h1, 0, d, m.pv[w.wv], 0, d, 0, s.v, 0, d)
+		m.linear(s.q, s.h1, m.pv[w.wq], N, d, d, false)
+		m.linear(s.k, s.h1, m.pv[w.wk], N, d, d, false)
+		m.linear(s.v, s.h1, m.pv[w.wv], N, d, d, false)
 		be.RMSNorm(s.qr, s.rstdq, s.q, m.pv[w.qNorm], N*H, hd, eps)
 		be.RMSNorm(s.kr, s.rstdk, s.k, m.pv[w.kNorm], N*H, hd, eps)
 		be.RoPE(s.qr, a.pos, N, H, hd, theta)
@@ -161,33 +254,36 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		}
 		// x2 = x + att·Wo
 		be.Copy(s.x2, x)
-		be.Gemm(false, false, N, d, d, 1, s.att, 0, d, m.pv[w.wo], 0, d, 1, s.x2, 0, d)
+		m.linear(s.x2, s.att, m.pv[w.wo], N, d, d, true)
 
 		// FFN block: pre-norm, route, experts, combine.
 		next := a.x[l+1]
 		be.RMSNorm(s.h2, s.rstd2, s.x2, m.pv[w.ffnNorm], N, d, eps)
 		be.Copy(next, s.x2)
 		if c.DenseFFN {
-			be.Gemm(false, false, N, h, d, 1, s.h2, 0, d, m.pv[w.w1], 0, h, 0, s.g, 0, h)
-			be.Gemm(false, false, N, h, d, 1, s.h2, 0, d, m.pv[w.w3], 0, h, 0, s.u, 0, h)
+			// next += W2(silu(h2·W1) ⊙ h2·W3)
+			m.linear(s.g, s.h2, m.pv[w.w1], N, d, h, false)
+			m.linear(s.u, s.h2, m.pv[w.w3], N, d, h, false)
 			be.SwiGLU(s.s, s.g, s.u, N*h)
-			be.Gemm(false, false, N, d, h, 1, s.s, 0, h, m.pv[w.w2], 0, d, 1, next, 0, d)
+			m.linear(next, s.s, m.pv[w.w2], N, h, d, true)
 			continue
 		}
-		be.Gemm(false, false, N, E, d, 1, s.h2, 0, d, m.pv[w.router], 0, E, 0, s.rlogits, 0, E)
+		m.linear(s.rlogits, s.h2, m.pv[w.router], N, d, E, false)
 		be.RouterTopK(s.weights, s.experts, s.probs, s.rlogits, N, E, K)
 		be.RouterDispatch(s.perm, s.inv, s.offsets, s.experts, N, E, K)
 		be.Gather(s.xp, s.h2, s.perm, N*K, d)
 		for e := range E {
+			// Expert e's n slots, rows [r0, r0+n) of the sorted slots:
+			// y = W2_e(silu(xp·W1_e) ⊙ xp·W3_e).
 			r0, n := s.offsets[e], s.offsets[e+1]-s.offsets[e]
 			if n == 0 {
 				continue
 			}
-			w1, w3, w2 := e*d*h, e*d*h, e*h*d
-			be.Gemm(false, false, n, h, d, 1, s.xp, r0*d, d, m.pv[w.w1], w1, h, 0, s.g, r0*h, h)
-			be.Gemm(false, false, n, h, d, 1, s.xp, r0*d, d, m.pv[w.w3], w3, h, 0, s.u, r0*h, h)
-			be.SwiGLU(s.s.View(r0*h, n*h), s.g.View(r0*h, n*h), s.u.View(r0*h, n*h), n*h)
-			be.Gemm(false, false, n, d, h, 1, s.s, r0*h, h, m.pv[w.w2], w2, d, 0, s.y, r0*d, d)
+			xp, g, u, sw, y := rowsOf(s.xp, r0, n, d), rowsOf(s.g, r0, n, h), rowsOf(s.u, r0, n, h), rowsOf(s.s, r0, n, h), rowsOf(s.y, r0, n, d)
+			m.linear(g, xp, expert(m.pv[w.w1], e, d, h), n, d, h, false)
+			m.linear(u, xp, expert(m.pv[w.w3], e, d, h), n, d, h, false)
+			be.SwiGLU(sw, g, u, n*h)
+			m.linear(y, sw, expert(m.pv[w.w2], e, h, d), n, h, d, false)
 		}
 		be.Combine(next, s.y, s.weights, s.inv, N, K, d)
 		if aux {
@@ -218,20 +314,30 @@ func (m *Model) auxLoss(a *Acts, s *layerActs) float64 {
 func (m *Model) head(a *Acts, o ForwardOptions) {
 	c, be := m.Cfg, m.be
 	N, d, V := a.N, c.DModel, c.Vocab
-	be.RMSNorm(a.hf, a.rstf, a.x[c.Layers], m.pv[m.lay.finalNorm], N, d, float32(c.NormEps))
 	if c.ValueHead { // values land in logp's place: one per position
-		be.Gemm(false, false, N, 1, d, 1, a.hf, 0, d, m.pv[m.lay.head], 0, 1, 0, a.logp, 0, 1)
+		be.RMSNorm(a.hf, a.rstf, a.x[c.Layers], m.pv[m.lay.finalNorm], N, d, float32(c.NormEps))
+		m.linear(a.logp, a.hf, m.pv[m.lay.head], N, d, 1, false)
 		return
 	}
-	be.Gemm(false, false, N, V, d, 1, a.hf, 0, d, m.pv[m.lay.head], 0, V, 0, a.logits, 0, V)
-	a.invTemp = 1
-	if o.Temperature > 0 && o.Temperature != 1 {
-		a.invTemp = float32(1 / o.Temperature)
-		be.Scale(a.logits, N*V, a.invTemp)
-	}
+	m.logits(a, a.x[c.Layers], o.Temperature)
 	be.TokenLogProbs(a.logp, a.lse, a.logits, a.targets, N, V)
 	if o.Entropy {
 		be.Entropy(a.ent, a.logits, a.lse, N, V)
+	}
+}
+
+// logits computes a.logits = head(RMSNorm(x)) / temperature for a.N hidden
+// states x (temperature 0 or 1: undivided). It is the one way from a hidden
+// state to logits, for the trainer's log-probs and the sampler's draws.
+func (m *Model) logits(a *Acts, x *engine.Tensor, temperature float64) {
+	c, be := m.Cfg, m.be
+	N, d, V := a.N, c.DModel, c.Vocab
+	be.RMSNorm(a.hf, a.rstf, x, m.pv[m.lay.finalNorm], N, d, float32(c.NormEps))
+	m.linear(a.logits, a.hf, m.pv[m.lay.head], N, d, V, false)
+	a.invTemp = 1
+	if temperature > 0 && temperature != 1 {
+		a.invTemp = float32(1 / temperature)
+		be.Scale(a.logits, N*V, a.invTemp)
 	}
 }
 
@@ -240,6 +346,9 @@ func (m *Model) head(a *Acts, o ForwardOptions) {
 // of a value head), plus AuxLossCoef times the load-balancing loss's
 // gradient.
 func (m *Model) Backward(a *Acts, dlogp []float32) {
+	if !a.backward {
+		panic("moe: Backward on a forward-only workspace")
+	}
 	c, be := m.Cfg, m.be
 	N, d, H, hd, h, V, K := a.N, c.DModel, c.Heads, c.HeadDim(), c.ExpertHidden, c.Vocab, c.K()
 	E := c.NumExperts()
@@ -249,16 +358,14 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 	// LM head (or value head) and final norm.
 	be.Upload(a.dlogp, dlogp)
 	if c.ValueHead {
-		be.Gemm(true, false, d, 1, N, 1, a.hf, 0, d, a.dlogp, 0, 1, 1, m.gv[lay.head], 0, 1)
-		be.Gemm(false, true, N, d, 1, 1, a.dlogp, 0, 1, m.pv[lay.head], 0, 1, 0, a.dh, 0, d)
+		m.linearBackward(a.dh, m.gv[lay.head], a.dlogp, a.hf, m.pv[lay.head], N, d, 1, false)
 	} else {
 		be.Zero(a.dlogits)
 		be.TokenLogProbsBackward(a.dlogits, a.dlogp, a.logits, a.lse, a.targets, N, V)
 		if a.invTemp != 1 {
 			be.Scale(a.dlogits, N*V, a.invTemp)
 		}
-		be.Gemm(true, false, d, V, N, 1, a.hf, 0, d, a.dlogits, 0, V, 1, m.gv[lay.head], 0, V)
-		be.Gemm(false, true, N, d, V, 1, a.dlogits, 0, V, m.pv[lay.head], 0, V, 0, a.dh, 0, d)
+		m.linearBackward(a.dh, m.gv[lay.head], a.dlogits, a.hf, m.pv[lay.head], N, d, V, false)
 	}
 	be.Zero(a.dres)
 	be.RMSNormBackward(a.dres, m.gv[lay.finalNorm], a.dh, a.x[c.Layers], m.pv[lay.finalNorm], a.rstf, N, d)
@@ -270,15 +377,12 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 		// FFN block.
 		be.Zero(a.dh)
 		if c.DenseFFN {
-			be.Gemm(true, false, h, d, N, 1, s.s, 0, h, a.dres, 0, d, 1, m.gv[w.w2], 0, d)
-			be.Gemm(false, true, N, h, d, 1, a.dres, 0, d, m.pv[w.w2], 0, d, 0, a.ds, 0, h)
+			m.linearBackward(a.ds, m.gv[w.w2], a.dres, s.s, m.pv[w.w2], N, h, d, false)
 			be.Zero(a.dg)
 			be.Zero(a.du)
 			be.SwiGLUBackward(a.dg, a.du, a.ds, s.g, s.u, N*h)
-			be.Gemm(true, false, d, h, N, 1, s.h2, 0, d, a.dg, 0, h, 1, m.gv[w.w1], 0, h)
-			be.Gemm(true, false, d, h, N, 1, s.h2, 0, d, a.du, 0, h, 1, m.gv[w.w3], 0, h)
-			be.Gemm(false, true, N, d, h, 1, a.dg, 0, h, m.pv[w.w1], 0, h, 0, a.dh, 0, d)
-			be.Gemm(false, true, N, d, h, 1, a.du, 0, h, m.pv[w.w3], 0, h, 1, a.dh, 0, d)
+			m.linearBackward(a.dh, m.gv[w.w1], a.dg, s.h2, m.pv[w.w1], N, d, h, false)
+			m.linearBackward(a.dh, m.gv[w.w3], a.du, s.h2, m.pv[w.w3], N, d, h, true)
 		} else {
 			be.Zero(a.dy)
 			be.Zero(a.dweights)
@@ -290,15 +394,12 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 				if n == 0 {
 					continue
 				}
-				w1, w2 := e*d*h, e*h*d
-				be.Gemm(true, false, h, d, n, 1, s.s, r0*h, h, a.dy, r0*d, d, 1, m.gv[w.w2], w2, d)
-				be.Gemm(false, true, n, h, d, 1, a.dy, r0*d, d, m.pv[w.w2], w2, d, 0, a.ds, r0*h, h)
-				be.SwiGLUBackward(a.dg.View(r0*h, n*h), a.du.View(r0*h, n*h), a.ds.View(r0*h, n*h),
-					s.g.View(r0*h, n*h), s.u.View(r0*h, n*h), n*h)
-				be.Gemm(true, false, d, h, n, 1, s.xp, r0*d, d, a.dg, r0*h, h, 1, m.gv[w.w1], w1, h)
-				be.Gemm(true, false, d, h, n, 1, s.xp, r0*d, d, a.du, r0*h, h, 1, m.gv[w.w3], w1, h)
-				be.Gemm(false, true, n, d, h, 1, a.dg, r0*h, h, m.pv[w.w1], w1, h, 0, a.dxp, r0*d, d)
-				be.Gemm(false, true, n, d, h, 1, a.du, r0*h, h, m.pv[w.w3], w1, h, 1, a.dxp, r0*d, d)
+				xp, g, u, sw := rowsOf(s.xp, r0, n, d), rowsOf(s.g, r0, n, h), rowsOf(s.u, r0, n, h), rowsOf(s.s, r0, n, h)
+				dxp, dg, du, ds, dy := rowsOf(a.dxp, r0, n, d), rowsOf(a.dg, r0, n, h), rowsOf(a.du, r0, n, h), rowsOf(a.ds, r0, n, h), rowsOf(a.dy, r0, n, d)
+				m.linearBackward(ds, expert(m.gv[w.w2], e, h, d), dy, sw, expert(m.pv[w.w2], e, h, d), n, h, d, false)
+				be.SwiGLUBackward(dg, du, ds, g, u, n*h)
+				m.linearBackward(dxp, expert(m.gv[w.w1], e, d, h), dg, xp, expert(m.pv[w.w1], e, d, h), n, d, h, false)
+				m.linearBackward(dxp, expert(m.gv[w.w3], e, d, h), du, xp, expert(m.pv[w.w3], e, d, h), n, d, h, true)
 			}
 			be.GatherBackward(a.dh, a.dxp, s.inv, N, K, d)
 			// Router: through the top-k weights, plus the load-balancing term.
@@ -316,14 +417,12 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 				be.Upload(a.dprobs, g)
 				be.SoftmaxBackward(a.drl, a.dprobs, s.probs, N, E)
 			}
-			be.Gemm(true, false, d, E, N, 1, s.h2, 0, d, a.drl, 0, E, 1, m.gv[w.router], 0, E)
-			be.Gemm(false, true, N, d, E, 1, a.drl, 0, E, m.pv[w.router], 0, E, 1, a.dh, 0, d)
+			m.linearBackward(a.dh, m.gv[w.router], a.drl, s.h2, m.pv[w.router], N, d, E, true)
 		}
 		be.RMSNormBackward(a.dres, m.gv[w.ffnNorm], a.dh, s.x2, m.pv[w.ffnNorm], s.rstd2, N, d)
 
 		// Attention block.
-		be.Gemm(true, false, d, d, N, 1, s.att, 0, d, a.dres, 0, d, 1, m.gv[w.wo], 0, d)
-		be.Gemm(false, true, N, d, d, 1, a.dres, 0, d, m.pv[w.wo], 0, d, 0, a.da, 0, d)
+		m.linearBackward(a.da, m.gv[w.wo], a.dres, s.att, m.pv[w.wo], N, d, d, false)
 		be.Zero(a.dq)
 		be.Zero(a.dk)
 		be.Zero(a.dv)
@@ -331,18 +430,15 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 		be.RoPEBackward(a.dq, a.pos, N, H, hd, theta)
 		be.RoPEBackward(a.dk, a.pos, N, H, hd, theta)
 		// dq, dk now hold gradients w.r.t. the normed heads; a.dh, reused,
-		// collects the pre-norm ones (q then k) in turn.
+		// collects the pre-norm ones (q then k) in turn, and a.da, reused,
+		// collects dL/dh1 from the three projections.
 		be.Zero(a.dh)
 		be.RMSNormBackward(a.dh, m.gv[w.qNorm], a.dq, s.q, m.pv[w.qNorm], s.rstdq, N*H, hd)
-		be.Gemm(true, false, d, d, N, 1, s.h1, 0, d, a.dh, 0, d, 1, m.gv[w.wq], 0, d)
-		be.Gemm(false, true, N, d, d, 1, a.dh, 0, d, m.pv[w.wq], 0, d, 0, a.da, 0, d)
+		m.linearBackward(a.da, m.gv[w.wq], a.dh, s.h1, m.pv[w.wq], N, d, d, false)
 		be.Zero(a.dh)
 		be.RMSNormBackward(a.dh, m.gv[w.kNorm], a.dk, s.k, m.pv[w.kNorm], s.rstdk, N*H, hd)
-		be.Gemm(true, false, d, d, N, 1, s.h1, 0, d, a.dh, 0, d, 1, m.gv[w.wk], 0, d)
-		be.Gemm(false, true, N, d, d, 1, a.dh, 0, d, m.pv[w.wk], 0, d, 1, a.da, 0, d)
-		be.Gemm(true, false, d, d, N, 1, s.h1, 0, d, a.dv, 0, d, 1, m.gv[w.wv], 0, d)
-		be.Gemm(false, true, N, d, d, 1, a.dv, 0, d, m.pv[w.wv], 0, d, 1, a.da, 0, d)
-		// a.da is now dL/dh1.
+		m.linearBackward(a.da, m.gv[w.wk], a.dh, s.h1, m.pv[w.wk], N, d, d, true)
+		m.linearBackward(a.da, m.gv[w.wv], a.dv, s.h1, m.pv[w.wv], N, d, d, true)
 		be.RMSNormBackward(a.dres, m.gv[w.attnNorm], a.da, a.x[l], m.pv[w.attnNorm], s.rstd1, N, d)
 	}
 	be.EmbeddingBackward(m.gv[lay.embed], a.dres, a.ids, N, d)

@@ -26,6 +26,8 @@ type Model struct {
 	// AuxLoss is the load-balancing loss of the last Forward, summed over
 	// layers, before its coefficient.
 	AuxLoss float64
+
+	gen *generator // Generate's workspace, kept between calls
 }
 
 // New builds a model with seeded initial weights on a backend.

@@ -1,10 +1,13 @@
 package moe
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/moerl/moerl/engine"
@@ -206,5 +209,87 @@ func TestResumeBitwise(t *testing.T) {
 	}
 	if whole.OptStep != resumed.OptStep {
 		t.Errorf("optimizer steps %d vs %d", whole.OptStep, resumed.OptStep)
+	}
+}
+
+// TestActsListed: every tensor field of a workspace is on its one list of
+// activations (so NewActs allocates it and Free frees it), exactly once,
+// and a forward-only workspace leaves exactly the backward's scratch out.
+func TestActsListed(t *testing.T) {
+	m, err := New(tinyConfig(false), cpu.New(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, backward := range []bool{true, false} {
+		a := m.newActs(2, 3, backward)
+		listed := map[uintptr]int{} // by address: unexported fields cannot be read as values
+		for _, x := range a.tensors() {
+			listed[reflect.ValueOf(x).Pointer()]++
+		}
+		tensorType := reflect.TypeFor[*engine.Tensor]()
+		var check func(v reflect.Value, path string)
+		check = func(v reflect.Value, path string) {
+			switch {
+			case v.Type() == tensorType:
+				isNil := v.IsNil()
+				scratch := strings.HasPrefix(path, "Acts.d")
+				switch {
+				case isNil && (backward || !scratch):
+					t.Errorf("backward=%v: %s is not allocated", backward, path)
+				case !isNil && !backward && scratch:
+					t.Errorf("forward-only workspace allocates %s", path)
+				case !isNil && listed[v.Pointer()] != 1:
+					t.Errorf("backward=%v: %s is listed %d times", backward, path, listed[v.Pointer()])
+				}
+			case v.Kind() == reflect.Struct:
+				for i := range v.NumField() {
+					check(v.Field(i), path+"."+v.Type().Field(i).Name)
+				}
+			case v.Kind() == reflect.Slice:
+				for i := range v.Len() {
+					check(v.Index(i), fmt.Sprintf("%s[%d]", path, i))
+				}
+			}
+		}
+		check(reflect.ValueOf(a).Elem(), "Acts")
+		a.Free(m.be)
+	}
+}
+
+// TestGenerateReusesWorkspace: Generate keeps its workspace between calls,
+// grows it for a larger call and reuses it for a smaller one, and every
+// call gives the bits a model that never sampled before would give.
+func TestGenerateReusesWorkspace(t *testing.T) {
+	cfg := tinyConfig(false)
+	cfg.MaxSeq = 16
+	be := cpu.New()
+	m, _ := New(cfg, be, 2)
+	small, large := [][]int32{{1, 3}}, [][]int32{{1, 4, 5, 6}, {2}, {7, 7}}
+	calls := []struct {
+		prompts [][]int32
+		G       int
+	}{{small, 2}, {large, 3}, {small, 1}, {large, 3}}
+	o := SampleOptions{Temperature: 1, MaxNew: 6}
+	var pre *Acts
+	for i, c := range calls {
+		got, err := m.Generate(c.prompts, c.G, o, engine.NewRNG(uint64(i), engine.StreamSample))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, _ := New(cfg, be, 2)
+		want, _ := fresh.Generate(c.prompts, c.G, o, engine.NewRNG(uint64(i), engine.StreamSample))
+		for s := range want {
+			if !slices.Equal(got[s].Tokens, want[s].Tokens) || !slices.Equal(got[s].LogProbs, want[s].LogProbs) {
+				t.Errorf("call %d, sequence %d: %v, a fresh model samples %v", i, s, got[s].Tokens, want[s].Tokens)
+			}
+		}
+		if i >= 2 && m.gen.pre != pre {
+			t.Errorf("call %d reallocated the prefill workspace", i)
+		}
+		pre = m.gen.pre
+	}
+	m.FreeSampler()
+	if m.gen != nil {
+		t.Error("FreeSampler kept the workspace")
 	}
 }

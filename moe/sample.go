@@ -37,6 +37,19 @@ func (c *KVCache) Free(be engine.Backend) {
 	be.Free(c.slots)
 }
 
+// view is a cache of batch sequences of maxSeq positions over the memory
+// of c, which must hold at least batch·maxSeq positions and batch
+// sequences.
+func (c *KVCache) view(batch, maxSeq, d int) *KVCache {
+	v := &KVCache{Batch: batch, MaxSeq: maxSeq, Lens: c.Lens[:batch],
+		lens: c.lens.View(0, batch), slots: c.slots.View(0, batch)}
+	for l := range c.K {
+		v.K = append(v.K, c.K[l].View(0, batch, maxSeq, d))
+		v.V = append(v.V, c.V[l].View(0, batch, maxSeq, d))
+	}
+	return v
+}
+
 // SampleOptions controls Generate.
 type SampleOptions struct {
 	Temperature float64 // 0: greedy
@@ -59,94 +72,29 @@ type Sequence struct {
 // Generate samples G continuations of every prompt. Each prompt is prefilled
 // once and its KV cache copied to its G sequences, which then decode
 // together, one token per step, until all have stopped or hit their limit.
-// The log-prob recorded for a token is log softmax(logits/T) of the full
-// vocabulary: what Forward with the same temperature recomputes.
+//
+// Sampling is exactly on-policy: the log-prob recorded for a token is
+// log softmax(logits/T) of the full vocabulary, and it is bitwise the one
+// Forward with the same temperature computes on the prompt and response
+// (on the CPU backend, at any batch size and GOMAXPROCS), because the
+// prefill is a forward, a decode step computes every row as a forward
+// would, and the attention of a decode step sums in the forward's order.
+//
+// Generate keeps its workspaces and KV cache on the model between calls
+// (an RL run samples the same shapes every step) and grows them when a call
+// needs more; FreeSampler releases them. Calls on one model must not
+// overlap.
 func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.RNG) ([]Sequence, error) {
-	c, be := m.Cfg, m.be
-	P, S, V, d := len(prompts), len(prompts)*G, c.Vocab, c.DModel
-	if P == 0 || G <= 0 {
-		return nil, fmt.Errorf("generate: need at least one prompt and one sample per prompt")
+	sh, limit, err := m.plan(prompts, G, o)
+	if err != nil {
+		return nil, err
 	}
-	if o.MaxNewPer != nil && len(o.MaxNewPer) != P {
-		return nil, fmt.Errorf("generate: %d per-prompt length limits for %d prompts", len(o.MaxNewPer), P)
-	}
-	tp := 0
-	for i, p := range prompts {
-		if len(p) == 0 {
-			return nil, fmt.Errorf("generate: prompt %d is empty", i)
-		}
-		if len(p) >= c.MaxSeq {
-			return nil, fmt.Errorf("generate: prompt %d has %d tokens, the model's context is %d", i, len(p), c.MaxSeq)
-		}
-		for j, t := range p {
-			if t < 0 || int(t) >= V {
-				return nil, fmt.Errorf("generate: prompt %d token %d is %d, outside the vocabulary [0,%d)", i, j, t, V)
-			}
-		}
-		tp = max(tp, len(p))
-	}
-	limit := make([]int, S)
-	for s := range S {
-		p := s / G
-		n := o.MaxNew
-		if o.MaxNewPer != nil {
-			n = o.MaxNewPer[p]
-		}
-		limit[s] = min(n, c.MaxSeq-len(prompts[p]))
-	}
+	w := m.sampler(sh)
+	m.prefill(w, prompts)
+	m.replicate(w, prompts)
 
-	// Prefill: all prompts, right-padded to tp, through the training forward.
-	pre := m.NewActs(P, tp)
-	defer pre.Free(be)
-	ids := make([]int32, P*tp)
-	for p, pr := range prompts {
-		copy(ids[p*tp:], pr)
-	}
-	be.UploadI32(pre.ids, ids)
-	pos := make([]int32, P*tp)
-	for i := range pos {
-		pos[i] = int32(i % tp)
-	}
-	be.UploadI32(pre.pos, pos)
-	m.forward(pre, nil, false)
-	cache := m.NewKVCache(S, c.MaxSeq)
-	defer cache.Free(be)
-	idx := be.NewI32(P * tp)
-	defer be.Free(idx)
-	slots := make([]int32, P*tp)
-	for g := range G {
-		for i := range slots {
-			p, t := i/tp, i%tp
-			slots[i] = int32((p*G+g)*c.MaxSeq + t)
-		}
-		be.UploadI32(idx, slots)
-		for l := range c.Layers {
-			be.ScatterRows(cache.K[l], pre.layers[l].kr, idx, P*tp, d)
-			be.ScatterRows(cache.V[l], pre.layers[l].v, idx, P*tp, d)
-		}
-	}
-	// The first token of sequence s comes from its prompt's last position.
-	last := make([]int32, S)
-	for s := range S {
-		p := s / G
-		last[s] = int32(p*tp + len(prompts[p]) - 1)
-		cache.Lens[s] = int32(len(prompts[p]))
-	}
-	dec := m.NewActs(S, 1)
-	defer dec.Free(be)
-	hf := be.NewF32(S, d)
-	defer be.Free(hf)
-	lastT := be.NewI32(S)
-	defer be.Free(lastT)
-	be.UploadI32(lastT, last)
-	be.Gather(hf, pre.x[c.Layers], lastT, S, d)
-
-	u := make([]float32, S)
-	uT, tokT, lpT := be.NewF32(S), be.NewI32(S), be.NewF32(S)
-	defer func() { be.Free(uT); be.Free(tokT); be.Free(lpT) }()
-	tok, lp := make([]int32, S), make([]float32, S)
-	out := make([]Sequence, S)
-	done := make([]bool, S)
+	out := make([]Sequence, sh.S)
+	done := make([]bool, sh.S)
 	for s := range out {
 		out[s].Prompt = s / G
 		if limit[s] <= 0 {
@@ -157,32 +105,11 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	for _, t := range o.Stop {
 		stop[t] = true
 	}
-	topP := float32(o.TopP)
-	if topP <= 0 {
-		topP = 1
-	}
+	h := w.first // the last hidden state of each sequence
 	for {
-		// hf holds the last hidden state of each sequence: sample from it.
-		be.RMSNorm(dec.hf, dec.rstf, hf, m.pv[m.lay.finalNorm], S, d, float32(c.NormEps))
-		be.Gemm(false, false, S, V, d, 1, dec.hf, 0, d, m.pv[m.lay.head], 0, V, 0, dec.logits, 0, V)
-		for s := range u {
-			u[s] = float32(rng.Float64())
-		}
-		be.Upload(uT, u)
-		// Scale by 1/T exactly as Forward does (rather than letting Sample
-		// divide), so recorded and recomputed log-probs round alike.
-		temp := float32(0)
-		if o.Temperature > 0 {
-			temp = 1
-			if o.Temperature != 1 {
-				be.Scale(dec.logits, S*V, float32(1/o.Temperature))
-			}
-		}
-		be.Sample(tokT, lpT, dec.logits, uT, S, V, temp, o.TopK, topP)
-		be.DownloadI32(tok, tokT)
-		be.Download(lp, lpT)
+		tok, lp := m.sampleNext(w, h, o, rng)
 		active := false
-		for s := range S {
+		for s := range sh.S {
 			if done[s] {
 				continue
 			}
@@ -200,29 +127,227 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 		if !active {
 			break
 		}
-		// Decode step: feed the sampled tokens (finished sequences feed
-		// theirs too and are ignored; their cache slot stays in range).
-		sl, ln := make([]int32, S), make([]int32, S)
-		for s := range S {
-			p := min(cache.Lens[s], int32(c.MaxSeq-1))
-			sl[s] = int32(s*c.MaxSeq) + p
-			ln[s] = p + 1
-			cache.Lens[s] = p + 1
-		}
-		be.UploadI32(dec.ids, tok)
-		be.UploadI32(dec.pos, lnMinus1(ln))
-		be.UploadI32(cache.slots, sl)
-		be.UploadI32(cache.lens, ln)
-		m.forward(dec, cache, false)
-		be.Copy(hf, dec.x[c.Layers])
+		h = m.decode(w, tok)
 	}
 	return out, nil
 }
 
-func lnMinus1(ln []int32) []int32 {
-	p := make([]int32, len(ln))
-	for i, l := range ln {
-		p[i] = l - 1
+// FreeSampler releases the workspaces and KV cache that Generate keeps
+// between calls; the next Generate allocates them again.
+func (m *Model) FreeSampler() {
+	if w := m.gen; w != nil {
+		w.free(m.be)
+		m.gen = nil
 	}
-	return p
+}
+
+// genShape is one Generate call's layout: P prompts right-padded to Tp
+// tokens, S = P·G sequences with caches of Seq positions.
+type genShape struct{ P, G, S, Tp, Seq int }
+
+// plan checks Generate's arguments and lays the call out, with each
+// sequence's limit on new tokens.
+func (m *Model) plan(prompts [][]int32, G int, o SampleOptions) (genShape, []int, error) {
+	c := m.Cfg
+	P := len(prompts)
+	if P == 0 || G <= 0 {
+		return genShape{}, nil, fmt.Errorf("generate: need at least one prompt and one sample per prompt")
+	}
+	if o.MaxNewPer != nil && len(o.MaxNewPer) != P {
+		return genShape{}, nil, fmt.Errorf("generate: %d per-prompt length limits for %d prompts", len(o.MaxNewPer), P)
+	}
+	sh := genShape{P: P, G: G, S: P * G}
+	for i, p := range prompts {
+		if len(p) == 0 {
+			return genShape{}, nil, fmt.Errorf("generate: prompt %d is empty", i)
+		}
+		if len(p) >= c.MaxSeq {
+			return genShape{}, nil, fmt.Errorf("generate: prompt %d has %d tokens, the model's context is %d", i, len(p), c.MaxSeq)
+		}
+		for j, t := range p {
+			if t < 0 || int(t) >= c.Vocab {
+				return genShape{}, nil, fmt.Errorf("generate: prompt %d token %d is %d, outside the vocabulary [0,%d)", i, j, t, c.Vocab)
+			}
+		}
+		sh.Tp = max(sh.Tp, len(p))
+	}
+	limit := make([]int, sh.S)
+	sh.Seq = sh.Tp // the prefill writes every padded position
+	for s := range limit {
+		p := s / G
+		n := o.MaxNew
+		if o.MaxNewPer != nil {
+			n = o.MaxNewPer[p]
+		}
+		limit[s] = min(n, c.MaxSeq-len(prompts[p]))
+		sh.Seq = max(sh.Seq, len(prompts[p])+limit[s])
+	}
+	return sh, limit, nil
+}
+
+// generator is Generate's workspace, kept on the model between calls: the
+// prefill's and the decode step's activations, the KV cache and the
+// sampler's inputs and outputs, each allocated at the largest size asked
+// for so far. sampler lays one call's views over it.
+type generator struct {
+	pre, dec *Acts // forward-only workspaces
+	kv       *KVCache
+	idx      *engine.Tensor // prefill rows' cache slots, for one sample of each prompt
+	last     *engine.Tensor // each sequence's last prompt row
+	first    *engine.Tensor // each sequence's hidden state at its last prompt token
+	u, lp    *engine.Tensor // uniforms in, log-probs out
+	tok      *engine.Tensor
+
+	hostIDs, hostIdx, hostLast []int32
+	hostTok, hostPos, hostSlot []int32
+	hostU, hostLp              []float32
+}
+
+// sampling is one call's views over the generator.
+type sampling struct {
+	genShape
+	*generator
+}
+
+func (w *generator) free(be engine.Backend) {
+	for _, a := range []*Acts{w.pre, w.dec} {
+		if a != nil {
+			a.Free(be)
+		}
+	}
+	if w.kv != nil {
+		w.kv.Free(be)
+	}
+	for _, t := range []*engine.Tensor{w.idx, w.last, w.first, w.u, w.lp, w.tok} {
+		if t != nil {
+			be.Free(t)
+		}
+	}
+}
+
+// sampler returns views for one call, growing the generator where it is too
+// small for sh.
+func (m *Model) sampler(sh genShape) sampling {
+	be, d := m.be, m.Cfg.DModel
+	if m.gen == nil {
+		m.gen = &generator{}
+	}
+	w := m.gen
+	if w.pre == nil || w.pre.N < sh.P*sh.Tp {
+		if w.pre != nil {
+			w.pre.Free(be)
+			be.Free(w.idx)
+		}
+		w.pre = m.newActs(sh.P, sh.Tp, false)
+		w.idx = be.NewI32(sh.P * sh.Tp)
+		w.hostIDs, w.hostIdx = make([]int32, sh.P*sh.Tp), make([]int32, sh.P*sh.Tp)
+	}
+	if w.dec == nil || w.dec.N < sh.S {
+		if w.dec != nil {
+			w.dec.Free(be)
+			for _, t := range []*engine.Tensor{w.last, w.first, w.u, w.lp, w.tok} {
+				be.Free(t)
+			}
+		}
+		w.dec = m.newActs(sh.S, 1, false)
+		w.last, w.first, w.tok = be.NewI32(sh.S), be.NewF32(sh.S, d), be.NewI32(sh.S)
+		w.u, w.lp = be.NewF32(sh.S), be.NewF32(sh.S)
+		w.hostLast, w.hostTok, w.hostPos, w.hostSlot = make([]int32, sh.S), make([]int32, sh.S), make([]int32, sh.S), make([]int32, sh.S)
+		w.hostU, w.hostLp = make([]float32, sh.S), make([]float32, sh.S)
+	}
+	if w.kv == nil || w.kv.Batch < sh.S || w.kv.Batch*w.kv.MaxSeq < sh.S*sh.Seq {
+		if w.kv != nil {
+			w.kv.Free(be)
+		}
+		w.kv = m.NewKVCache(sh.S, sh.Seq)
+	}
+	P, S := sh.P, sh.S
+	return sampling{genShape: sh, generator: &generator{
+		pre: m.view(w.pre, P, sh.Tp), dec: m.view(w.dec, S, 1), kv: w.kv.view(S, sh.Seq, d),
+		idx: w.idx.View(0, P*sh.Tp), last: w.last.View(0, S), first: w.first.View(0, S, d),
+		u: w.u.View(0, S), lp: w.lp.View(0, S), tok: w.tok.View(0, S),
+		hostIDs: w.hostIDs[:P*sh.Tp], hostIdx: w.hostIdx[:P*sh.Tp], hostLast: w.hostLast[:S],
+		hostTok: w.hostTok[:S], hostPos: w.hostPos[:S], hostSlot: w.hostSlot[:S],
+		hostU: w.hostU[:S], hostLp: w.hostLp[:S]}}
+}
+
+// prefill runs the training forward over the prompts, right-padded.
+func (m *Model) prefill(w sampling, prompts [][]int32) {
+	clear(w.hostIDs)
+	for p, pr := range prompts {
+		copy(w.hostIDs[p*w.Tp:], pr)
+	}
+	m.upload(w.pre, w.hostIDs)
+	m.forward(w.pre, nil, false)
+}
+
+// replicate copies each prompt's keys and values into the caches of its G
+// sequences and gathers each sequence's hidden state at its prompt's last
+// token, from which the first token is sampled.
+func (m *Model) replicate(w sampling, prompts [][]int32) {
+	be, d := m.be, m.Cfg.DModel
+	for g := range w.G {
+		for i := range w.hostIdx {
+			p, t := i/w.Tp, i%w.Tp
+			w.hostIdx[i] = int32((p*w.G+g)*w.Seq + t)
+		}
+		be.UploadI32(w.idx, w.hostIdx)
+		for l := range m.Cfg.Layers {
+			be.ScatterRows(w.kv.K[l], w.pre.layers[l].kr, w.idx, w.P*w.Tp, d)
+			be.ScatterRows(w.kv.V[l], w.pre.layers[l].v, w.idx, w.P*w.Tp, d)
+		}
+	}
+	for s := range w.S {
+		p := s / w.G
+		w.hostLast[s] = int32(p*w.Tp + len(prompts[p]) - 1)
+		w.kv.Lens[s] = int32(len(prompts[p]))
+	}
+	be.UploadI32(w.last, w.hostLast)
+	be.Gather(w.first, w.pre.x[m.Cfg.Layers], w.last, w.S, d)
+}
+
+// sampleNext draws each sequence's next token from its last hidden state h
+// (S×d) through the head that Forward uses, and returns the tokens and
+// their log-probs, in host memory owned by w.
+func (m *Model) sampleNext(w sampling, h *engine.Tensor, o SampleOptions, rng *engine.RNG) ([]int32, []float32) {
+	be := m.be
+	// The logits are divided by T as Forward divides them (rather than
+	// letting Sample divide), so recorded and recomputed log-probs round
+	// alike; Sample then runs at temperature 1, or 0 for greedy.
+	m.logits(w.dec, h, o.Temperature)
+	temp := float32(0)
+	if o.Temperature > 0 {
+		temp = 1
+	}
+	topP := float32(o.TopP)
+	if topP <= 0 {
+		topP = 1
+	}
+	for s := range w.hostU {
+		w.hostU[s] = float32(rng.Float64())
+	}
+	be.Upload(w.u, w.hostU)
+	be.Sample(w.tok, w.lp, w.dec.logits, w.u, w.S, m.Cfg.Vocab, temp, o.TopK, topP)
+	be.DownloadI32(w.hostTok, w.tok)
+	be.Download(w.hostLp, w.lp)
+	return w.hostTok, w.hostLp
+}
+
+// decode feeds each sequence's token at the next position of its cache
+// and returns the new last hidden states (S×d). Finished sequences feed
+// theirs too and are ignored; their position stays within the cache.
+func (m *Model) decode(w sampling, tok []int32) *engine.Tensor {
+	be, kv := m.be, w.kv
+	for s := range w.S {
+		p := min(kv.Lens[s], int32(kv.MaxSeq-1))
+		w.hostPos[s] = p
+		w.hostSlot[s] = int32(s*kv.MaxSeq) + p
+		kv.Lens[s] = p + 1
+	}
+	be.UploadI32(w.dec.ids, tok)
+	be.UploadI32(w.dec.pos, w.hostPos)
+	be.UploadI32(kv.slots, w.hostSlot)
+	be.UploadI32(kv.lens, kv.Lens)
+	m.forward(w.dec, kv, false)
+	return w.dec.x[m.Cfg.Layers]
 }

@@ -9,15 +9,27 @@ import (
 
 // Attention runs per (sequence, head), in blocks of attnBlock queries: the
 // block's scores against every key it may see come from one Sgemm, the
-// softmax runs row by row, and a second Sgemm weighs the values. Sgemm's
+// softmax runs row by row, and Sgemm weighs the values. Sgemm's
 // register-tiled kernels do the products an order of magnitude faster than
 // a Go loop of dot products, which is worth the block of scores (at most
 // attnBlock×seq floats per goroutine) and the masked upper triangle of each
 // block that it also computes.
 const attnBlock = 64
 
+// attnKeyBlock is how many keys one Sgemm sums into an output at a time in
+// the product with V; longer rows add one such partial sum after another.
+// Sgemm's own k blocking depends on k, so without a fixed block the sum of
+// query i would be grouped by where its block of queries ends, which
+// depends on the sequence length; with it, query i's output is the same
+// bits whether it is computed in a forward of any length or by
+// AttentionDecode, which is what makes sampling exactly on-policy. 256 is
+// every gemm path's kc block, so up to 256 keys are one pass as before.
+const attnKeyBlock = 256
+
 // Attention is causal softmax attention with scale 1/sqrt(headDim); lse
-// receives each query's log-sum-exp of scores for the backward.
+// receives each query's log-sum-exp of scores for the backward. Query i's
+// output depends only on q_i and keys and values 0..i: not on the sequence
+// length, the batch or GOMAXPROCS, and AttentionDecode gives the same bits.
 func (*Backend) Attention(out, lse, q, k, v *engine.Tensor, batch, seq, heads, headDim int) {
 	const op = "Attention"
 	n := batch * seq * heads * headDim
@@ -36,17 +48,37 @@ func (*Backend) Attention(out, lse, q, k, v *engine.Tensor, batch, seq, heads, h
 				i1 := min(i0+bq, seq)
 				rows, keys := i1-i0, i1
 				sc := s.f[:rows*keys]
-				gemm.Sgemm(false, true, rows, keys, headDim, scale, qs[base+i0*stride:], stride, ks[base:], stride, 0, sc, keys)
+				attnScores(sc, qs[base+i0*stride:], ks[base:], rows, keys, headDim, stride, scale)
 				for r := range rows {
 					row := sc[r*keys : (r+1)*keys]
 					i := i0 + r
 					ls[bh*seq+i] = softmaxInPlace(row[:i+1])
 					clear(row[i+1:])
 				}
-				gemm.Sgemm(false, false, rows, headDim, keys, 1, sc, keys, vs[base:], stride, 0, os[base+i0*stride:], stride)
+				attnValues(os[base+i0*stride:], sc, vs[base:], rows, keys, headDim, stride)
 			}
 		}
 	})
+}
+
+// attnScores computes the rows×keys scores scale·q_r·k_j of consecutive
+// queries q (row stride stride) against keys k.
+func attnScores(sc, q, k []float32, rows, keys, headDim, stride int, scale float32) {
+	gemm.Sgemm(false, true, rows, keys, headDim, scale, q, stride, k, stride, 0, sc, keys)
+}
+
+// attnValues computes out_r = Σ_j p[r][j]·v_j over keys values (row stride
+// stride) in blocks of attnKeyBlock keys, each block's sum added to the
+// sum of the blocks before it.
+func attnValues(out, p, v []float32, rows, keys, headDim, stride int) {
+	for j0 := 0; j0 < keys; j0 += attnKeyBlock {
+		n := min(attnKeyBlock, keys-j0)
+		beta := float32(1)
+		if j0 == 0 {
+			beta = 0
+		}
+		gemm.Sgemm(false, false, rows, headDim, n, 1, p[j0:], keys, v[j0*stride:], stride, beta, out, stride)
+	}
 }
 
 // softmaxInPlace replaces a non-empty x by softmax(x), the sum in float64,
@@ -113,10 +145,15 @@ func (*Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *engine.Te
 
 // AttentionDecode attends each sequence's new query to its first lens[b]
 // cached keys and values; a sequence of length 0 gets a zero output.
-// One query is a matrix-vector product, which Sgemm does no faster than Go
-// loops; what matters is reading the cache once, in order, so each
-// goroutine takes whole sequences and walks their positions with every head
-// at once.
+//
+// It computes what Attention computes for the last query of a sequence of
+// lens[b] tokens, in the same order, so its output is bitwise Attention's:
+// the log-probs recorded while sampling equal the ones a training forward
+// recomputes, exactly. Every score is the same Sgemm element (a sum over
+// the head in one order, whichever operand is A and which B, since each
+// product is commutative), the softmax is the same function of the same row,
+// and the values are weighed by the same Sgemm products in the same blocks
+// of keys. Each goroutine takes whole sequences.
 func (*Backend) AttentionDecode(out, q, kc, vc, lens *engine.Tensor, batch, maxSeq, heads, headDim int) {
 	const op = "AttentionDecode"
 	n := batch * heads * headDim
@@ -130,79 +167,40 @@ func (*Backend) AttentionDecode(out, q, kc, vc, lens *engine.Tensor, batch, maxS
 	scale := float32(1 / math.Sqrt(float64(headDim)))
 	width := heads * headDim
 	parallelFor(batch, grain(2*width*maxSeq), func(lo, hi int) {
-		s := getScratch(heads*maxSeq, 0, 0)
+		s := getScratch(attnKeyBlock*heads*heads+heads*maxSeq, 0, 0)
 		defer putScratch(s)
+		all, scores := s.f[:attnKeyBlock*heads*heads], s.f[attnKeyBlock*heads*heads:]
 		for b := lo; b < hi; b++ {
 			keys := int(ln[b])
-			qb, ob := qs[b*width:(b+1)*width], os[b*width:(b+1)*width]
+			ob := os[b*width : (b+1)*width]
+			if keys == 0 {
+				clear(ob)
+				continue
+			}
 			cache := b * maxSeq * width
-			decodeSequence(ob, qb, ks[cache:cache+keys*width], vs[cache:cache+keys*width], s.f[:heads*keys], heads, keys, scale)
+			k, v := ks[cache:cache+keys*width], vs[cache:cache+keys*width]
+			// Every head's scores from one product per block of keys: the
+			// cache's rows, keys×heads of headDim, read in place, against
+			// the heads queries. Row j·heads+h, column h is head h's score
+			// for key j; the other columns are waste (heads times the
+			// products), which costs less than a product per head that
+			// packs its strided keys.
+			for j0 := 0; j0 < keys; j0 += attnKeyBlock {
+				nj := min(attnKeyBlock, keys-j0)
+				gemm.Sgemm(false, true, nj*heads, heads, headDim, scale, k[j0*width:], headDim,
+					qs[b*width:(b+1)*width], headDim, 0, all, heads)
+				for h := range heads {
+					row := scores[h*keys+j0 : h*keys+j0+nj]
+					for j := range row {
+						row[j] = all[(j*heads+h)*heads+h]
+					}
+				}
+			}
+			for h := range heads {
+				sc := scores[h*keys : (h+1)*keys]
+				softmaxInPlace(sc)
+				attnValues(ob[h*headDim:(h+1)*headDim], sc, v[h*headDim:], 1, keys, headDim, width)
+			}
 		}
 	})
-}
-
-// decodeSequence attends the heads of one query (q, out: heads×headDim) to
-// keys positions of a cache (k, v: keys×heads×headDim); scores is scratch of
-// heads×keys. It reads the cache in blocks of four positions.
-func decodeSequence(out, q, k, v, scores []float32, heads, keys int, scale float32) {
-	width := len(q)
-	hd := width / heads
-	if keys == 0 {
-		clear(out)
-		return
-	}
-	// Scalar loops keep too few cache misses in flight to stream the cache
-	// from memory; a pass that only loads one float per cache line pulls
-	// this sequence's keys and values into L2 several times faster.
-	scores[0] = touch(k) + touch(v) // a use, so the loads stay
-	j := 0
-	for ; j+4 <= keys; j += 4 {
-		rows := k[j*width : (j+4)*width]
-		for h := 0; h < heads; h++ {
-			c := h * hd
-			s0, s1, s2, s3 := dot4(q[c:c+hd], rows[c:c+hd], rows[width+c:width+c+hd], rows[2*width+c:2*width+c+hd], rows[3*width+c:3*width+c+hd])
-			sc := scores[h*keys+j : h*keys+j+4]
-			sc[0], sc[1], sc[2], sc[3] = s0*scale, s1*scale, s2*scale, s3*scale
-		}
-	}
-	for ; j < keys; j++ {
-		row := k[j*width : (j+1)*width]
-		for h := 0; h < heads; h++ {
-			scores[h*keys+j] = dot(q[h*hd:(h+1)*hd], row[h*hd:(h+1)*hd]) * scale
-		}
-	}
-	for h := 0; h < heads; h++ {
-		softmaxInPlace(scores[h*keys : (h+1)*keys])
-	}
-	clear(out)
-	j = 0
-	for ; j+4 <= keys; j += 4 {
-		rows := v[j*width : (j+4)*width]
-		for h := 0; h < heads; h++ {
-			c := h * hd
-			p := scores[h*keys+j : h*keys+j+4]
-			axpy4(out[c:c+hd], p[0], rows[c:c+hd], p[1], rows[width+c:width+c+hd], p[2], rows[2*width+c:2*width+c+hd], p[3], rows[3*width+c:3*width+c+hd])
-		}
-	}
-	for ; j < keys; j++ {
-		row := v[j*width : (j+1)*width]
-		for h := 0; h < heads; h++ {
-			axpy(scores[h*keys+j], row[h*hd:(h+1)*hd], out[h*hd:(h+1)*hd])
-		}
-	}
-}
-
-// touch loads one float of every 64-byte cache line of x and returns a sum
-// of them that callers store, so that the loads are not optimised away.
-func touch(x []float32) float32 {
-	var s0, s1 float32
-	i := 0
-	for ; i+32 <= len(x); i += 32 {
-		s0 += x[i]
-		s1 += x[i+16]
-	}
-	for ; i < len(x); i += 16 {
-		s0 += x[i]
-	}
-	return s0 + s1
 }

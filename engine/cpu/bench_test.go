@@ -1,10 +1,13 @@
 package cpu
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // The benchmarks use moe-micro's shapes: batch 32 × seq 64 (2048 rows),
-// d_model 128 as 4 heads of 32, 4 experts top-2, vocab 64; decoding 256
-// sequences against a 160-position cache.
+// d_model 128 as 4 heads of 32, 4 experts top-2, vocab 64;
+// BenchmarkAttentionDecode has shapes of its own.
 
 func BenchmarkAttention(b *testing.B) {
 	const batch, seq, heads, hd = 32, 64, 4, 32
@@ -33,19 +36,28 @@ func BenchmarkAttention(b *testing.B) {
 	})
 }
 
+// BenchmarkAttentionDecode decodes against caches filled to length len:
+// moe-micro's generate workload (64 sequences, 4 heads of 32, 8 + up to
+// 56 positions), moe-tiny's (256 sequences, 4 heads of 64, 32 + up to 128)
+// and a long cache.
 func BenchmarkAttentionDecode(b *testing.B) {
-	const batch, maxSeq, heads, hd = 256, 160, 4, 32
-	be, r := New(), newRand(2)
-	n := batch * maxSeq * heads * hd
-	kc, vc := tf(randVec(r, n, 1)), tf(randVec(r, n, 1))
-	q, out := tf(randVec(r, batch*heads*hd, 1)), tf(zeros(batch*heads*hd))
-	lens := make([]int32, batch)
-	for i := range lens {
-		lens[i] = maxSeq
-	}
-	lt := ti(lens)
-	for b.Loop() {
-		be.AttentionDecode(out, q, kc, vc, lt, batch, maxSeq, heads, hd)
+	for _, s := range []struct{ batch, maxSeq, len, heads, hd int }{
+		{64, 64, 36, 4, 32}, {256, 160, 96, 4, 64}, {256, 160, 160, 4, 32}, {16, 512, 500, 8, 64},
+	} {
+		b.Run(fmt.Sprintf("%d×%d(len %d)×%d×%d", s.batch, s.maxSeq, s.len, s.heads, s.hd), func(b *testing.B) {
+			be, r := New(), newRand(2)
+			n := s.batch * s.maxSeq * s.heads * s.hd
+			kc, vc := tf(randVec(r, n, 1)), tf(randVec(r, n, 1))
+			q, out := tf(randVec(r, s.batch*s.heads*s.hd, 1)), tf(zeros(s.batch*s.heads*s.hd))
+			lens := make([]int32, s.batch)
+			for i := range lens {
+				lens[i] = int32(s.len)
+			}
+			lt := ti(lens)
+			for b.Loop() {
+				be.AttentionDecode(out, q, kc, vc, lt, s.batch, s.maxSeq, s.heads, s.hd)
+			}
+		})
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/moerl/moerl/engine/cpu/gemm"
 )
 
 func TestEmbedding(t *testing.T) {
@@ -123,34 +125,109 @@ func TestAttention(t *testing.T) {
 	}
 }
 
+// forEachPath runs f under every combination of this CPU's gemm and SIMD
+// paths: an identity of bits must hold on each.
+func forEachPath(t *testing.T, f func(t *testing.T)) {
+	defer gemm.SetPath(gemm.Path())
+	for _, g := range gemm.Paths() {
+		t.Run("gemm="+g, func(t *testing.T) {
+			if err := gemm.SetPath(g); err != nil {
+				t.Fatal(err)
+			}
+			forEachSIMDPath(t, func(t *testing.T, p *simdPath) { withSIMDPath(p, func() { f(t) }) })
+		})
+	}
+}
+
+// TestAttentionPrefix: a query's output and log-sum-exp depend on its
+// sequence's tokens up to it, and nothing else: a longer sequence, a batch
+// of other sequences or another block of queries (attnBlock) gives the same
+// bits, past attnKeyBlock keys too.
+func TestAttentionPrefix(t *testing.T) {
+	const heads, hd, long = 2, 8, attnKeyBlock + 2*attnBlock + 5
+	r := newRand(12)
+	stride := heads * hd
+	q, k, v := randVec(r, long*stride, 1.5), randVec(r, long*stride, 1.5), randVec(r, long*stride, 1)
+	run := func(batch, seq int) ([]float32, []float32) {
+		// The sequence under test is the batch's last, the others random.
+		n := batch * seq * stride
+		qb, kb, vb := randVec(r, n, 1.5), randVec(r, n, 1.5), randVec(r, n, 1)
+		at := (batch - 1) * seq * stride
+		copy(qb[at:], q[:seq*stride])
+		copy(kb[at:], k[:seq*stride])
+		copy(vb[at:], v[:seq*stride])
+		out, lse := make([]float32, n), make([]float32, batch*heads*seq)
+		New().Attention(wrap(out), wrap(lse), tf(qb), tf(kb), tf(vb), batch, seq, heads, hd)
+		ls := make([]float32, heads*seq) // the sequence's lse, query-major
+		for h := range heads {
+			for i := range seq {
+				ls[i*heads+h] = lse[((batch-1)*heads+h)*seq+i]
+			}
+		}
+		return out[at:], ls
+	}
+	forEachPath(t, func(t *testing.T) {
+		wantOut, wantLse := run(1, long)
+		for _, c := range []struct{ batch, seq int }{{1, 1}, {3, 7}, {2, attnBlock + 1}, {1, attnKeyBlock - 1}, {2, attnKeyBlock + 1}} {
+			out, lse := run(c.batch, c.seq)
+			if !bitsEqual(out, wantOut[:c.seq*stride]) || !bitsEqual(lse, wantLse[:c.seq*heads]) {
+				t.Errorf("batch %d × seq %d: the first %d queries differ from a sequence of %d", c.batch, c.seq, c.seq, long)
+			}
+		}
+	})
+}
+
 // TestAttentionDecode checks that attending one query to a cache prefix of
-// length L gives row L−1 of full causal attention over the cache.
+// length L gives the bits of row L−1 of full causal attention over the
+// cache, past attnKeyBlock keys too.
 func TestAttentionDecode(t *testing.T) {
-	b := New()
+	const batch, maxSeq, heads, hd = 7, attnKeyBlock + attnBlock + 3, 2, 8
 	r := newRand(8)
-	const batch, maxSeq, heads, hd = 5, 9, 2, 8
 	n := batch * maxSeq * heads * hd
 	q, kc, vc := randVec(r, n, 1.5), randVec(r, n, 1.5), randVec(r, n, 1)
-	full, lse := make([]float32, n), make([]float32, batch*heads*maxSeq)
-	b.Attention(wrap(full), wrap(lse), tf(q), tf(kc), tf(vc), batch, maxSeq, heads, hd)
-
-	lens := []int32{maxSeq, 4, 1, 0, 7}
+	lens := []int32{maxSeq, 4, 1, 0, 7, attnKeyBlock, attnKeyBlock + 1}
 	stride := heads * hd
 	qd := make([]float32, batch*stride)
 	for i, l := range lens {
 		at := (i*maxSeq + max(int(l)-1, 0)) * stride
 		copy(qd[i*stride:(i+1)*stride], q[at:at+stride])
 	}
-	out := randVec(r, batch*stride, 1)
-	b.AttentionDecode(wrap(out), tf(qd), tf(kc), tf(vc), ti(lens), batch, maxSeq, heads, hd)
-	for i, l := range lens {
-		want := make([]float64, stride) // an empty cache attends to nothing
-		if l > 0 {
-			at := (i*maxSeq + int(l) - 1) * stride
-			want = f64s(full[at : at+stride])
+	forEachPath(t, func(t *testing.T) {
+		b := New()
+		full, lse := make([]float32, n), make([]float32, batch*heads*maxSeq)
+		b.Attention(wrap(full), wrap(lse), tf(q), tf(kc), tf(vc), batch, maxSeq, heads, hd)
+		out := randVec(r, batch*stride, 1)
+		b.AttentionDecode(wrap(out), tf(qd), tf(kc), tf(vc), ti(lens), batch, maxSeq, heads, hd)
+		for i, l := range lens {
+			want := make([]float32, stride) // an empty cache attends to nothing
+			if l > 0 {
+				at := (i*maxSeq + int(l) - 1) * stride
+				want = full[at : at+stride]
+			}
+			if j := firstDiff(out[i*stride:(i+1)*stride], want); j >= 0 {
+				t.Errorf("sequence %d (length %d), element %d: decode %v, attention %v", i, l, j, out[i*stride+j], want[j])
+			}
 		}
-		checkClose(t, fmt.Sprintf("sequence %d (length %d)", i, l), out[i*stride:(i+1)*stride], want, fwdTol)
+	})
+	// And both are attention: against the float64 reference.
+	full, lse := make([]float32, n), make([]float32, batch*heads*maxSeq)
+	New().Attention(wrap(full), wrap(lse), tf(q), tf(kc), tf(vc), batch, maxSeq, heads, hd)
+	want, _ := refAttention(f64s(q), f64s(kc), f64s(vc), batch, maxSeq, heads, hd)
+	checkClose(t, "attention over the cache", full, want, fwdTol)
+}
+
+// bitsEqual reports whether a and b hold the same float32 bit patterns.
+func bitsEqual(a, b []float32) bool { return len(a) == len(b) && firstDiff(a, b) < 0 }
+
+// firstDiff is the first index where a and b hold different float32 bit
+// patterns, or -1.
+func firstDiff(a, b []float32) int {
+	for i := range min(len(a), len(b)) {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return i
+		}
 	}
+	return -1
 }
 
 func TestSwiGLU(t *testing.T) {

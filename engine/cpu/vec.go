@@ -40,30 +40,6 @@ func axpy(alpha float32, x, y []float32) {
 	}
 }
 
-// dot4 returns the dot products of q with four vectors at once, loading
-// each element of q once; every k must be at least as long as q.
-func dot4(q, k0, k1, k2, k3 []float32) (s0, s1, s2, s3 float32) {
-	n := len(q)
-	k0, k1, k2, k3 = k0[:n], k1[:n], k2[:n], k3[:n]
-	for i, x := range q {
-		s0 += x * k0[i]
-		s1 += x * k1[i]
-		s2 += x * k2[i]
-		s3 += x * k3[i]
-	}
-	return s0, s1, s2, s3
-}
-
-// axpy4 computes y += a0·x0 + a1·x1 + a2·x2 + a3·x3, loading and storing
-// y once per element; every x must be at least as long as y.
-func axpy4(y []float32, a0 float32, x0 []float32, a1 float32, x1 []float32, a2 float32, x2 []float32, a3 float32, x3 []float32) {
-	n := len(y)
-	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
-	for i := range y {
-		y[i] += (a0*x0[i] + a1*x1[i]) + (a2*x2[i] + a3*x3[i])
-	}
-}
-
 // addTo computes y += x; y must be at least as long as x.
 func addTo(y, x []float32) {
 	y = y[:len(x)]

@@ -5,8 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/moerl/moerl/internal/paritytest"
 	"github.com/moerl/moerl/moe"
-	"github.com/moerl/moerl/moe/parity"
 	"github.com/moerl/moerl/moe/tokenizer"
 	"github.com/moerl/moerl/rl"
 )
@@ -41,18 +41,25 @@ func emulatedBackend(t *testing.T) *Backend {
 // training steps, and sampling.
 func TestModelOnEmulator(t *testing.T) {
 	gpu := emulatedBackend(t)
-	cfg := parity.SmallConfig(false)
-	parity.Model(t, gpu, cfg)
-	parity.Training(t, gpu, cfg, 2, 3, 1e-4)
-	parity.Sampling(t, gpu, cfg)
+	cfg := paritytest.SmallConfig(false)
+	paritytest.Model(t, gpu, cfg)
+	paritytest.Training(t, gpu, cfg, 2, 3, 1e-4)
+	paritytest.Sampling(t, gpu, cfg)
+}
+
+// TestOnPolicyOnEmulator: sampling on the emulated CUDA backend records the
+// log-probs that its training forward recomputes, bit for bit (the decode
+// attention kernel follows attn_fwd's order).
+func TestOnPolicyOnEmulator(t *testing.T) {
+	paritytest.OnPolicy(t, emulatedBackend(t), paritytest.SmallConfig(false))
 }
 
 // TestRLStepOnEmulator runs one GRPO step and one PPO step (critic
 // included) of the RL trainer on the emulated CUDA backend: the loop runs,
-// its numbers are finite, and the trainer's log-probs equal the sampler's.
+// its numbers are finite, and the trainer's log-probs are the sampler's bits.
 func TestRLStepOnEmulator(t *testing.T) {
 	gpu := emulatedBackend(t)
-	cfg := parity.SmallConfig(false)
+	cfg := paritytest.SmallConfig(false)
 	cfg.MaxSeq = 24
 	for _, preset := range []string{"grpo", "ppo"} {
 		rc, _ := rl.DefaultConfig(preset)
@@ -71,7 +78,7 @@ func TestRLStepOnEmulator(t *testing.T) {
 		if err := gpu.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		if st.LogpGap > 1e-4 || math.IsNaN(st.Loss) || math.IsNaN(st.Entropy) || math.IsNaN(st.GradNorm) {
+		if st.LogpGap != 0 || math.IsNaN(st.Loss) || math.IsNaN(st.Entropy) || math.IsNaN(st.GradNorm) {
 			t.Errorf("%s: log-prob gap %g, loss %g, entropy %g, grad norm %g", preset, st.LogpGap, st.Loss, st.Entropy, st.GradNorm)
 		}
 	}

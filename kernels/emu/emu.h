@@ -281,6 +281,14 @@ inline int atomicCAS(int* p, int cmp, int v) { int o = *p; if (o == cmp) *p = v;
 inline int atomicMin(int* p, int v) { int o = *p; *p = std::min(o, v); return o; }
 inline int atomicMax(int* p, int v) { int o = *p; *p = std::max(o, v); return o; }
 
+// The round-to-nearest arithmetic intrinsics that kernels use where a product
+// must not be contracted into an FMA. The emulator is built without
+// contraction (no FMA on baseline x86-64), so the plain operations are exact
+// stand-ins; fmaf is <cmath>'s correctly rounded fused multiply-add.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }

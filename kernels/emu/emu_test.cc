@@ -427,6 +427,15 @@ static void run_attention(int batch, int seq, int heads, int hd) {
     std::snprintf(name, sizeof name, "attn_decode_d%d", D);
     CHECK_CLOSE(name, od, wod, 1e-5);
     CHECK(status == 0, "decode status %d", status);
+    // And bit for bit attn_fwd's row (sampling is exactly on-policy).
+    int differ = 0;
+    for (int b = 0; b < batch; b++)
+        for (int h = 0; h < heads; h++)
+            for (int d = 0; d < hd; d++) {
+                float want = out[at(b, lens[b] - 1, h) + d], got = od[((size_t)b * heads + h) * hd + d];
+                if (std::memcmp(&want, &got, sizeof want) != 0) differ++;
+            }
+    CHECK(differ == 0, "attn_decode_d%d (seq %d hd %d): %d outputs differ from attn_fwd's bits", D, seq, hd, differ);
 }
 
 static void test_attention() {

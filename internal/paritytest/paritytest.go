@@ -1,8 +1,14 @@
-// Package parity checks that a backend computes the whole model as the CPU
-// backend (engine/cpu, the reference) does: the forward log-probs and every
-// parameter's gradient, a training curve, and sampling. The CUDA backend's
-// tests run it on a GPU, and on the kernel emulator where there is none.
-package parity
+// Package paritytest is test support, imported only by tests: whole-model
+// checks that a backend computes the model as the CPU backend (engine/cpu,
+// the reference) does — the forward log-probs and every parameter's
+// gradient, a training curve, sampling — and that sampling on a backend is
+// exactly on-policy there. The CUDA backend's tests run it on a GPU, and on
+// the kernel emulator where there is none; moe's tests run it on the CPU.
+//
+// It takes a *testing.T and reports through it, so it has no place in a
+// program. It is internal to the module, and lives outside moe so that
+// engine/cuda's tests can import it.
+package paritytest
 
 import (
 	"math"
@@ -152,6 +158,15 @@ func Sampling(t *testing.T, be engine.Backend, cfg moe.Config) {
 // LogProbGap is the largest |recorded − recomputed| log-prob of sampled
 // tokens, recomputed by a training forward of m at temperature temp.
 func LogProbGap(m *moe.Model, prompts [][]int32, seqs []moe.Sequence, temp float64) float64 {
+	worst, _ := compareLogProbs(m, prompts, seqs, temp)
+	return worst
+}
+
+// compareLogProbs recomputes the sampled tokens' log-probs with a training
+// forward of m at temperature temp (one row per sequence, prompt and
+// response, right-padded to MaxSeq) and returns the largest
+// |recorded − recomputed| and how many tokens differ in any bit.
+func compareLogProbs(m *moe.Model, prompts [][]int32, seqs []moe.Sequence, temp float64) (worst float64, differ int) {
 	T := m.Cfg.MaxSeq
 	a := m.NewActs(len(seqs), T)
 	defer a.Free(m.Backend())
@@ -163,12 +178,63 @@ func LogProbGap(m *moe.Model, prompts [][]int32, seqs []moe.Sequence, temp float
 		}
 	}
 	logp := m.Forward(a, ids, targets, moe.ForwardOptions{Temperature: temp})
-	var worst float64
 	for s, q := range seqs {
 		pl := len(prompts[q.Prompt])
 		for j, lp := range q.LogProbs {
-			worst = math.Max(worst, math.Abs(float64(lp-logp[s*T+pl-1+j])))
+			re := logp[s*T+pl-1+j]
+			worst = math.Max(worst, math.Abs(float64(lp-re)))
+			if math.Float32bits(lp) != math.Float32bits(re) {
+				differ++
+			}
 		}
 	}
-	return worst
+	return worst, differ
+}
+
+// OnPolicy samples from cfg on be, with the MoE layers and with a dense
+// FFN, at several batch sizes, prompt lengths and temperatures, and
+// recomputes every sampled token's log-prob with a training forward on be:
+// each must be the same bits (the rollout-vs-trainer log-prob gap is
+// exactly 0, where slime, for one, gates runs on a gap under 1e-6).
+func OnPolicy(t *testing.T, be engine.Backend, cfg moe.Config) {
+	t.Helper()
+	long := make([]int32, cfg.MaxSeq/2)
+	for i := range long {
+		long[i] = int32((7*i + 3) % cfg.Vocab)
+	}
+	cases := []struct {
+		name    string
+		prompts [][]int32
+		G       int
+		o       moe.SampleOptions
+	}{
+		{"one sequence", [][]int32{{1}}, 1, moe.SampleOptions{Temperature: 1}},
+		{"3 prompts × 3", [][]int32{{1, 5, 6}, long, {1, 9}}, 3, moe.SampleOptions{Temperature: 0.7, TopK: 5}},
+		{"greedy", [][]int32{{1, 4}, {2}}, 2, moe.SampleOptions{}},
+	}
+	for _, dense := range []bool{false, true} {
+		c := cfg
+		c.DenseFFN = dense
+		m, err := moe.New(c, be, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, tc := range cases {
+			tc.o.MaxNew = c.MaxSeq
+			seqs, err := m.Generate(tc.prompts, tc.G, tc.o, engine.NewRNG(uint64(i), engine.StreamSample))
+			if err != nil {
+				t.Fatal(err)
+			}
+			worst, differ := compareLogProbs(m, tc.prompts, seqs, tc.o.Temperature)
+			n := 0
+			for _, s := range seqs {
+				n += len(s.Tokens)
+			}
+			if differ > 0 {
+				t.Errorf("dense=%v, %s: %d of %d sampled log-probs differ from the trainer's on %s (by up to %.3g)",
+					dense, tc.name, differ, n, be.Name(), worst)
+			}
+		}
+		m.FreeSampler()
+	}
 }
