@@ -46,6 +46,9 @@ func onPolicyCases() []onPolicyCase {
 			SampleOptions{Temperature: 1.5, MaxNewPer: []int{3, 9, 1, 14, 5, 5, 12, 2}}},
 		{"dense/3 prompts × 3", dense, three, 3, SampleOptions{Temperature: 1, MaxNew: 14}},
 		{"dense/T 0.5", dense, three, 2, SampleOptions{Temperature: 0.5, MaxNew: 14}},
+		// Sequences that stop early are compacted out of the decode batch
+		// (several times here); the rest must not notice.
+		{"moe/33 sequences, early stops", base, three, 11, SampleOptions{Temperature: 1, MaxNew: 20, Stop: []int32{2, 3, 5, 7}}},
 		{"moe/past 256 keys", long, [][]int32{prompt(262), prompt(40)}, 2, SampleOptions{Temperature: 1, MaxNew: 12}},
 	}
 }

@@ -105,31 +105,79 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	for _, t := range o.Stop {
 		stop[t] = true
 	}
-	h := w.first // the last hidden state of each sequence
+	h := w.first // the last hidden state of each decode row
+	// row[r] is the sequence decode row r holds: rows are compacted as
+	// sequences finish, so that a long tail of a few unfinished ones does
+	// not cost a step of the whole batch.
+	row := make([]int, sh.S)
+	for r := range row {
+		row[r] = r
+	}
 	for {
 		tok, lp := m.sampleNext(w, h, o, rng)
-		active := false
-		for s := range sh.S {
+		active := 0
+		for r, s := range row {
 			if done[s] {
 				continue
 			}
-			out[s].Tokens = append(out[s].Tokens, tok[s])
-			out[s].LogProbs = append(out[s].LogProbs, lp[s])
+			out[s].Tokens = append(out[s].Tokens, tok[r])
+			out[s].LogProbs = append(out[s].LogProbs, lp[r])
 			switch {
-			case stop[tok[s]]:
+			case stop[tok[r]]:
 				done[s], out[s].Stopped = true, true
 			case len(out[s].Tokens) >= limit[s]:
 				done[s], out[s].Truncated = true, true
 			default:
-				active = true
+				active++
 			}
 		}
-		if !active {
+		if active == 0 {
 			break
+		}
+		if len(row) >= 8 && active <= len(row)/2 {
+			w, row = m.compact(w, row, done, tok)
+			tok = w.hostTok
 		}
 		h = m.decode(w, tok)
 	}
 	return out, nil
+}
+
+// compact moves the decode rows of unfinished sequences to the front —
+// their caches, cache lengths and next tokens — and narrows the call's
+// views to them. Every row's computation reads only its own cache, so a
+// sequence samples the same tokens whichever row it sits in.
+func (m *Model) compact(w sampling, row []int, done []bool, tok []int32) (sampling, []int) {
+	be, d := m.be, m.Cfg.DModel
+	kv := w.kv
+	stride := kv.MaxSeq * d
+	var keep []int
+	for r, s := range row {
+		if done[s] {
+			continue
+		}
+		i := len(keep)
+		if r != i { // r > i: rows before r are already moved, r is intact
+			n := int(kv.Lens[r]) * d
+			for l := range kv.K {
+				be.Copy(kv.K[l].View(i*stride, n), kv.K[l].View(r*stride, n))
+				be.Copy(kv.V[l].View(i*stride, n), kv.V[l].View(r*stride, n))
+			}
+			kv.Lens[i] = kv.Lens[r]
+			tok[i] = tok[r]
+		}
+		keep = append(keep, s)
+	}
+	a := len(keep)
+	sh := w.genShape
+	sh.S = a
+	g := m.gen
+	nw := &generator{pre: w.pre, dec: m.view(g.dec, a, 1), kv: kv.view(a, kv.MaxSeq, d), idx: w.idx,
+		last: w.last.View(0, a), first: w.first.View(0, a, d), u: w.u.View(0, a), lp: w.lp.View(0, a), tok: w.tok.View(0, a),
+		hostIDs: w.hostIDs, hostIdx: w.hostIdx, hostLast: w.hostLast[:a],
+		hostTok: w.hostTok[:a], hostPos: w.hostPos[:a], hostSlot: w.hostSlot[:a],
+		hostU: w.hostU[:a], hostLp: w.hostLp[:a]}
+	return sampling{genShape: sh, generator: nw}, keep
 }
 
 // FreeSampler releases the workspaces and KV cache that Generate keeps
