@@ -52,7 +52,7 @@ ptx-check:
 	echo "ptx-check: kernels/ptx matches the sources ($(words $(KERNELS_CU)) files)"; \
 	printf '%-22s %-24s %5s %7s %6s %6s %6s\n' file kernel regs smem stack spillS spillL; \
 	for p in "$$tmp"/ptx/*.ptx; do \
-		if ! $(KERNELS_PTXAS) -arch=$(KERNELS_PTXAS_ARCH) -v "$$p" -o /dev/null >"$$tmp/log" 2>&1; then \
+		if ! $(KERNELS_PTXAS) -arch=$(KERNELS_PTXAS_ARCH) -v "$$p" -o "$$tmp/cubin" >"$$tmp/log" 2>&1; then \
 			cat "$$tmp/log"; echo "ptx-check: ptxas failed on $$(basename $$p)" >&2; exit 1; \
 		fi; \
 		awk -v file="$$(basename $$p)" ' \
