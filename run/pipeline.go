@@ -12,6 +12,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 )
@@ -324,7 +325,15 @@ func deepMerge(dst, src map[string]any, prefix string) error {
 func jsonError(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Sprintf("%s: a %s cannot be %s", te.Field, te.Value, te.Type)
+		// Drop the Go names of embedded structs from the path: every
+		// field a file names is lower case.
+		var path []string
+		for _, part := range strings.Split(te.Field, ".") {
+			if part != "" && !unicode.IsUpper(rune(part[0])) {
+				path = append(path, part)
+			}
+		}
+		return fmt.Sprintf("%s: a %s cannot be %s", strings.Join(path, "."), te.Value, te.Type)
 	}
 	msg := err.Error()
 	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {

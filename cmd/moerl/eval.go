@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/moerl/moerl/engine"
 	"github.com/moerl/moerl/moe"
@@ -140,7 +141,11 @@ func parseResponses(data []byte) ([]givenResponse, error) {
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&r); err != nil {
-			return nil, fmt.Errorf("line %d: %v", line, err)
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return nil, fmt.Errorf("line %d: %q is a %s, want a %s", line, te.Field, te.Value, te.Type)
+			}
+			return nil, fmt.Errorf("line %d: %v", line, strings.TrimPrefix(err.Error(), "json: "))
 		}
 		if dec.More() {
 			return nil, fmt.Errorf("line %d: more than one JSON value", line)

@@ -44,14 +44,29 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 
 // parseFlags parses args; a parse error becomes a usage error.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return usageError{err}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+	return nil
+}
+
+// parseArgs parses args, positional ones allowed. --help prints the whole
+// help; a mistake gets one line naming it and where the help is, not the
+// flag package's full listing after it.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case err == flag.ErrHelp:
+		fs.Usage()
+		return err
+	case err != nil:
+		return usagef("%v (see moerl %s --help)", err, fs.Name())
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -50,11 +49,8 @@ Built in:`+list.String(), stderr)
 	bindStruct(fs, &rc, "", ".", "recipe")
 	out := fs.String("out", "", "output folder (default: runs/<pipeline name>)")
 	rf := addRunFlags(fs, 100)
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return usageError{err}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	which := *name
 	switch {

@@ -90,7 +90,7 @@ func addCorpusFlags(fs *flag.FlagSet, mix rl.Mix) *corpusFlags {
 		synthetic: fs.String("synthetic", "", "built-in toy corpus: "+strings.Join(moe.SyntheticKinds, ", ")),
 		task:      fs.String("task", "", "reasoning task whose problems and solutions to write: "+strings.Join(task.Names(), ", ")),
 		diffs:     fs.String("difficulties", "", "comma-separated task difficulties, e.g. 2,3 (default: the task's training bins)"),
-		weights:   fs.String("weights", "", "comma-separated share of each --difficulties entry, e.g. 0.45,0.45,0.1 (default: equal)"),
+		weights:   fs.String("weights", "", "comma-separated share of each --difficulties entry, e.g. 0.45,0.45,0.1; none: equal shares"),
 		docs:      fs.Int("docs", 20000, "documents to generate for --synthetic or --task"),
 		mix:       mix,
 	}
