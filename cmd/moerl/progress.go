@@ -16,6 +16,10 @@ type progress struct {
 	last     time.Time
 	terminal bool
 	label    string
+	// first is the step count at the first update, minus one: a resumed
+	// run's rate (and so its ETA) counts only the steps of this process.
+	first int
+	begun bool
 }
 
 func newProgress(w io.Writer, label string, total int) *progress {
@@ -32,14 +36,17 @@ func newProgress(w io.Writer, label string, total int) *progress {
 // average time per step so far.
 func (p *progress) update(done int, msg string) {
 	now := time.Now()
+	if !p.begun {
+		p.begun, p.first = true, done-1
+	}
 	if !p.terminal && now.Sub(p.last) < 5*time.Second && done < p.total {
 		return
 	}
 	p.last = now
 	el := now.Sub(p.start)
 	eta := "?"
-	if done > 0 {
-		eta = fmtDuration(time.Duration(float64(el) / float64(done) * float64(p.total-done)))
+	if done > p.first {
+		eta = fmtDuration(time.Duration(float64(el) / float64(done-p.first) * float64(p.total-done)))
 	}
 	const width = 20
 	fill := width * done / max(p.total, 1)
