@@ -16,7 +16,7 @@ type progress struct {
 	last     time.Time
 	terminal bool
 	label    string
-	// first is the step count at the first update, minus one: a resumed
+	// first is the step count at the first update (when start was set): a resumed
 	// run's rate (and so its ETA) counts only the steps of this process.
 	first int
 	begun bool
@@ -37,7 +37,7 @@ func newProgress(w io.Writer, label string, total int) *progress {
 func (p *progress) update(done int, msg string) {
 	now := time.Now()
 	if !p.begun {
-		p.begun, p.first = true, done-1
+		p.begun, p.first = true, done
 	}
 	if !p.terminal && now.Sub(p.last) < 5*time.Second && done < p.total {
 		return
