@@ -122,7 +122,7 @@ func (m *Model) TrainStep(a *Acts, b *Batch, t TrainConfig, step int) (StepStats
 	}
 	loss /= count
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return StepStats{}, m.LossError(loss)
+		return StepStats{}, m.ForwardError(a, loss)
 	}
 	m.Backward(a, dlogp)
 	lr := t.Schedule().LR(step)

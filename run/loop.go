@@ -188,7 +188,7 @@ func Loop(env *Env, f *Folder, label string, s Stepper) error {
 		}
 		if err != nil {
 			env.Log.EndProgress(label)
-			return fail(fmt.Errorf("%s step %d: %w (the last checkpoint, step %d, is kept)", label, step, err, saved))
+			return fail(fmt.Errorf("%s step %d: %w (%s)", label, step, err, kept(saved, f)))
 		}
 		if err := mw.Write(res.Stats); err != nil {
 			return fail(err)
@@ -198,8 +198,8 @@ func Loop(env *Env, f *Folder, label string, s Stepper) error {
 			inARow++
 			if inARow >= maxSkippedInARow {
 				env.Log.EndProgress(label)
-				return fail(fmt.Errorf("%s step %d: %d batches in a row had a non-finite loss or gradient; stopping (the last checkpoint, step %d, is kept)",
-					label, step, inARow, saved))
+				return fail(fmt.Errorf("%s step %d: %d batches in a row had a non-finite loss or gradient; stopping (%s)",
+					label, step, inARow, kept(saved, f)))
 			}
 		} else {
 			inARow = 0
@@ -217,6 +217,14 @@ func Loop(env *Env, f *Folder, label string, s Stepper) error {
 	}
 	env.Log.EndProgress(label)
 	return save()
+}
+
+// kept says which checkpoint a failed run leaves.
+func kept(saved int, f *Folder) string {
+	if saved == 0 {
+		return "no checkpoint was written; the folder holds this run's metrics and run.json"
+	}
+	return fmt.Sprintf("the last checkpoint, step %d, is kept in %s", saved, f.Dir)
 }
 
 // IsNonFinite reports whether err is (or wraps) a non-finite loss,
