@@ -96,3 +96,22 @@ prompts = 3
 		t.Errorf("rl settings: steps %d prompts %d kl %v preset %s", cfg.Steps, cfg.Prompts, cfg.Algo.KLCoef, cfg.Algo.Preset)
 	}
 }
+
+// FuzzParsePipeline: no pipeline file makes the parser panic, and every
+// file it accepts is a plan that validates.
+func FuzzParsePipeline(f *testing.F) {
+	for _, name := range Shipped() {
+		data, _ := ShippedFile(name)
+		f.Add(data)
+	}
+	f.Add([]byte("name = \"x\"\n[[stage]]\nname = \"b\"\nkind = \"rl\"\nfrom = \"b\"\nalgo = \"grpo\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParsePipeline(data, true, nil)
+		if err != nil {
+			return
+		}
+		if err := p.Plan.Validate(); err != nil {
+			t.Fatalf("accepted a plan that does not validate: %v", err)
+		}
+	})
+}
