@@ -383,6 +383,55 @@ func TestGemmRowMajorThroughCublas(t *testing.T) {
 	}
 }
 
+// TestTF32Setting: TF32 is on by default from compute capability 8.0 (the
+// peer's "fp32" runs TF32 too), off before, and MOERL_TF32 overrides it;
+// an unknown value is an error from New, not a guess.
+func TestTF32Setting(t *testing.T) {
+	for _, tc := range []struct {
+		cc   [2]int
+		env  string
+		want bool
+	}{
+		{[2]int{9, 0}, "", true}, {[2]int{8, 0}, "", true}, {[2]int{7, 5}, "", false},
+		{[2]int{9, 0}, "0", false}, {[2]int{9, 0}, "off", false}, {[2]int{7, 5}, "1", true}, {[2]int{9, 0}, "true", true},
+	} {
+		t.Setenv("MOERL_TF32", tc.env)
+		f := newFakeDriver()
+		f.cc = tc.cc
+		fb := &fakeBlas{drv: f}
+		b, err := newBackend(f, fb, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantMode, wantCompute := blasDefaultMath, blasComputeF32
+		if tc.want {
+			wantMode, wantCompute = blasTF32TensorOpMath, blasComputeF32TF32
+		}
+		b.Gemm(false, false, 1, 1, 1, 1, b.NewF32(1), 0, 1, b.NewF32(1), 0, 1, 0, b.NewF32(1), 0, 1)
+		if err := b.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if b.TF32() != tc.want || fb.mathMode != wantMode || fb.computes[0] != wantCompute {
+			t.Errorf("sm_%d%d MOERL_TF32=%q: TF32() %v, math mode %d, compute type %d; want %v", tc.cc[0], tc.cc[1], tc.env,
+				b.TF32(), fb.mathMode, fb.computes[0], tc.want)
+		}
+		if got := strings.Contains(b.Device(), "TF32"); got != tc.want {
+			t.Errorf("Device() = %q", b.Device())
+		}
+		b.Close()
+	}
+	t.Setenv("MOERL_TF32", "maybe")
+	if _, err := newBackend(newFakeDriver(), nil, "", 0); err == nil || !strings.Contains(err.Error(), `MOERL_TF32="maybe"`) {
+		t.Errorf("MOERL_TF32=maybe: %v", err)
+	}
+	// Without cuBLAS, GEMMs run the fallback kernel in float32 whatever the setting.
+	t.Setenv("MOERL_TF32", "1")
+	b, _, _ := newFake(t, false)
+	if b.TF32() {
+		t.Errorf("TF32() without cuBLAS")
+	}
+}
+
 func randSlice(r *rand.Rand, n int) []float32 {
 	s := make([]float32, n)
 	for i := range s {
@@ -696,5 +745,34 @@ func TestCaptureRules(t *testing.T) {
 	}
 	if err := b.Sync(); err != nil {
 		t.Errorf("Sync after the failed captures: %v", err)
+	}
+}
+
+// recordTB records what a test helper asks of its test instead of doing it.
+type recordTB struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recordTB) Helper()                   {}
+func (r *recordTB) Fatalf(f string, a ...any) { r.fatal = fmt.Sprintf(f, a...) }
+func (r *recordTB) Skip(a ...any)             { r.skip = fmt.Sprint(a...) }
+
+// TestRequireCUDA: without CUDA a GPU test skips, naming why; with
+// MOERL_REQUIRE_CUDA=1 it fails instead.
+func TestRequireCUDA(t *testing.T) {
+	if Available() == nil {
+		t.Skip("CUDA is available here")
+	}
+	for _, env := range []string{"", "1"} {
+		t.Setenv("MOERL_REQUIRE_CUDA", env)
+		r := &recordTB{TB: t}
+		skipWithoutCUDA(r)
+		if env == "1" && !strings.Contains(r.fatal, "MOERL_REQUIRE_CUDA=1 but CUDA unavailable: ") {
+			t.Errorf("MOERL_REQUIRE_CUDA=1: Fatalf(%q), want the unavailable error", r.fatal)
+		}
+		if env == "" && (r.fatal != "" || !strings.HasPrefix(r.skip, "CUDA unavailable: ")) {
+			t.Errorf("MOERL_REQUIRE_CUDA unset: Fatalf(%q), Skip(%q); want a skip", r.fatal, r.skip)
+		}
 	}
 }
