@@ -18,7 +18,9 @@ func TestBenchMeasureRecordsFailures(t *testing.T) {
 		run  func() (benchResult, error)
 		want string
 	}{
-		{func() (benchResult, error) { return benchResult{TokensPerS: 5}, errors.New("cuLaunchKernel x: CUDA_ERROR_LAUNCH_FAILED") }, "CUDA_ERROR_LAUNCH_FAILED"},
+		{func() (benchResult, error) {
+			return benchResult{TokensPerS: 5}, errors.New("cuLaunchKernel x: CUDA_ERROR_LAUNCH_FAILED")
+		}, "CUDA_ERROR_LAUNCH_FAILED"},
 		{func() (benchResult, error) { panic("cpu: Gemm: broken") }, "panic: cpu: Gemm: broken"},
 		{func() (benchResult, error) { return benchResult{Workload: "train", TokensPerS: 7}, nil }, ""},
 	} {
