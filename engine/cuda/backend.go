@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -60,7 +61,8 @@ type Backend struct {
 	retired []uintptr // outgrown scratch blocks, kept until Close (a Graph may use them)
 
 	mu        sync.Mutex
-	err       error // first error since the last Sync
+	err       error       // first error since the last Sync
+	hasErr    atomic.Bool // err != nil
 	capturing bool
 	tf32      bool
 	tf32Env   string // MOERL_TF32 as New read it ("" where unset)
@@ -442,6 +444,7 @@ func (b *Backend) fail(err error) {
 	b.mu.Lock()
 	if b.err == nil {
 		b.err = err
+		b.hasErr.Store(true)
 	}
 	b.mu.Unlock()
 }
@@ -452,15 +455,13 @@ func (b *Backend) takeErr() error {
 	defer b.mu.Unlock()
 	err := b.err
 	b.err = nil
+	b.hasErr.Store(false)
 	return err
 }
 
-// pending reports whether an error waits for Sync.
-func (b *Backend) pending() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.err != nil
-}
+// pending reports whether an error waits for Sync. Every op and every
+// queued closure asks, so it reads an atomic rather than taking mu.
+func (b *Backend) pending() bool { return b.hasErr.Load() }
 
 // post queues f on the driver thread; its error becomes pending. Work that
 // reaches the thread while an error is pending is dropped: after a failed
