@@ -7,6 +7,39 @@ package engine
 // Shapes are passed as ints and tensors are flat buffers, so one buffer can
 // hold several logical tensors (Gemm takes element offsets). Unless an op
 // says otherwise, backward ops accumulate (+=) into the gradients they write.
+//
+// Errors. Both backends keep one contract, so that code that runs right on
+// one runs right on the other:
+//
+//   - A call that breaks an op's preconditions is a bug in the caller and
+//     panics at the call, on both backends, with a message that starts with
+//     the backend and the op ("cpu: Gemm: …", "cuda: Gemm: …"): a nil
+//     tensor, one of the wrong type or shorter than the shapes say, a
+//     negative size, a host tensor given to a device backend or a freed
+//     tensor, an argument outside the range its op documents (k above
+//     nExperts, step below 1, an odd head dimension, offsets of the wrong
+//     length). Nothing is queued, so the backend stays usable. What users
+//     give — flags, prompts, configurations, checkpoints — is validated
+//     above the backend (moe.Config.Validate, Model.Generate, the commands),
+//     so a user's input never reaches one of these panics.
+//   - An index out of range inside the data (a token id, a target, an
+//     expert, a row of Gather or ScatterRows, a decode length) is a bug of
+//     the same kind, but a device backend finds it only when its kernel
+//     runs. The CPU panics at the op; CUDA returns it from the next Sync,
+//     naming the op.
+//   - What the caller cannot rule out is an error, never a panic: a failed
+//     driver or cuBLAS call (a launch failure, out of memory), or a shape
+//     beyond a backend's kernels that the CPU takes (CUDA: a head dimension
+//     above 128; cuda.Unsupported). A device backend keeps the first such
+//     error, drops the work queued after it (a Download then fills its
+//     destination with zeros, so host loops see in-range ids and finite
+//     numbers), and returns it from the next Sync, which clears it. The CPU
+//     has none: its Sync returns nil.
+//
+// Hence: call Sync where results leave the backend for good — at the end of
+// every training step (run.Loop does), of a generate call and of an
+// evaluation — and stop on its error. When Sync returns one, every result
+// since the previous Sync is undefined.
 type Backend interface {
 	// Name is "cpu" or "cuda"; Device describes the hardware in words.
 	Name() string
@@ -19,6 +52,8 @@ type Backend interface {
 	Free(t *Tensor)
 	// Upload and Download copy between host slices and a backend tensor of
 	// the same length (the F32 forms for F32 tensors, the I32 forms for I32).
+	// Download waits for the work that writes src; with an error pending it
+	// writes zeros (see Errors above).
 	Upload(dst *Tensor, src []float32)
 	UploadI32(dst *Tensor, src []int32)
 	Download(dst []float32, src *Tensor)
@@ -26,7 +61,8 @@ type Backend interface {
 	// Zero sets every element to 0. Copy copies src into dst (same length).
 	Zero(t *Tensor)
 	Copy(dst, src *Tensor)
-	// Sync waits for queued work and reports an asynchronous error, if any.
+	// Sync waits for queued work and returns the first error since the
+	// previous Sync (see Errors above), clearing it.
 	Sync() error
 
 	// Gemm computes C = alpha·op(A)·op(B) + beta·C on row-major matrices,

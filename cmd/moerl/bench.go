@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -13,22 +14,40 @@ import (
 	"time"
 
 	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/engine/cuda"
 	"github.com/moerl/moerl/moe"
 	"github.com/moerl/moerl/moe/tokenizer"
 	"github.com/moerl/moerl/rl"
 )
 
-// benchResult is one workload's measurement.
+// benchResult is one workload's measurement, or the error that stopped it.
 type benchResult struct {
 	Workload   string  `json:"workload"`
 	Config     string  `json:"config"`
 	Device     string  `json:"device"`
+	GEMM       string  `json:"gemm"` // "fp32" or "tf32": how float32 GEMMs ran
 	TokensPerS float64 `json:"tokens_per_s"`
 	MsPerStep  float64 `json:"ms_per_step,omitempty"`
 	GFLOPs     float64 `json:"model_gflop_per_s,omitempty"`
 	SPerStep   float64 `json:"s_per_step,omitempty"` // rl-step
 	GenShare   float64 `json:"gen_share,omitempty"`  // rl-step: share of the step spent sampling
-	Shape      string  `json:"shape"`
+	// PeakMemBytes is the most device memory the workload held (the model
+	// included), on a backend that counts it (cuda).
+	PeakMemBytes int64  `json:"peak_mem_bytes,omitempty"`
+	Shape        string `json:"shape"`
+	Error        string `json:"error,omitempty"` // the workload failed: no numbers
+}
+
+// memCounter is a backend that counts its device memory (cuda.Backend).
+type memCounter interface {
+	MemStats() cuda.MemStats
+	ResetPeak()
+}
+
+// tf32Switch is a backend whose float32 GEMMs may run in TF32 (cuda.Backend).
+type tf32Switch interface {
+	SetTF32(on bool) error
+	TF32() bool
 }
 
 // benchShape is a workload's size for a model preset: BENCH.md's GPU
@@ -58,10 +77,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	warm := fs.Int("warmup", 3, "untimed train steps first")
 	asJSON := fs.Bool("json", false, "print one JSON object with a workloads list")
 	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
+	tf32 := fs.Bool("tf32", true, "float32 GEMMs in TF32 on GPUs that have it (compute capability 8.0 and later), as the PyTorch peer's allow_tf32; false: full float32 (also MOERL_TF32=0)")
 	profile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	tf32Set := false
+	fs.Visit(func(f *flag.Flag) { tf32Set = tf32Set || f.Name == "tf32" })
 	if *profile != "" {
 		f, err := os.Create(*profile)
 		if err != nil {
@@ -90,46 +112,81 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		wl = append(wl, w)
 	}
+	printJSON := func(results []benchResult, failure error) {
+		doc := map[string]any{"workloads": results, "date": time.Now().UTC().Format(time.RFC3339)}
+		if failure != nil {
+			doc["error"] = failure.Error()
+		}
+		out, _ := json.MarshalIndent(doc, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", out)
+	}
 	be, err := openBackend(*device, stderr)
 	if err != nil {
+		if *asJSON {
+			printJSON([]benchResult{}, err) // a summary reading it learns why there is nothing
+		}
 		return err
 	}
+	if sw, ok := be.(tf32Switch); ok && tf32Set {
+		if err := sw.SetTF32(*tf32); err != nil {
+			return err
+		}
+	}
+	// A workload that fails is recorded with its error and the next one
+	// runs: one GPU run then reports every number it can.
 	var results []benchResult
+	failed := 0
 	for _, name := range names {
 		cfg, _ := moe.Preset(name)
 		sh := benchShapes[name]
-		m, err := moe.New(cfg, be, 1)
-		if err != nil {
-			return err
-		}
+		m, merr := moe.New(cfg, be, 1)
 		for _, w := range wl {
-			var r benchResult
-			var err error
-			switch w {
-			case "train":
-				r, err = benchTrain(m, sh, *warm, *steps)
-			case "generate":
-				r, err = benchGenerate(m, sh)
-			case "rl-step":
-				r, err = benchRLStep(m)
+			r := benchResult{Workload: w, Error: fmt.Sprintf("model: %v", merr)}
+			if merr == nil {
+				r = measure(be, w, func() (benchResult, error) {
+					switch w {
+					case "train":
+						return benchTrain(m, sh, *warm, *steps)
+					case "generate":
+						return benchGenerate(m, sh)
+					}
+					return benchRLStep(m)
+				})
 			}
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", name, w, err)
+			r.Config, r.Device, r.GEMM = name, be.Device(), "fp32"
+			if sw, ok := be.(tf32Switch); ok && sw.TF32() {
+				r.GEMM = "tf32"
 			}
-			r.Config, r.Device = name, be.Device()
 			results = append(results, r)
-			fmt.Fprintf(stderr, "%s %s: %s tok/s\n", name, w, fmtRate(r.TokensPerS))
+			if r.Error != "" {
+				failed++
+				fmt.Fprintf(stderr, "%s %s: FAILED: %s\n", name, w, r.Error)
+			} else {
+				fmt.Fprintf(stderr, "%s %s: %s tok/s\n", name, w, fmtRate(r.TokensPerS))
+			}
 		}
+		if merr == nil {
+			for _, t := range []*engine.Tensor{m.Params, m.Grads, m.M, m.V} {
+				be.Free(t)
+			}
+		}
+	}
+	var failure error
+	if failed > 0 {
+		failure = fmt.Errorf("bench: %d of %d workloads failed", failed, len(results))
 	}
 	if *asJSON {
-		out, _ := json.MarshalIndent(map[string]any{"workloads": results, "date": time.Now().UTC().Format(time.RFC3339)}, "", "  ")
-		fmt.Fprintf(stdout, "%s\n", out)
-		return nil
+		printJSON(results, failure)
+		return failure
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tconfig\tshape\ttokens/s\tms/step\tmodel GFLOP/s\tgen share\tdevice")
+	fmt.Fprintln(tw, "workload\tconfig\tshape\ttokens/s\tms/step\tmodel GFLOP/s\tgen share\tpeak mem\tdevice")
 	for _, r := range results {
-		ms, gf, gs := "", "", ""
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\tFAILED: %s\t\t\t\t\t%s\n", r.Workload, r.Config, r.Shape, r.Error, r.Device)
+			continue
+		}
+		ms, gf, gs, pm := "", "", "", ""
 		if r.MsPerStep > 0 {
 			ms = fmt.Sprintf("%.1f", r.MsPerStep)
 		}
@@ -139,9 +196,43 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if r.GenShare > 0 {
 			gs = fmt.Sprintf("%.0f%%", 100*r.GenShare)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Config, r.Shape, fmtRate(r.TokensPerS), ms, gf, gs, r.Device)
+		if r.PeakMemBytes > 0 {
+			pm = fmt.Sprintf("%.2f GiB", float64(r.PeakMemBytes)/(1<<30))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Config, r.Shape, fmtRate(r.TokensPerS), ms, gf, gs, pm, r.Device)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return failure
+}
+
+// measure runs one workload and makes its outcome a result: its numbers
+// and peak memory, or the error (or panic) that stopped it. It syncs the
+// backend after the workload, so that a device error shows up in this
+// workload's result and is cleared before the next one.
+func measure(be engine.Backend, workload string, run func() (benchResult, error)) (r benchResult) {
+	mc, counts := be.(memCounter)
+	if counts {
+		mc.ResetPeak()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			be.Sync()
+			r = benchResult{Workload: workload, Error: fmt.Sprintf("panic: %v", p)}
+		}
+	}()
+	r, err := run()
+	if serr := be.Sync(); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return benchResult{Workload: workload, Error: err.Error()}
+	}
+	if counts {
+		r.PeakMemBytes = mc.MemStats().Peak
+	}
+	return r
 }
 
 func randomTokens(rng *rand.Rand, n, vocab int) []int32 {
@@ -241,6 +332,11 @@ func benchRLStep(m *moe.Model) (benchResult, error) {
 	if err != nil {
 		return benchResult{}, err
 	}
+	defer func() {
+		for _, t := range []*engine.Tensor{ref.Params, ref.Grads, ref.M, ref.V} {
+			m.Backend().Free(t)
+		}
+	}()
 	tr, err := rl.NewTrainer(cfg, m, ref, tokenizer.Default())
 	if err != nil {
 		return benchResult{}, err

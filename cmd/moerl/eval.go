@@ -81,6 +81,11 @@ task's canonical form, ties split.`, stderr)
 		if err != nil {
 			return err
 		}
+		// A device backend reports a failure of the sampling at its Sync
+		// (see engine.Backend): no report is written without it.
+		if err := be.Sync(); err != nil {
+			return fmt.Errorf("eval: %w", err)
+		}
 	}
 	js, _ := json.MarshalIndent(rep, "", "  ")
 	if *out != "" {

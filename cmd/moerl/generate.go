@@ -71,6 +71,11 @@ at <eos> or after --max-new tokens. Prints one line per sample (or JSONL).`, std
 	if err != nil {
 		return err
 	}
+	// A device backend reports a failure of the sampling at its Sync (see
+	// engine.Backend); the samples are printed only once it has none.
+	if err := be.Sync(); err != nil {
+		return fmt.Errorf("generate: %w", err)
+	}
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	enc := json.NewEncoder(w)

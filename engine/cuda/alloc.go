@@ -94,7 +94,7 @@ func (a *allocator) release(p uintptr) error {
 	defer a.mu.Unlock()
 	size, ok := a.live[p]
 	if !ok {
-		return fmt.Errorf("free: device pointer %#x was not allocated by this backend, or was freed already", p)
+		return fmt.Errorf("device pointer %#x was not allocated by this backend, or was freed already", p)
 	}
 	delete(a.live, p)
 	a.free[size] = append(a.free[size], p)
@@ -142,6 +142,12 @@ func (a *allocator) freeAll() error {
 	}
 	a.st.Reserved = a.st.InUse + a.st.Cached
 	return first
+}
+
+func (a *allocator) resetPeak() {
+	a.mu.Lock()
+	a.st.Peak = a.st.InUse
+	a.mu.Unlock()
 }
 
 func (a *allocator) stats() MemStats {

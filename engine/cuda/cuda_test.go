@@ -21,18 +21,39 @@ import (
 )
 
 var (
-	gpuOnce sync.Once
-	gpuBE   *Backend
-	gpuErr  error
+	gpuOnce    sync.Once
+	gpuBE      *Backend
+	gpuErr     error
+	gpuTF32New bool // TF32() as New left it
 )
 
-// gpuBackend returns the shared GPU backend, or skips the test.
+// skipWithoutCUDA skips a GPU test where CUDA is unavailable, naming why,
+// or fails it when MOERL_REQUIRE_CUDA=1 (the GPU machine's run.sh sets it),
+// so that a machine whose libcuda cannot be loaded cannot look green.
+func skipWithoutCUDA(t testing.TB) {
+	t.Helper()
+	err := Available()
+	if err == nil {
+		return
+	}
+	if os.Getenv("MOERL_REQUIRE_CUDA") == "1" {
+		t.Fatalf("MOERL_REQUIRE_CUDA=1 but %v", err)
+	}
+	t.Skip(err.Error()) // "CUDA unavailable: ..."
+}
+
+// gpuBackend returns the shared GPU backend, or skips the test. Its GEMMs
+// run in full float32 (TF32 off), the mode the op bounds are stated for;
+// the TF32 tests turn it on and back off.
 func gpuBackend(t testing.TB) *Backend {
 	t.Helper()
-	if err := Available(); err != nil {
-		t.Skip(err.Error()) // "CUDA unavailable: ..."
-	}
-	gpuOnce.Do(func() { gpuBE, gpuErr = New() })
+	skipWithoutCUDA(t)
+	gpuOnce.Do(func() {
+		if gpuBE, gpuErr = New(); gpuErr == nil {
+			gpuTF32New = gpuBE.TF32()
+			gpuErr = gpuBE.SetTF32(false)
+		}
+	})
 	if gpuErr != nil {
 		t.Fatalf("New: %v", gpuErr)
 	}
@@ -278,7 +299,12 @@ func firstDiff(a, b []float64) int {
 	return -1
 }
 
-// Bounds, per op family.
+// Bounds on ‖gpu−cpu‖/‖cpu‖, per op family. GEMMs have one per mode:
+// float32 (TF32 off) rounds like the CPU, to about 1e-7 per product; TF32
+// rounds both inputs to 10 mantissa bits, about 1e-3 per product (2^−11 per
+// input, random in sign, so near 3e-4 over a whole product), bounded here
+// with room: 2e-3. Only GEMMs run on the tensor cores; every other op is
+// the same in both modes.
 const (
 	tolElementwise = 1e-5
 	tolReduction   = 1e-4
@@ -628,6 +654,24 @@ func TestGemmFallbackAndTF32(t *testing.T) {
 		}
 		c.tol = tolGemmTF32
 		t.Run("tf32/"+c.name, func(t *testing.T) { checkCase(t, be, c, uint64(3000+i)) })
+	}
+}
+
+// TestTF32Default: New turns TF32 on where the GPU has it (compute
+// capability 8.0 and later) and cuBLAS is there, unless MOERL_TF32 says
+// otherwise.
+func TestTF32Default(t *testing.T) {
+	be := gpuBackend(t)
+	want := be.cc[0] >= 8 && be.HasCublas()
+	switch os.Getenv("MOERL_TF32") {
+	case "0":
+		want = false
+	case "1":
+		want = be.HasCublas()
+	}
+	if gpuTF32New != want {
+		t.Errorf("sm_%d%d, cuBLAS %v, MOERL_TF32=%q: New left TF32 %v, want %v", be.cc[0], be.cc[1], be.HasCublas(),
+			os.Getenv("MOERL_TF32"), gpuTF32New, want)
 	}
 }
 

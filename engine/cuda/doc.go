@@ -14,7 +14,11 @@
 //     one goroutine locked to its OS thread, on which the device's primary
 //     context is current (see worker). Ops queue their kernels there and
 //     return; Sync waits and reports the first error, including bad indices
-//     that kernels find (see kernels/common.cuh).
+//     that kernels find (see kernels/common.cuh). Errors keep
+//     engine.Backend's contract: a broken precondition panics at the call,
+//     as on the CPU; a driver or cuBLAS failure or an Unsupported shape is
+//     kept, the work queued after it is dropped, and the next Sync returns
+//     it.
 //   - Kernel arguments are packed at their natural sizes into a pinned block
 //     from cuMemAllocHost and checked against the parameter types parsed
 //     from the kernel's PTX, so a launcher that passes the wrong arguments
@@ -28,8 +32,12 @@
 //     Graph.Launch replays it with one launch.
 //
 // The GPU tests (cuda_test.go) compare every op with the CPU backend and
-// skip where CUDA is unavailable; the tests that need no GPU check every
-// launcher against the PTX through a fake driver, and TestOnEmulator runs
+// skip where CUDA is unavailable (they fail instead when MOERL_REQUIRE_CUDA=1,
+// as on the GPU machine); the tests that need no GPU check every launcher
+// against the PTX through a fake driver, inject driver and cuBLAS failures
+// into training and generation (faults_test.go), pin the launches, GEMMs and
+// host syncs of a training step and a decode token (counts_test.go), and
+// TestOnEmulator runs
 // the GPU tests on the CPU kernel emulator of kernels/emu when MOERL_EMU_LIB
 // names its library (make -f kernels/ptx.mk kernels-emu-gotest).
 package cuda

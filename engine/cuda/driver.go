@@ -28,7 +28,8 @@ type driver interface {
 	moduleUnload(mod uintptr) error
 	moduleGetFunction(mod uintptr, name string) (uintptr, error)
 	funcSetAttribute(fn uintptr, attr, value int) error
-	launchKernel(fn uintptr, grid, block dim3, smem int, stream uintptr, params unsafe.Pointer) error
+	// launchKernel's error names the kernel (see launchError).
+	launchKernel(kernel string, fn uintptr, grid, block dim3, smem int, stream uintptr, params unsafe.Pointer) error
 
 	memAlloc(bytes uint64) (uintptr, error)
 	memFree(ptr uintptr) error
@@ -288,11 +289,14 @@ func (l *libcuda) funcSetAttribute(fn uintptr, attr, value int) error {
 		func() string { return strconv.Itoa(attr) + ", " + strconv.Itoa(value) }, fn, uintptr(attr), uintptr(value))
 }
 
-func (l *libcuda) launchKernel(fn uintptr, grid, block dim3, smem int, stream uintptr, params unsafe.Pointer) error {
-	return l.call(l.cuLaunchKernel, "cuLaunchKernel",
-		func() string { return fmt.Sprintf("grid %v, block %v, smem %d", grid, block, smem) },
+func (l *libcuda) launchKernel(kernel string, fn uintptr, grid, block dim3, smem int, stream uintptr, params unsafe.Pointer) error {
+	err := l.call(l.cuLaunchKernel, "cuLaunchKernel", nil,
 		fn, uintptr(grid.x), uintptr(grid.y), uintptr(grid.z), uintptr(block.x), uintptr(block.y), uintptr(block.z),
 		uintptr(smem), stream, uintptr(params), 0)
+	if e, ok := err.(*Error); ok {
+		return launchError(kernel, grid, block, smem, e.Code, e.Name)
+	}
+	return err
 }
 
 func (l *libcuda) memAlloc(bytes uint64) (uintptr, error) {

@@ -56,3 +56,25 @@ func statusError(code int32) error {
 	}
 	return fmt.Errorf("cuda kernel: %s", what)
 }
+
+// Unsupported is the error of a call whose shapes this backend's kernels
+// cannot take although the CPU backend can (a head dimension above 128, more
+// than 2³¹−1 elements): not a bug in the caller, as a broken precondition
+// is, but a model this backend cannot run. It is the pending error that the
+// next Sync returns.
+type Unsupported struct {
+	Op   string // the engine.Backend op
+	What string // the limit, with the values
+}
+
+func (e *Unsupported) Error() string {
+	return "cuda: " + e.Op + ": " + e.What + " (a limit of the CUDA kernels)"
+}
+
+// launchError is the error of a kernel launch the driver refused, naming the
+// kernel: "cuLaunchKernel rmsnorm_fwd (grid 2×1×1, block 256×1×1, smem 0):
+// CUDA_ERROR_LAUNCH_FAILED".
+func launchError(kernel string, grid, block dim3, smem int, code int, name string) *Error {
+	return &Error{Call: fmt.Sprintf("cuLaunchKernel %s (grid %d×%d×%d, block %d×%d×%d, smem %d)", kernel,
+		grid.x, grid.y, grid.z, block.x, block.y, block.z, smem), Code: code, Name: name}
+}

@@ -42,6 +42,15 @@ type fakeDriver struct {
 	graphs        map[uintptr][]func()
 	nextGraph     uintptr
 
+	cc           [2]int                         // compute capability it reports (default 9.0)
+	d2h, h2d     int                            // cuMemcpyDtoHAsync and cuMemcpyHtoDAsync calls
+	syncs        int                            // cuStreamSynchronize calls
+	hooks        map[string]func(args []uint64) // kernel name → what its launch does to device memory
+	faults       []*fault                       // injected failures
+	sticky       error                          // once set, every stream call fails with it
+	dropped      int                            // launches refused because of sticky
+	afterFailure []string                       // calls that reached the driver after an injected failure
+
 	emulate func(name string, gx, gy, gz, bx, by, bz, smem uint32, params unsafe.Pointer) int32
 	emuErr  error // first problem an emulated launch found
 }
@@ -100,7 +109,58 @@ const fakeSmemOptin = 227 << 10
 
 func newFakeDriver() *fakeDriver {
 	return &fakeDriver{mem: map[uintptr][]byte{}, host: map[uintptr][]byte{}, funcs: map[uintptr]*fakeFunc{},
-		nextFn: 0x1000, graphs: map[uintptr][]func(){}, nextGraph: 0x2000}
+		nextFn: 0x1000, graphs: map[uintptr][]func(){}, nextGraph: 0x2000, cc: [2]int{9, 0}, hooks: map[string]func([]uint64){}}
+}
+
+// fault makes the n-th call (1-based) matching call fail with code and
+// name. call is a kernel name for launches ("rmsnorm_fwd"), or
+// "cublasGemmEx" for a GEMM (strided batched ones included). A sticky fault
+// then fails every later stream call with the same code, as the real driver
+// does after a launch failure or an illegal address: the context is lost.
+type fault struct {
+	call   string
+	n      int
+	code   int
+	name   string
+	sticky bool
+	seen   int
+	fired  bool
+}
+
+// inject adds a fault; see fault.
+func (f *fakeDriver) inject(call string, n, code int, name string, sticky bool) *fault {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ft := &fault{call: call, n: n, code: code, name: name, sticky: sticky}
+	f.faults = append(f.faults, ft)
+	return ft
+}
+
+// fire counts a call against the faults and reports the one that fails it.
+// The caller holds f.mu.
+func (f *fakeDriver) fire(call string) *fault {
+	for _, ft := range f.faults {
+		if ft.call != call || ft.fired {
+			continue
+		}
+		if ft.seen++; ft.seen == ft.n {
+			ft.fired = true
+			return ft
+		}
+	}
+	return nil
+}
+
+// lost records a call made after an injected failure and returns the
+// sticky error, if any. The caller holds f.mu.
+func (f *fakeDriver) lost(call string) error {
+	for _, ft := range f.faults {
+		if ft.fired {
+			f.afterFailure = append(f.afterFailure, call)
+			break
+		}
+	}
+	return f.sticky
 }
 
 func fakeErr(call string, code int, name string) error {
@@ -141,9 +201,9 @@ func (f *fakeDriver) deviceTotalMem(int32) (uint64, error) { return 80 << 30, ni
 func (f *fakeDriver) deviceAttribute(attr int, _ int32) (int, error) {
 	switch attr {
 	case attrComputeMajor:
-		return 9, nil
+		return f.cc[0], nil
 	case attrComputeMinor:
-		return 0, nil
+		return f.cc[1], nil
 	case attrMultiprocessorCount:
 		return 132, nil
 	case attrMaxSharedPerBlockOptin:
@@ -197,7 +257,7 @@ func (f *fakeDriver) funcSetAttribute(fn uintptr, attr, value int) error {
 	return nil
 }
 
-func (f *fakeDriver) launchKernel(fn uintptr, grid, block dim3, smem int, stream uintptr, params unsafe.Pointer) error {
+func (f *fakeDriver) launchKernel(kernel string, fn uintptr, grid, block dim3, smem int, stream uintptr, params unsafe.Pointer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := f.funcs[fn]
@@ -205,6 +265,20 @@ func (f *fakeDriver) launchKernel(fn uintptr, grid, block dim3, smem int, stream
 		return fakeErr("cuLaunchKernel", 400, "CUDA_ERROR_INVALID_HANDLE")
 	}
 	e := k.entry
+	if e.Name != kernel {
+		return fmt.Errorf("fake cuLaunchKernel: function %#x is %s, the backend names it %s", fn, e.Name, kernel)
+	}
+	if err := f.lost(kernel); err != nil {
+		f.dropped++
+		return err
+	}
+	if ft := f.fire(kernel); ft != nil {
+		err := launchError(kernel, grid, block, smem, ft.code, ft.name)
+		if ft.sticky {
+			f.sticky = &Error{Call: "(after a lost context)", Code: ft.code, Name: ft.name}
+		}
+		return err
+	}
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("fake cuLaunchKernel(%s grid %v block %v smem %d): %s", e.Name, grid, block, smem, fmt.Sprintf(format, a...))
 	}
@@ -243,6 +317,8 @@ func (f *fakeDriver) launchKernel(fn uintptr, grid, block dim3, smem int, stream
 	f.launches = append(f.launches, l)
 	if f.emulate != nil {
 		f.do(func() { f.runEmulated(e, grid, block, smem, args) })
+	} else if h := f.hooks[e.Name]; h != nil {
+		f.do(func() { h(args) })
 	}
 	return nil
 }
@@ -299,6 +375,10 @@ func (f *fakeDriver) memFreeHost(p unsafe.Pointer) error {
 func (f *fakeDriver) memcpyHtoDAsync(dst uintptr, src unsafe.Pointer, bytes uint64, _ uintptr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.lost("cuMemcpyHtoDAsync_v2"); err != nil {
+		return err
+	}
+	f.h2d++
 	d := f.resolve(dst, bytes)
 	if d == nil {
 		return fakeErr("cuMemcpyHtoDAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE")
@@ -311,6 +391,10 @@ func (f *fakeDriver) memcpyHtoDAsync(dst uintptr, src unsafe.Pointer, bytes uint
 func (f *fakeDriver) memcpyDtoHAsync(dst unsafe.Pointer, src uintptr, bytes uint64, _ uintptr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.lost("cuMemcpyDtoHAsync_v2"); err != nil {
+		return err
+	}
+	f.d2h++
 	s := f.resolve(src, bytes)
 	if s == nil {
 		return fakeErr("cuMemcpyDtoHAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE")
@@ -322,6 +406,9 @@ func (f *fakeDriver) memcpyDtoHAsync(dst unsafe.Pointer, src uintptr, bytes uint
 func (f *fakeDriver) memcpyDtoDAsync(dst, src uintptr, bytes uint64, _ uintptr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.lost("cuMemcpyDtoDAsync_v2"); err != nil {
+		return err
+	}
 	d, s := f.resolve(dst, bytes), f.resolve(src, bytes)
 	if d == nil || s == nil {
 		return fakeErr("cuMemcpyDtoDAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE")
@@ -333,6 +420,9 @@ func (f *fakeDriver) memcpyDtoDAsync(dst, src uintptr, bytes uint64, _ uintptr) 
 func (f *fakeDriver) memsetD32Async(dst uintptr, value uint32, n uint64, _ uintptr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.lost("cuMemsetD32Async"); err != nil {
+		return err
+	}
 	d := f.resolve(dst, n*4)
 	if d == nil {
 		return fakeErr("cuMemsetD32Async", 1, "CUDA_ERROR_INVALID_VALUE")
@@ -350,6 +440,10 @@ func (f *fakeDriver) streamDestroy(uintptr) error       { return nil }
 func (f *fakeDriver) streamSynchronize(uintptr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.syncs++
+	if f.sticky != nil {
+		return &Error{Call: "cuStreamSynchronize()", Code: f.sticky.(*Error).Code, Name: f.sticky.(*Error).Name}
+	}
 	err := f.emuErr
 	f.emuErr = nil
 	return err
@@ -427,9 +521,10 @@ func (f *fakeDriver) launched() map[string]int {
 // fakeBlas computes cuBLAS's column-major GEMM on the fake device memory, so
 // a test can hold the backend's row-major mapping against a reference.
 type fakeBlas struct {
-	drv      *fakeDriver
-	mathMode int
-	computes []int
+	drv       *fakeDriver
+	mathMode  int
+	computes  []int
+	noCompute bool // check and count GEMMs without computing them (fast)
 }
 
 func (fb *fakeBlas) library() string                             { return "fake-cublas" }
@@ -451,6 +546,16 @@ func (fb *fakeBlas) gemmStridedBatchedEx(_ uintptr, transa, transb, m, n, k int,
 	f := fb.drv
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.lost("cublasGemmEx"); err != nil {
+		return &Error{Call: "cublasGemmEx()", Code: 13, Name: "CUBLAS_STATUS_EXECUTION_FAILED"}
+	}
+	if ft := f.fire("cublasGemmEx"); ft != nil {
+		if ft.sticky {
+			f.sticky = &Error{Call: "(after a lost context)", Code: 719, Name: "CUDA_ERROR_LAUNCH_FAILED"}
+		}
+		return &Error{Call: fmt.Sprintf("cublasGemmEx(op %d %d, m %d n %d k %d, ld %d %d %d)", transa, transb, m, n, k, lda, ldb, ldc),
+			Code: ft.code, Name: ft.name}
+	}
 	fb.computes = append(fb.computes, compute)
 	// cuBLAS's own argument rules, column-major.
 	rowsA, rowsB := m, k
@@ -462,6 +567,30 @@ func (fb *fakeBlas) gemmStridedBatchedEx(_ uintptr, transa, transb, m, n, k int,
 	}
 	if lda < max(1, rowsA) || ldb < max(1, rowsB) || ldc < max(1, m) {
 		return fakeErr("cublasGemmEx", 7, "CUBLAS_STATUS_INVALID_VALUE")
+	}
+	if fb.noCompute {
+		// The first and last element of every operand must lie in device memory.
+		colsA, colsB := k, n
+		if transa == blasOpT {
+			colsA = m
+		}
+		if transb == blasOpT {
+			colsB = k
+		}
+		for _, op := range []struct {
+			p                  uintptr
+			rows, cols, ld, st int64
+		}{{a, int64(rowsA), int64(colsA), int64(lda), strideA}, {b, int64(rowsB), int64(colsB), int64(ldb), strideB},
+			{c, int64(m), int64(n), int64(ldc), strideC}} {
+			if op.rows == 0 || op.cols == 0 {
+				continue
+			}
+			last := int64(batch-1)*op.st + (op.cols-1)*op.ld + op.rows - 1
+			if f.resolve(op.p, 4) == nil || f.resolve(op.p+uintptr(last*4), 4) == nil {
+				return fakeErr("cublasGemmEx: operand outside device memory", 13, "CUBLAS_STATUS_EXECUTION_FAILED")
+			}
+		}
+		return nil
 	}
 	get := func(base uintptr, i int64) (float32, bool) {
 		s := f.resolve(base+uintptr(i*4), 4)

@@ -113,7 +113,7 @@ func packArgs(buf unsafe.Pointer, k *kernel, args []karg) (unsafe.Pointer, error
 // shape it cannot take or an argument of the wrong type is recorded as the
 // pending error instead.
 func (b *Backend) launch(name string, grid, block dim3, smem int, args ...karg) {
-	if !b.usable(name) {
+	if !b.usable(name) || b.pending() {
 		return
 	}
 	k := b.kernels[name]
@@ -147,24 +147,33 @@ func (b *Backend) launch(name string, grid, block dim3, smem int, args ...karg) 
 		if err != nil {
 			return fmt.Errorf("cuda: launch %w", err)
 		}
-		if err := b.drv.launchKernel(k.fn, grid, block, smem, b.stream, params); err != nil {
-			return fmt.Errorf("kernel %s: %w", name, err)
-		}
-		return nil
+		return b.drv.launchKernel(k.name, k.fn, grid, block, smem, b.stream, params)
 	})
 }
 
-// argCheck collects the first problem with an op's arguments.
+// argCheck collects the first problem with an op's arguments: a broken
+// precondition (require), which is the caller's bug, or a shape beyond what
+// this backend's kernels take (unsupported), which is an error.
 type argCheck struct {
-	op  string
-	err error
+	op          string
+	err         error
+	unsupported bool // err is an *Unsupported
 }
 
 func (b *Backend) begin(op string) *argCheck { return &argCheck{op: op} }
 
+// require records a broken precondition unless a problem is recorded.
 func (c *argCheck) require(cond bool, format string, args ...any) {
 	if !cond && c.err == nil {
 		c.err = fmt.Errorf("cuda: %s: %s", c.op, fmt.Sprintf(format, args...))
+	}
+}
+
+// supports records an Unsupported error unless a problem is recorded.
+func (c *argCheck) supports(cond bool, format string, args ...any) {
+	if !cond && c.err == nil {
+		c.err = &Unsupported{Op: c.op, What: fmt.Sprintf(format, args...)}
+		c.unsupported = true
 	}
 }
 
@@ -200,7 +209,7 @@ func (c *argCheck) nonneg(names string, vals ...int) int64 {
 			return 0
 		}
 		p *= int64(v)
-		c.require(p <= math.MaxInt32, "%s = %v: more than 2³¹−1 elements", names, vals)
+		c.supports(p <= math.MaxInt32, "%s = %v: more than 2³¹−1 elements", names, vals)
 		if p > math.MaxInt32 {
 			return 0
 		}
@@ -208,12 +217,24 @@ func (c *argCheck) nonneg(names string, vals ...int) int64 {
 	return p
 }
 
+// ok reports whether the op may queue its work. A broken precondition
+// panics (engine.Backend's contract: it is a bug in the caller, and the
+// stack shows where); an unsupported shape becomes the pending error. While
+// an error is pending nothing is checked or queued: the work is dropped, so
+// a tensor whose allocation failed does not turn an out-of-memory error
+// into a panic.
 func (b *Backend) ok(c *argCheck) bool {
-	if c.err != nil {
+	if b.pending() {
+		return false
+	}
+	if c.err == nil {
+		return true
+	}
+	if c.unsupported {
 		b.fail(c.err)
 		return false
 	}
-	return true
+	panic(c.err.Error())
 }
 
 func tlen(t *engine.Tensor) int {

@@ -7,6 +7,7 @@ package cuda
 
 import (
 	"errors"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -382,6 +383,55 @@ func TestGemmRowMajorThroughCublas(t *testing.T) {
 	}
 }
 
+// TestTF32Setting: TF32 is on by default from compute capability 8.0 (the
+// peer's "fp32" runs TF32 too), off before, and MOERL_TF32 overrides it;
+// an unknown value is an error from New, not a guess.
+func TestTF32Setting(t *testing.T) {
+	for _, tc := range []struct {
+		cc   [2]int
+		env  string
+		want bool
+	}{
+		{[2]int{9, 0}, "", true}, {[2]int{8, 0}, "", true}, {[2]int{7, 5}, "", false},
+		{[2]int{9, 0}, "0", false}, {[2]int{9, 0}, "off", false}, {[2]int{7, 5}, "1", true}, {[2]int{9, 0}, "true", true},
+	} {
+		t.Setenv("MOERL_TF32", tc.env)
+		f := newFakeDriver()
+		f.cc = tc.cc
+		fb := &fakeBlas{drv: f}
+		b, err := newBackend(f, fb, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantMode, wantCompute := blasDefaultMath, blasComputeF32
+		if tc.want {
+			wantMode, wantCompute = blasTF32TensorOpMath, blasComputeF32TF32
+		}
+		b.Gemm(false, false, 1, 1, 1, 1, b.NewF32(1), 0, 1, b.NewF32(1), 0, 1, 0, b.NewF32(1), 0, 1)
+		if err := b.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if b.TF32() != tc.want || fb.mathMode != wantMode || fb.computes[0] != wantCompute {
+			t.Errorf("sm_%d%d MOERL_TF32=%q: TF32() %v, math mode %d, compute type %d; want %v", tc.cc[0], tc.cc[1], tc.env,
+				b.TF32(), fb.mathMode, fb.computes[0], tc.want)
+		}
+		if got := strings.Contains(b.Device(), "TF32"); got != tc.want {
+			t.Errorf("Device() = %q", b.Device())
+		}
+		b.Close()
+	}
+	t.Setenv("MOERL_TF32", "maybe")
+	if _, err := newBackend(newFakeDriver(), nil, "", 0); err == nil || !strings.Contains(err.Error(), `MOERL_TF32="maybe"`) {
+		t.Errorf("MOERL_TF32=maybe: %v", err)
+	}
+	// Without cuBLAS, GEMMs run the fallback kernel in float32 whatever the setting.
+	t.Setenv("MOERL_TF32", "1")
+	b, _, _ := newFake(t, false)
+	if b.TF32() {
+		t.Errorf("TF32() without cuBLAS")
+	}
+}
+
 func randSlice(r *rand.Rand, n int) []float32 {
 	s := make([]float32, n)
 	for i := range s {
@@ -470,18 +520,35 @@ func TestAllocatorReuse(t *testing.T) {
 	if f.allocs != allocsBefore {
 		t.Errorf("Trim allocated")
 	}
-	// A freed tensor is refused, and freeing it again is an error, not a crash.
+	// A freed tensor is refused: using it, or freeing a view, is a bug that
+	// panics at the call (and never touches reused memory); freeing it
+	// again does nothing.
 	x := b.NewF32(10)
 	b.Free(x)
-	b.Add(x, x, 10)
-	if err := b.Sync(); err == nil || !strings.Contains(err.Error(), "no device memory") {
-		t.Errorf("use after Free: Sync() = %v", err)
-	}
+	b.Free(x)
+	mustPanic(t, "cuda: Add: y has no device memory", func() { b.Add(x, x, 10) })
 	v := b.NewF32(10)
-	b.Free(v.View(2, 4))
-	if err := b.Sync(); err == nil || !strings.Contains(err.Error(), "not allocated by this backend") {
-		t.Errorf("Free of a view: Sync() = %v", err)
+	mustPanic(t, "cuda: Free: device pointer", func() { b.Free(v.View(2, 4)) })
+	if err := b.Sync(); err != nil {
+		t.Errorf("Sync after the refused calls: %v", err)
 	}
+}
+
+// mustPanic runs fn and checks that it panics with a message containing want.
+func mustPanic(t *testing.T, want string, fn func()) {
+	t.Helper()
+	defer func() {
+		t.Helper()
+		r := recover()
+		if r == nil {
+			t.Errorf("no panic, want one containing %q", want)
+			return
+		}
+		if msg := fmt.Sprint(r); !strings.Contains(msg, want) {
+			t.Errorf("panic %q, want one containing %q", msg, want)
+		}
+	}()
+	fn()
 }
 
 // TestAllocatorOutOfMemory: on CUDA_ERROR_OUT_OF_MEMORY the cache goes back
@@ -507,43 +574,63 @@ func TestAllocatorOutOfMemory(t *testing.T) {
 	}
 }
 
-// TestBadCallsAreErrors: misuse is reported by Sync and does not panic or
-// launch anything.
-func TestBadCallsAreErrors(t *testing.T) {
+// TestMisusePanics: a broken precondition panics at the call, naming the op
+// and the argument, and launches nothing; the calls the CPU backend shares
+// are in TestMisuseContract. Here, what only a device backend can get wrong.
+func TestMisusePanics(t *testing.T) {
 	b, f, _ := newFake(t, false)
 	x := b.NewF32(16)
-	ids := b.NewI32(4)
 	host := engine.HostF32(16)
 	for _, tc := range []struct {
 		want string
 		call func()
 	}{
-		{"Add: y is a host tensor", func() { b.Add(host, x, 16) }},
-		{"Add: y has 16 elements, the op needs 17", func() { b.Add(x, x, 17) }},
-		{"Add: n: negative size", func() { b.Add(x, x, -1) }},
-		{"Add: x is nil", func() { b.Add(x, nil, 4) }},
-		{"Scale: x is i32, want f32", func() { b.Scale(ids, 4, 2) }},
-		{"RoPE: headDim 3 is odd", func() { b.RoPE(x, ids, 1, 1, 3, 1e4) }},
-		{"Attention: headDim 160 exceeds 128", func() { b.Attention(x, x, x, x, x, 1, 1, 1, 160) }},
-		{"RouterTopK: k 5 must lie in [1, min(nExperts, 32)]", func() { b.RouterTopK(x, ids, x, x, 1, 4, 5) }},
-		{"RouterDispatch: offsets has 3 entries, want nExperts+1 = 5", func() { b.RouterDispatch(ids, ids, make([]int, 3), ids, 2, 4, 2) }},
-		{"Sample: topP 0 must lie in (0, 1]", func() { b.Sample(ids, x, x, x, 1, 4, 1, 0, 0) }},
-		{"Sample: temperature -1 must be finite", func() { b.Sample(ids, x, x, x, 1, 4, -1, 0, 1) }},
-		{"AdamW: step 0 must be at least 1", func() { b.AdamW(x, x, x, x, 4, 1e-3, 0.9, 0.95, 1e-8, 0, 0) }},
-		{"Gemm: lda 1 is less than A's 2 columns", func() { b.Gemm(false, false, 2, 2, 2, 1, x, 0, 1, x, 0, 2, 0, x, 0, 2) }},
-		{"Gemm: C has 16 elements, the op needs 20", func() { b.Gemm(false, false, 4, 5, 1, 1, x, 0, 1, x, 0, 5, 0, x, 0, 5) }},
-		{"Upload: dst has 16 elements, src 3", func() { b.Upload(x, []float32{1, 2, 3}) }},
-		{"Copy: dst is i32, want f32", func() { b.Copy(ids, x) }},
-		{"RMSNormBackward: dim 5000 exceeds the kernel's 4096", func() { b.RMSNormBackward(x, x, x, x, x, x, 0, 5000) }},
+		{"cuda: Add: y is a host tensor", func() { b.Add(host, x, 16) }},
+		{"cuda: Add: x is nil", func() { b.Add(x, nil, 4) }},
+		{"cuda: NewF32[2 -1]: negative dimension", func() { b.NewF32(2, -1) }},
+		{"cuda: Sample: topP 0 must lie in (0, 1]", func() { b.Sample(b.NewI32(1), x, x, x, 1, 4, 1, 0, 0) }},
+		{"cuda: AdamW: betas 1, 0.95 must lie in [0, 1)", func() { b.AdamW(x, x, x, x, 4, 1e-3, 1, 0.95, 1e-8, 0, 1) }},
 	} {
 		before := len(f.launches)
-		tc.call()
-		err := b.Sync()
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("want an error containing %q, Sync() = %v", tc.want, err)
-		}
+		mustPanic(t, tc.want, tc.call)
 		if len(f.launches) != before {
 			t.Errorf("%q: a kernel was launched anyway", tc.want)
+		}
+	}
+	if err := b.Sync(); err != nil {
+		t.Errorf("Sync after the panics: %v, want nil (nothing was queued)", err)
+	}
+}
+
+// TestUnsupportedIsError: a shape the CUDA kernels cannot take, though the
+// CPU can (a model this backend cannot run, which may come from a user's
+// configuration), is no panic but an *Unsupported error at the next Sync,
+// and the work queued after it is dropped until then.
+func TestUnsupportedIsError(t *testing.T) {
+	b, f, _ := newFake(t, false)
+	x := b.NewF32(64 * 160)
+	ids := b.NewI32(64)
+	for _, tc := range []struct {
+		want string
+		call func()
+	}{
+		{"Attention: headDim 160 exceeds 128", func() { b.Attention(x, x, x, x, x, 1, 1, 1, 160) }},
+		{"RMSNormBackward: dim 5000 exceeds the kernel's 4096", func() { b.RMSNormBackward(x, x, x, x, x, x, 0, 5000) }},
+		{"RouterTopK: k 40 exceeds the kernel's 32", func() { b.RouterTopK(x, ids, x, x, 1, 64, 40) }},
+		{"NewF32: shape [65536 65536] has more than 2³¹−1 elements", func() { b.NewF32(1<<16, 1<<16) }},
+	} {
+		tc.call()
+		before := len(f.launches)
+		b.Add(x, x, 16) // dropped: an error is pending
+		got := []float32{7}
+		b.Download(got, x.View(0, 1))
+		err := b.Sync()
+		var u *Unsupported
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.As(err, &u) {
+			t.Errorf("want an *Unsupported error containing %q, Sync() = %v", tc.want, err)
+		}
+		if len(f.launches) != before || got[0] != 0 {
+			t.Errorf("%q: work after the error ran (%d launches, Download gave %v, want 0)", tc.want, len(f.launches)-before, got[0])
 		}
 	}
 	if err := b.Sync(); err != nil {
@@ -658,5 +745,34 @@ func TestCaptureRules(t *testing.T) {
 	}
 	if err := b.Sync(); err != nil {
 		t.Errorf("Sync after the failed captures: %v", err)
+	}
+}
+
+// recordTB records what a test helper asks of its test instead of doing it.
+type recordTB struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recordTB) Helper()                   {}
+func (r *recordTB) Fatalf(f string, a ...any) { r.fatal = fmt.Sprintf(f, a...) }
+func (r *recordTB) Skip(a ...any)             { r.skip = fmt.Sprint(a...) }
+
+// TestRequireCUDA: without CUDA a GPU test skips, naming why; with
+// MOERL_REQUIRE_CUDA=1 it fails instead.
+func TestRequireCUDA(t *testing.T) {
+	if Available() == nil {
+		t.Skip("CUDA is available here")
+	}
+	for _, env := range []string{"", "1"} {
+		t.Setenv("MOERL_REQUIRE_CUDA", env)
+		r := &recordTB{TB: t}
+		skipWithoutCUDA(r)
+		if env == "1" && !strings.Contains(r.fatal, "MOERL_REQUIRE_CUDA=1 but CUDA unavailable: ") {
+			t.Errorf("MOERL_REQUIRE_CUDA=1: Fatalf(%q), want the unavailable error", r.fatal)
+		}
+		if env == "" && (r.fatal != "" || !strings.HasPrefix(r.skip, "CUDA unavailable: ")) {
+			t.Errorf("MOERL_REQUIRE_CUDA unset: Fatalf(%q), Skip(%q); want a skip", r.fatal, r.skip)
+		}
 	}
 }

@@ -10,8 +10,9 @@ import (
 )
 
 // The launchers: one method per engine.Backend op. Each checks its
-// arguments (a problem becomes the pending error and the op does nothing),
-// then queues its kernels with the grid and block shapes the kernels were
+// arguments (a broken precondition panics, a shape the kernels cannot take
+// becomes the pending error and the op does nothing; see Backend.ok), then
+// queues its kernels with the grid and block shapes the kernels were
 // written for (see the comments in kernels/*.cu and docs/kernels.md).
 
 // statusArg is the device status word in which kernels report bad indices.
@@ -48,7 +49,8 @@ func (b *Backend) gemm(op string, transA, transB bool, m, n, k int, alpha float3
 	beta float32, c *engine.Tensor, offC, ldc, strideC int, batch int) {
 	chk := b.begin(op)
 	for _, v := range []int{m, n, k, lda, ldb, ldc, batch} {
-		chk.require(v >= 0 && v <= math.MaxInt32, "sizes and strides must lie in [0, 2³¹−1]: m %d n %d k %d lda %d ldb %d ldc %d batch %d", m, n, k, lda, ldb, ldc, batch)
+		chk.require(v >= 0, "sizes and strides must not be negative: m %d n %d k %d lda %d ldb %d ldc %d batch %d", m, n, k, lda, ldb, ldc, batch)
+		chk.supports(v <= math.MaxInt32, "sizes and strides must be at most 2³¹−1: m %d n %d k %d lda %d ldb %d ldc %d batch %d", m, n, k, lda, ldb, ldc, batch)
 	}
 	chk.require(offA >= 0 && offB >= 0 && offC >= 0 && strideA >= 0 && strideB >= 0 && strideC >= 0,
 		"offsets and batch strides must not be negative")
@@ -142,7 +144,8 @@ func (b *Backend) Scale(x *engine.Tensor, n int, s float32) {
 }
 
 // SumSquares returns Σ x² over n elements, summed in float64 in a fixed
-// order. It waits for the GPU; on an error it returns 0 and Sync reports it.
+// order. It waits for the GPU; with an error pending it returns 0, and Sync
+// reports the error.
 func (b *Backend) SumSquares(x *engine.Tensor, n int) float64 {
 	c := b.begin("SumSquares")
 	c.nonneg("n", n)
@@ -263,7 +266,7 @@ func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, rstd *engine.Tensor, rows,
 	n := c.nonneg("rows, dim", rows, dim)
 	c.require(rows == 0 || dim > 0, "dim must be positive")
 	block := rowBlock(dim)
-	c.require(dim <= rmsMaxCols*256, "dim %d exceeds the kernel's %d", dim, rmsMaxCols*256)
+	c.supports(dim <= rmsMaxCols*256, "dim %d exceeds the kernel's %d", dim, rmsMaxCols*256)
 	c.f32("dx", dx, n)
 	c.f32("dw", dw, int64(dim))
 	c.f32("dout", dout, n)
@@ -354,8 +357,8 @@ func fixedSmem(name string) int {
 
 func (b *Backend) attnCheck(c *argCheck, batch, seq, heads, hd int) int64 {
 	n := c.nonneg("batch, seq, heads, headDim", batch, seq, heads, hd)
-	c.require(n == 0 || attnDim(hd) > 0, "headDim %d exceeds 128", hd)
-	c.require(heads <= 65535 && batch <= 65535, "heads %d and batch %d must be at most 65535", heads, batch)
+	c.supports(n == 0 || attnDim(hd) > 0, "headDim %d exceeds 128", hd)
+	c.supports(heads <= 65535 && batch <= 65535, "heads %d and batch %d must be at most 65535", heads, batch)
 	return n
 }
 
@@ -421,7 +424,7 @@ func (b *Backend) AttentionDecode(out, q, kc, vc, lens *engine.Tensor, batch, ma
 	c := b.begin("AttentionDecode")
 	n := b.attnCheck(c, batch, 1, heads, headDim)
 	cache := c.nonneg("batch, maxSeq, heads, headDim", batch, maxSeq, heads, headDim)
-	c.require(maxSeq*4+decodeStaticSmem <= b.smemOptin, "maxSeq %d needs more shared memory than the device's %d bytes", maxSeq, b.smemOptin)
+	c.supports(maxSeq*4+decodeStaticSmem <= b.smemOptin, "maxSeq %d needs more shared memory than the device's %d bytes", maxSeq, b.smemOptin)
 	c.f32("out", out, n)
 	c.f32("q", q, n)
 	c.f32("kc", kc, cache)
@@ -485,8 +488,10 @@ func (b *Backend) routerCheck(c *argCheck, rows, nE, k int) int64 {
 	n := c.nonneg("rows, nExperts", rows, nE)
 	c.nonneg("rows, k", rows, k)
 	if rows > 0 {
-		c.require(nE >= 1 && nE <= maxExperts, "nExperts %d must lie in [1, %d]", nE, maxExperts)
-		c.require(k >= 1 && k <= min(nE, maxTopK), "k %d must lie in [1, min(nExperts, %d)]", k, maxTopK)
+		c.require(nE >= 1, "nExperts %d must be positive", nE)
+		c.require(k >= 1 && k <= nE, "k %d must lie in [1, nExperts = %d]", k, nE)
+		c.supports(nE <= maxExperts, "nExperts %d exceeds the kernel's %d", nE, maxExperts)
+		c.supports(k <= maxTopK, "k %d exceeds the kernel's %d", k, maxTopK)
 	}
 	return n
 }
@@ -548,16 +553,15 @@ func (b *Backend) RouterDispatch(perm, inv *engine.Tensor, offsets []int, expert
 	c := b.begin("RouterDispatch")
 	n := c.nonneg("rows, k", rows, k)
 	c.require(rows == 0 || k >= 1, "k %d must be positive", k)
-	c.require(nExperts >= 1 && nExperts <= maxDispatchExperts, "nExperts %d must lie in [1, %d]", nExperts, maxDispatchExperts)
+	c.require(nExperts >= 1, "nExperts %d must be positive", nExperts)
 	c.require(len(offsets) == nExperts+1, "offsets has %d entries, want nExperts+1 = %d", len(offsets), nExperts+1)
+	c.supports(nExperts <= maxDispatchExperts, "nExperts %d exceeds the kernel's %d", nExperts, maxDispatchExperts)
 	c.i32("perm", perm, n)
 	c.i32("inv", inv, n)
 	c.i32("experts", experts, n)
-	if !b.ok(c) || !b.hostWork("RouterDispatch") {
-		return
-	}
-	if n == 0 {
-		clear(offsets)
+	// Without a result (an error pending, or n = 0) every run is empty.
+	clear(offsets)
+	if !b.ok(c) || !b.hostWork("RouterDispatch") || n == 0 {
 		return
 	}
 	keys, order, ok := b.sortByKey(experts.Ptr, int(n), nExperts, statusExpert)

@@ -1,0 +1,49 @@
+package cuda
+
+import (
+	"testing"
+
+	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/engine/cpu"
+)
+
+// TestMisuseContract holds both backends to engine.Backend's contract on
+// the same broken calls: each panics at the call, with a message that
+// starts with the backend's name and the op ("cpu: Gemm: …", "cuda: Gemm:
+// …"), and afterwards the backend still works and Sync reports nothing.
+func TestMisuseContract(t *testing.T) {
+	gpu, _, _ := newFake(t, true)
+	for _, be := range []engine.Backend{cpu.New(), gpu} {
+		t.Run(be.Name(), func(t *testing.T) {
+			x := be.NewF32(16)
+			ids := be.NewI32(4)
+			for _, tc := range []struct {
+				op   string
+				call func()
+			}{
+				{"Add", func() { be.Add(x, x, 17) }},
+				{"Add", func() { be.Add(x, x, -1) }},
+				{"Scale", func() { be.Scale(ids, 4, 2) }},
+				{"RoPE", func() { be.RoPE(x, ids, 1, 1, 3, 1e4) }},
+				{"RouterTopK", func() { be.RouterTopK(x, ids, x, x, 1, 4, 5) }},
+				{"RouterDispatch", func() { be.RouterDispatch(ids, ids, make([]int, 3), ids, 2, 4, 2) }},
+				{"Sample", func() { be.Sample(ids, x, x, x, 1, 4, -1, 0, 1) }},
+				{"AdamW", func() { be.AdamW(x, x, x, x, 4, 1e-3, 0.9, 0.95, 1e-8, 0, 0) }},
+				{"Gemm", func() { be.Gemm(false, false, 2, 2, 2, 1, x, 0, 1, x, 0, 2, 0, x, 0, 2) }},
+				{"Gemm", func() { be.Gemm(false, false, 4, 5, 1, 1, x, 0, 1, x, 0, 5, 0, x, 0, 5) }},
+				{"Upload", func() { be.Upload(x, []float32{1, 2, 3}) }},
+				{"DownloadI32", func() { be.DownloadI32(make([]int32, 5), ids) }},
+				{"Copy", func() { be.Copy(ids, x) }},
+			} {
+				mustPanic(t, be.Name()+": "+tc.op, tc.call)
+			}
+			be.Upload(x, make([]float32, 16))
+			be.Add(x, x, 16)
+			got := make([]float32, 16)
+			be.Download(got, x)
+			if err := be.Sync(); err != nil {
+				t.Errorf("Sync after the panics: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,133 @@
+package cuda
+
+// The GPU speed issue's first item: what a moe-tiny training step and a
+// decode token cost the host. Each kernel launch costs about 5 µs from Go
+// and each host sync a round trip, so at moe-tiny's sizes they, not the
+// arithmetic, bound the step (docs/benchmarks.md, "GPU: launches, GEMMs and
+// syncs"). The counts are taken on the fake driver, which sees every call
+// the backend makes, and pinned: a change may lower them, never raise them.
+
+import (
+	"testing"
+
+	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/moe"
+)
+
+// hostCost is what the backend asked of the driver over some work.
+type hostCost struct {
+	launches int // cuLaunchKernel
+	gemms    int // cublasGemmEx and cublasGemmStridedBatchedEx
+	syncs    int // cuStreamSynchronize: the host waits for the GPU
+	d2h      int // cuMemcpyDtoHAsync (each is followed by a sync)
+	h2d      int // cuMemcpyHtoDAsync (from pageable memory: staged before it returns)
+}
+
+func costNow(f *fakeDriver, fb *fakeBlas) hostCost {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return hostCost{launches: len(f.launches), gemms: len(fb.computes), syncs: f.syncs, d2h: f.d2h, h2d: f.h2d}
+}
+
+func (c hostCost) minus(d hostCost) hostCost {
+	return hostCost{c.launches - d.launches, c.gemms - d.gemms, c.syncs - d.syncs, c.d2h - d.d2h, c.h2d - d.h2d}
+}
+
+// Pinned counts, moe-tiny (4 layers, 8 experts, top-2), every expert
+// receiving tokens. Lower them when a change lowers the counts.
+var (
+	pinnedTrainStep   = hostCost{launches: 211, gemms: 351, syncs: 10, d2h: 10, h2d: 8}
+	pinnedDecodeToken = hostCost{launches: 107, gemms: 117, syncs: 6, d2h: 6, h2d: 5}
+)
+
+// TestHostCostPinned counts, on the fake driver with cuBLAS, the launches,
+// GEMMs and host syncs of one moe-tiny training step (Model.TrainStep, the
+// second one; the run loop's Sync and weight check add 2 launches and 3
+// syncs) and of one decode token of Model.Generate (the difference between
+// two generate calls, per token). The counts do not depend on the batch or
+// the context, as long as every expert receives tokens, so a small batch
+// stands for BENCH.md's 64×256.
+func TestHostCostPinned(t *testing.T) {
+	b, f, fb := faultBackend(t)
+	defer b.Close()
+	cfg, _ := moe.Preset("moe-tiny")
+	m, err := moe.New(cfg, b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const B, T = 2, 16 // 64 (token, expert) slots over 8 experts
+	docs := make([][]int32, B)
+	for i := range docs {
+		docs[i] = make([]int32, T)
+		for j := range docs[i] {
+			docs[i][j] = int32((i*T + j) % cfg.Vocab)
+		}
+	}
+	batch := moe.NewBatch(docs, T, 0)
+	acts := m.NewActs(B, T)
+	defer acts.Free(b)
+	tc := moe.DefaultTrain
+	tc.Batch, tc.SeqLen, tc.Steps = B, T, 2
+	var step hostCost
+	var kernels map[string]int
+	for i := range 2 {
+		before, l0 := costNow(f, fb), f.launched()
+		if _, err := m.TrainStep(acts, batch, tc, i); err != nil {
+			t.Fatal(err)
+		}
+		step, kernels = costNow(f, fb).minus(before), f.launched()
+		for k, n := range l0 {
+			if kernels[k] -= n; kernels[k] == 0 {
+				delete(kernels, k)
+			}
+		}
+	}
+	t.Logf("moe-tiny train step, launches by kernel: %v", kernels)
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+
+	prompts := [][]int32{{1, 5, 6}, {1, 7, 8}, {1, 9}, {1, 10, 11, 12}} // 4 sequences, 8 slots
+	gen := func(n int) hostCost {
+		before := costNow(f, fb)
+		if _, err := m.Generate(prompts, 1, moe.SampleOptions{Temperature: 1, MaxNew: n}, engine.NewRNG(1, engine.StreamSample)); err != nil {
+			t.Fatal(err)
+		}
+		return costNow(f, fb).minus(before)
+	}
+	gen(2)
+	const n1, n2 = 3, 7
+	l1 := f.launched()
+	c1 := gen(n1)
+	l2 := f.launched()
+	c2 := gen(n2)
+	l3 := f.launched()
+	d := c2.minus(c1)
+	perToken := map[string]int{}
+	for k := range l3 {
+		if n := (l3[k] - l2[k]) - (l2[k] - l1[k]); n != 0 {
+			perToken[k] = n / (n2 - n1)
+		}
+	}
+	t.Logf("moe-tiny decode token, launches by kernel: %v", perToken)
+	tok := hostCost{d.launches / (n2 - n1), d.gemms / (n2 - n1), d.syncs / (n2 - n1), d.d2h / (n2 - n1), d.h2d / (n2 - n1)}
+	if d != (hostCost{tok.launches * (n2 - n1), tok.gemms * (n2 - n1), tok.syncs * (n2 - n1), tok.d2h * (n2 - n1), tok.h2d * (n2 - n1)}) {
+		t.Errorf("the decode tokens differ in cost: %+v over %d tokens", d, n2-n1)
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("moe-tiny train step: %+v", step)
+	t.Logf("moe-tiny decode token: %+v", tok)
+	for _, c := range []struct {
+		what      string
+		got, want hostCost
+	}{{"train step", step, pinnedTrainStep}, {"decode token", tok, pinnedDecodeToken}} {
+		if c.got.launches > c.want.launches || c.got.gemms > c.want.gemms || c.got.syncs > c.want.syncs ||
+			c.got.d2h > c.want.d2h || c.got.h2d > c.want.h2d {
+			t.Errorf("a moe-tiny %s costs %+v, more than the pinned %+v", c.what, c.got, c.want)
+		} else if c.got != c.want {
+			t.Logf("a moe-tiny %s now costs %+v, less than the pinned %+v: lower the pin", c.what, c.got, c.want)
+		}
+	}
+}

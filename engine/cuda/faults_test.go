@@ -1,0 +1,155 @@
+package cuda
+
+// Failures injected into the fake driver in the middle of real work: a
+// kernel launch or a cuBLAS call that fails at its n-th call. The error
+// must stop a training run at the step it happened in, through the run
+// layer's own loop (run.RunPretrain, what `moerl pretrain` runs), and must
+// come out of the Sync that follows a generate call, naming the call that
+// failed; no device work may reach the driver after it.
+
+import (
+	"encoding/binary"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/moerl/moerl/engine"
+	"github.com/moerl/moerl/moe"
+	"github.com/moerl/moerl/run"
+)
+
+// CUresult codes the injected faults use.
+const (
+	cudaErrorLaunchFailed       = 719 // CUDA_ERROR_LAUNCH_FAILED
+	blasStatusExecutionFailed   = 13  // CUBLAS_STATUS_EXECUTION_FAILED
+	blasStatusExecutionFailedNm = "CUBLAS_STATUS_EXECUTION_FAILED"
+)
+
+// faultBackend is a backend on the fake driver with a fake cuBLAS that
+// checks and counts GEMMs without computing them, and balanced routing (see
+// fakeRouting). The caller closes it: after a sticky fault Close reports the
+// lost context, as the real driver would.
+func faultBackend(t *testing.T) (*Backend, *fakeDriver, *fakeBlas) {
+	t.Helper()
+	f := newFakeDriver()
+	fb := &fakeBlas{drv: f, noCompute: true}
+	b, err := newBackend(f, fb, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeRouting(f)
+	return b, f, fb
+}
+
+// fakeRouting stands in for the two kernels whose results the host reads
+// back in a training step, since the fake runs no kernel: dispatch_offsets
+// writes balanced expert runs (expert e gets the assignments [e·n/E,
+// (e+1)·n/E)), as a trained router roughly does, so that the model runs
+// every expert's GEMMs; sumsq_final writes 1, a finite gradient norm.
+func fakeRouting(f *fakeDriver) {
+	f.hooks["dispatch_offsets"] = func(args []uint64) {
+		n, nE, dst := int(int32(args[1])), int(int32(args[2])), uintptr(args[3])
+		out := f.resolve(dst, uint64(nE+1)*4)
+		for e := 0; e <= nE; e++ {
+			binary.LittleEndian.PutUint32(out[4*e:], uint32(e*n/nE))
+		}
+	}
+	f.hooks["sumsq_final"] = func(args []uint64) {
+		binary.LittleEndian.PutUint64(f.resolve(uintptr(args[2]), 8), math.Float64bits(1))
+	}
+}
+
+// tinyModel is a model small enough for the fake: 2 layers, 4 experts,
+// the default tokenizer's vocabulary.
+func tinyModel() moe.Config {
+	cfg, _ := moe.Preset("moe-micro")
+	cfg.DModel, cfg.Heads, cfg.ExpertHidden, cfg.MaxSeq = 32, 2, 32, 16
+	return cfg
+}
+
+// TestLaunchFailureStopsTraining: an rmsnorm_fwd launch in the middle of
+// step 2 fails with a sticky CUDA_ERROR_LAUNCH_FAILED. The pretraining run
+// stops at step 2 with the launch named, and nothing reaches the driver
+// after the failure.
+func TestLaunchFailureStopsTraining(t *testing.T) {
+	tc := moe.DefaultTrain
+	tc.Steps, tc.Batch, tc.SeqLen, tc.Warmup = 1, 2, 16, 1
+	s := run.Pretrain{Model: tinyModel(), Train: tc, Corpus: run.Corpus{Synthetic: "copy", Docs: 64, Seed: 1}}
+	// One clean step counts the launches of a step.
+	b1, f1, _ := faultBackend(t)
+	if _, err := run.RunPretrain(run.NewEnv(b1), t.TempDir(), s, run.Fresh); err != nil {
+		t.Fatal(err)
+	}
+	perStep := f1.launched()["rmsnorm_fwd"]
+	b1.Close()
+
+	b, f, _ := faultBackend(t)
+	f.inject("rmsnorm_fwd", perStep+perStep/2, cudaErrorLaunchFailed, "CUDA_ERROR_LAUNCH_FAILED", true)
+	s.Train.Steps = 5
+	_, err := run.RunPretrain(run.NewEnv(b), t.TempDir(), s, run.Fresh)
+	t.Logf("the run's error: %v", err)
+	for _, want := range []string{"pretrain step 2:", "cuLaunchKernel rmsnorm_fwd (grid", "CUDA_ERROR_LAUNCH_FAILED"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("RunPretrain = %v, want an error containing %q", err, want)
+		}
+	}
+	if len(f.afterFailure) != 0 {
+		t.Errorf("%d driver calls after the failure (first %s); the backend should drop work until Sync",
+			len(f.afterFailure), f.afterFailure[0])
+	}
+	if err := b.Close(); err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_LAUNCH_FAILED") {
+		t.Errorf("Close after a lost context = %v, want the sticky error", err)
+	}
+}
+
+// TestGemmFailureStopsGenerate: a cuBLAS GEMM fails in the middle of a
+// generate call (the 40th: in decode step 2 of this model). Generate returns
+// in-range tokens and finite log-probs (the downloads after the failure give
+// zeros), the Sync after it — what `moerl generate` and `moerl eval` call —
+// returns the error naming cublasGemmEx, no work reaches the driver in
+// between, and the backend then generates again (the fault was not sticky).
+func TestGemmFailureStopsGenerate(t *testing.T) {
+	b, f, _ := faultBackend(t)
+	defer b.Close()
+	m, err := moe.New(tinyModel(), b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := func() []moe.Sequence {
+		t.Helper()
+		seqs, err := m.Generate([][]int32{{1, 5, 6}, {1, 7}}, 2, moe.SampleOptions{Temperature: 1, MaxNew: 6},
+			engine.NewRNG(1, engine.StreamSample))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seqs
+	}
+	gen()
+	if err := b.Sync(); err != nil {
+		t.Fatalf("a clean generate: %v", err)
+	}
+	f.inject("cublasGemmEx", 40, blasStatusExecutionFailed, blasStatusExecutionFailedNm, false)
+	seqs := gen()
+	if len(f.afterFailure) != 0 {
+		t.Errorf("%d driver calls after the failure (first %s)", len(f.afterFailure), f.afterFailure[0])
+	}
+	for _, s := range seqs {
+		for i, tok := range s.Tokens {
+			if tok < 0 || int(tok) >= m.Cfg.Vocab || s.LogProbs[i] != s.LogProbs[i] {
+				t.Fatalf("sequence %d: token %d = %d, log-prob %v after the failure", s.Prompt, i, tok, s.LogProbs[i])
+			}
+		}
+	}
+	err = b.Sync()
+	t.Logf("Sync after generate: %v", err)
+	for _, want := range []string{"cublasGemmEx(op", blasStatusExecutionFailedNm} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Sync after generate = %v, want an error containing %q", err, want)
+		}
+	}
+	f.faults = nil
+	gen()
+	if err := b.Sync(); err != nil {
+		t.Errorf("generate after the reported error: %v", err)
+	}
+}
