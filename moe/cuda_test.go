@@ -61,7 +61,7 @@ func TestCUDATrainingCurveTF32(t *testing.T) {
 	}
 	cfg, _ := moe.Preset("moe-tiny")
 	cfg.MaxSeq = 64
-	parity.Training(t, gpu, cfg, 8, 50, 0.02)
+	paritytest.Training(t, gpu, cfg, 8, 50, 0.02)
 }
 
 // TestCUDASamplingReproducible: one seed gives the same tokens twice, and
