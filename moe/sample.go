@@ -140,6 +140,12 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 		}
 		h = m.decode(w, tok)
 	}
+	// A device error is kept until a sync (and the work after it dropped,
+	// its downloads zero): check here, so that no caller takes samples of
+	// a failed decode for real ones.
+	if err := m.be.Sync(); err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
+	}
 	return out, nil
 }
 

@@ -177,8 +177,10 @@ func Loop(env *Env, f *Folder, label string, s Stepper) error {
 		}
 		step := s.Done() + 1
 		res, err := s.Step()
-		if err == nil {
-			err = env.Backend.Sync()
+		// The device's error, if any, is the cause of whatever a step
+		// then noticed on the host: it comes first.
+		if serr := env.Backend.Sync(); serr != nil {
+			err = serr
 		}
 		for _, m := range s.Models() {
 			if err != nil {
