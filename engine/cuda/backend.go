@@ -688,6 +688,12 @@ func (b *Backend) Sync() error {
 	}
 	var st int32
 	err := b.w.do(func() error {
+		// The worker runs this after everything queued before it. With an
+		// error pending that work was dropped, and the error is what Sync
+		// reports: the device need not be asked.
+		if b.pending() {
+			return nil
+		}
 		if err := b.drv.streamSynchronize(b.stream); err != nil {
 			return err
 		}
