@@ -47,7 +47,9 @@ func RunRL(env *Env, dir, init, rm string, cfg rl.Config, mode Mode) (string, er
 		f.Stopped(StatusFailed, err)
 		return "", err
 	}
-	env.Log.Printf("rl settings: %s%s", cfg.Algo, resumedAt(s.tr.Step))
+	if s.tr.Step > 0 {
+		env.Log.Printf("rl %s%s", cfg.Algo.Preset, resumedAt(s.tr.Step))
+	}
 	label := "rl " + cfg.Algo.Preset
 	if err := Loop(env, f, label, s); err != nil {
 		return "", err

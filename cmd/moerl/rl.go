@@ -50,6 +50,7 @@ the current step; --resume continues from it.`, stderr)
 		return err
 	}
 	defer release()
+	fmt.Fprintf(stderr, "rl settings: %s\n", cfg.Algo)
 	pp, err := run.RunRL(env, *out, *init, *rmPath, cfg, rf.mode())
 	if err != nil {
 		return err
