@@ -23,8 +23,8 @@ type Corpus struct {
 	Task      string `json:"task,omitempty" help:"reasoning task whose problems and solutions to write"`
 	// Difficulties are the task's difficulties to draw from, each with the
 	// share Weights gives (equal shares when Weights is empty).
-	Difficulties []int     `json:"difficulties,omitempty" help:"task difficulties to draw problems from (default: the task's training bins)"`
-	Weights      []float64 `json:"weights,omitempty" help:"share of each difficulty, in the order of difficulties (default: equal)"`
+	Difficulties []int     `json:"difficulties,omitempty" help:"task difficulties to draw problems from; empty: the task's training bins"`
+	Weights      []float64 `json:"weights,omitempty" help:"share of each difficulty, in the order of difficulties; empty: equal"`
 	Docs         int       `json:"docs,omitempty" help:"documents to generate for a task or a toy corpus"`
 	Mix          rl.Mix    `json:"mix"`
 	Seed         uint64    `json:"seed,omitempty" help:"seed of the generated documents"`
@@ -129,7 +129,7 @@ func (c Corpus) Load(tok *tokenizer.Tokenizer) (*moe.Corpus, error) {
 type Problems struct {
 	File         string `json:"file,omitempty" help:"JSONL file of problems (as written by 'moerl problems'); else generated from the task"`
 	Task         string `json:"task,omitempty" help:"task of the generated problems"`
-	Difficulties []int  `json:"difficulties,omitempty" help:"difficulties of the generated problems (default: the task's training bins)"`
+	Difficulties []int  `json:"difficulties,omitempty" help:"difficulties of the generated problems; empty: the task's training bins"`
 	Count        int    `json:"count,omitempty" help:"problems generated per difficulty"`
 	Seed         uint64 `json:"seed,omitempty" help:"seed of the generated problems (keep it apart from training seeds)"`
 }

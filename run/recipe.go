@@ -36,8 +36,8 @@ type PretrainRecipe struct {
 	// Difficulties and Weights choose the difficulty of each document:
 	// empty Difficulties is the task's training bins, empty Weights equal
 	// shares. A small weight makes a difficulty rare in pretraining.
-	Difficulties []int     `json:"difficulties" help:"task difficulties of the pretraining documents (default: the task's training bins)"`
-	Weights      []float64 `json:"weights" help:"share of each pretraining difficulty, in order (default: equal)"`
+	Difficulties []int     `json:"difficulties" help:"task difficulties of the pretraining documents; empty: the task's training bins"`
+	Weights      []float64 `json:"weights" help:"share of each pretraining difficulty, in order; empty: equal"`
 }
 
 // SFTRecipe is a supervised fine-tuning stage on canonical solutions.
@@ -51,7 +51,7 @@ type SFTRecipe struct {
 type DistillRecipe struct {
 	// Difficulties are the bins of the problems the teacher answers; empty
 	// is the RL stages' bins.
-	Difficulties []int   `json:"difficulties" help:"difficulties of the problems the teacher answers (default: the RL bins)"`
+	Difficulties []int   `json:"difficulties" help:"difficulties of the problems the teacher answers; empty: the RL bins"`
 	Problems     int     `json:"problems" help:"problems the teacher answers (split evenly over the difficulties)"`
 	Samples      int     `json:"samples" help:"teacher samples per problem; the correct ones are kept"`
 	Steps        int     `json:"steps" help:"fine-tuning steps of the student"`
@@ -70,7 +70,7 @@ type RMRecipe struct {
 type RLRecipe struct {
 	// Difficulties are the bins RL trains on; empty is the task's
 	// training bins.
-	Difficulties []int   `json:"difficulties" help:"task difficulties RL trains on (default: the task's training bins)"`
+	Difficulties []int   `json:"difficulties" help:"task difficulties RL trains on; empty: the task's training bins"`
 	Steps        int     `json:"steps" help:"RL steps"`
 	Prompts      int     `json:"prompts" help:"prompts per step; a preset without groups (ppo, G = 1) gets 8× as many, so every preset samples the same responses per step"`
 	LR           float64 `json:"lr" help:"learning rate (constant)"`
@@ -82,7 +82,7 @@ type EvalRecipe struct {
 	N        int `json:"n" help:"samples per problem (pass@k is reported for k = 1, 2, 4, …, n)"`
 	// Difficulties are the evaluated bins; empty means the task's training
 	// bins and, with HeldOut, its first held-out one.
-	Difficulties []int   `json:"difficulties" help:"evaluated difficulties (default: the task's training bins, plus its first held-out bin with held_out)"`
+	Difficulties []int   `json:"difficulties" help:"evaluated difficulties; empty: the task's training bins, plus its first held-out bin with held_out"`
 	HeldOut      bool    `json:"held_out" help:"with the default difficulties, also evaluate the task's first held-out (harder) bin"`
 	Temperature  float64 `json:"temperature" help:"sampling temperature of the evaluation"`
 	TopP         float64 `json:"top_p" help:"nucleus sampling: keep the smallest set of tokens with this much probability (0 or 1: off)"`

@@ -57,7 +57,7 @@ type TeacherConfig struct {
 	Steps        int `json:"steps" help:"the teacher's pretraining steps"`
 	// Difficulties are the teacher's pretraining bins, at equal weight
 	// (empty: the base's, at equal weight).
-	Difficulties []int `json:"difficulties" help:"the teacher's pretraining difficulties, at equal weight (default: the base model's)"`
+	Difficulties []int `json:"difficulties" help:"the teacher's pretraining difficulties, at equal weight; empty: the base model's"`
 	// PerReplicate trains one teacher per replicate (its seed varying
 	// with the replicate's) instead of one for all.
 	PerReplicate bool `json:"per_replicate" help:"train a teacher per replicate instead of one shared by all (slower; the intervals then include the teacher's variance)"`

@@ -45,9 +45,9 @@ Built in:`+list.String(), stderr)
 	name := fs.String("name", "", "a built-in pipeline or a file (the same as the argument)")
 	printFile := fs.Bool("print", false, "print the pipeline file and exit (to copy and edit)")
 	quick := fs.Bool("quick", false, "a tiny model and a few steps: a smoke test of every stage (seconds)")
-	var rc run.Recipe
+	rc := run.DefaultRecipe() // so that the help shows the defaults
 	bindStruct(fs, &rc, "", ".", "recipe")
-	out := fs.String("out", "", "output folder (default: runs/<pipeline name>)")
+	out := fs.String("out", "", "output folder; none: runs/<pipeline name>")
 	rf := addRunFlags(fs, 100)
 	if err := parseArgs(fs, args); err != nil {
 		return err

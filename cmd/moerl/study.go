@@ -30,7 +30,7 @@ number, per replicate), study.md (tables, verdicts, reading) and SVG plots.
 	configPath := fs.String("config", "", "study file (TOML) over the defaults; see --print-config for its keys")
 	quick := fs.Bool("quick", false, "a tiny model, two replicates and a few steps: a smoke test of every stage and statistic (about a minute)")
 	printConfig := fs.Bool("print-config", false, "print the resolved settings as a study file and exit")
-	var scratch study.Config
+	scratch := study.Default() // so that the help shows the defaults
 	bindStruct(fs, &scratch, "", ".", "study")
 	out := fs.String("out", "runs/study", "output folder")
 	rf := addRunFlags(fs, 100)
