@@ -93,7 +93,7 @@ For replicates, intervals and verdicts, run moerl study.`, stderr)
 		return usageError{err}
 	}
 	algos := strings.Split(*algoNames, ",")
-	plan := run.Plan{Stages: []run.Stage{{Name: "base", Kind: "pretrain", Settings: r.PretrainStage()}}}
+	plan := run.Plan{Stages: []run.Stage{{Name: "base", Kind: "pretrain", What: "the base model", Settings: r.PretrainStage()}}}
 	for i, name := range algos {
 		if slices.Contains(algos[:i], name) {
 			return usagef("--algo lists %s twice", name)
@@ -111,7 +111,8 @@ For replicates, intervals and verdicts, run moerl study.`, stderr)
 		if len(algos) == 1 {
 			dir = "rl"
 		}
-		plan.Stages = append(plan.Stages, run.Stage{Name: name, Kind: "rl", Dir: dir, Inputs: map[string]string{"init": "base"}, Settings: cfg})
+		plan.Stages = append(plan.Stages, run.Stage{Name: name, Kind: "rl", Dir: dir, What: name + " from the base model",
+			Inputs: map[string]string{"init": "base"}, Settings: cfg})
 	}
 	evals := plan.AddEvals(r.EvalStage())
 	if err := plan.Validate(); err != nil {
