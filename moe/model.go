@@ -26,6 +26,9 @@ type Model struct {
 	// AuxLoss is the load-balancing loss of the last Forward, summed over
 	// layers, before its coefficient.
 	AuxLoss float64
+	// ZLoss is the router z-loss of the last Forward, summed over layers,
+	// before its coefficient; computed only when Cfg.RouterZLossCoef > 0.
+	ZLoss float64
 
 	gen *generator // Generate's workspace, kept between calls
 }
