@@ -126,6 +126,16 @@ type Backend interface {
 	// RouterTopKBackward accumulates into dlogits the gradient that flows
 	// through the renormalised weights and the softmax.
 	RouterTopKBackward(dlogits, dweights, weights, experts, probs *Tensor, rows, nExperts, k int)
+	// RouterReplay replaces, in every row r whose replay[r·k] is not
+	// negative, the choice RouterTopK made from the same probs: experts
+	// takes the row's k replayed ids (distinct, in [0, nExperts), in the
+	// order given) and weights their probabilities renormalised to sum 1,
+	// summed in that order as RouterTopK sums its own choice, so a row
+	// replaying the experts RouterTopK chose gets its weights bit for bit.
+	// Rows whose replay[r·k] is negative keep RouterTopK's choice. Routing
+	// replay (R3, arXiv 2510.11370) trains through the experts a rollout
+	// used; RouterTopKBackward is the backward of either choice.
+	RouterReplay(weights, experts, probs, replay *Tensor, rows, nExperts, k int)
 	// RouterDispatch sorts the rows·k (token, slot) assignments by expert,
 	// stably in (token, slot) order: perm[s] is the token of sorted slot s,
 	// inv[token·k+j] the sorted slot of the token's j-th choice, and
@@ -155,6 +165,10 @@ type Backend interface {
 	TokenLogProbsBackward(dlogits, dlogp, logits, lse, targets *Tensor, rows, vocab int)
 	// Entropy computes the entropy of softmax(logits) per row, given lse.
 	Entropy(ent, logits, lse *Tensor, rows, vocab int)
+	// EntropyBackward accumulates the gradient through Entropy's ent =
+	// H = −Σ p log p, p = softmax(logits): dlogits += dent·(−p⊙(log p + H)),
+	// given lse and ent of the same logits.
+	EntropyBackward(dlogits, dent, logits, lse, ent *Tensor, rows, vocab int)
 
 	// AdamW updates n parameters in place with decoupled weight decay:
 	// m, v the moments, step ≥ 1 the 1-based step for bias correction.

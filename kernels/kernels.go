@@ -47,6 +47,7 @@ var Modules = []Module{
 	{"rmsnorm", []string{"rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_dw_reduce"}},
 	{"rope", []string{"rope_fwd", "rope_bwd"}},
 	{"router", []string{"router_topk_fwd", "router_topk_bwd", "softmax_bwd", "dispatch_offsets", "dispatch_finalize"}},
+	{"routing", []string{"router_replay", "entropy_bwd"}},
 	{"sampling", []string{"sample_rows"}},
 	{"sort", []string{"sort_keys", "sort_count", "sort_scan", "sort_place"}},
 	{"swiglu", []string{"swiglu_fwd", "swiglu_bwd"}},

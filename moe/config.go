@@ -24,6 +24,10 @@ type Config struct {
 	NormEps      float64 `json:"norm_eps" help:"ε added to the mean square in RMSNorm"`
 	InitStd      float64 `json:"init_std" help:"standard deviation of the initial weights"`
 	AuxLossCoef  float64 `json:"aux_loss_coef" help:"weight of the load-balancing loss (Switch Transformer); 0 turns it off"` // load-balancing loss weight
+	// RouterZLossCoef is c_z of ST-MoE's router z-loss (Zoph et al. 2022,
+	// arXiv 2202.08906, eq. 5), c_z·mean_tokens (log Σ_e exp z_e)² per
+	// layer, which keeps the router logits small; the paper uses 0.001.
+	RouterZLossCoef float64 `json:"router_z_loss_coef" help:"weight c_z of the router z-loss c_z·mean_tokens (log Σ_e exp z_e)² (ST-MoE uses 0.001); 0 turns it off"`
 	// ValueHead replaces the LM head by a scalar value head: the model is
 	// a critic whose Forward returns V per position (PPO).
 	ValueHead bool `json:"value_head" help:"a scalar value head instead of the LM head (a critic or reward model); true or false"`
@@ -149,6 +153,9 @@ func (c Config) Validate() error {
 	// The negated comparisons also refuse NaN.
 	if !(c.RopeTheta > 1) || math.IsInf(c.RopeTheta, 0) {
 		return fmt.Errorf("model config: rope_theta must be finite and > 1, got %g", c.RopeTheta)
+	}
+	if !(c.RouterZLossCoef >= 0) || math.IsInf(c.RouterZLossCoef, 0) {
+		return fmt.Errorf("model config: router_z_loss_coef must be finite and non-negative, got %g", c.RouterZLossCoef)
 	}
 	if !(c.NormEps > 0) || !(c.InitStd > 0) || !(c.AuxLossCoef >= 0) ||
 		math.IsInf(c.NormEps, 0) || math.IsInf(c.InitStd, 0) || math.IsInf(c.AuxLossCoef, 0) {

@@ -15,5 +15,12 @@
 // then a final RMSNorm and an untied LM head. A dense-FFN option replaces the
 // router and experts by one SwiGLU block. A Switch-style load-balancing loss
 // E·Σ_e f_e·P_e (f_e the share of routed slots, P_e the mean router
-// probability) is added with coefficient Config.AuxLossCoef.
+// probability) is added with coefficient Config.AuxLossCoef, and ST-MoE's
+// router z-loss mean_tokens (log Σ_e exp z_e)² with Config.RouterZLossCoef.
+//
+// For RL: the sampler can record every token's experts per layer
+// (SampleOptions.RecordRouting, Sequence.Routing) and a training forward
+// can replay them (ForwardOptions.Replay, routing replay R3); the backward
+// can take a gradient per token's entropy besides its log-prob
+// (BackwardEntropy, the entropy bonus).
 package moe

@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/moerl/moerl/engine"
@@ -17,6 +18,7 @@ type layerActs struct {
 	h2, rstd2        *engine.Tensor // FFN pre-norm
 	rlogits, probs   *engine.Tensor // router
 	weights, experts *engine.Tensor
+	replay           *engine.Tensor // experts to replay (ForwardOptions.Replay)
 	perm, inv        *engine.Tensor
 	offsets          []int
 	xp, g, u, s, y   *engine.Tensor // expert inputs (sorted by expert), gate, up, SwiGLU, outputs
@@ -38,13 +40,20 @@ type Acts struct {
 	lse      *engine.Tensor
 	ent      *engine.Tensor
 	invTemp  float32
+	// replaying: the last Forward routed by ForwardOptions.Replay;
+	// entropy: it computed the entropies (ForwardOptions.Entropy).
+	replaying, entropy bool
+	// zlse holds, per layer, each token's log Σ_e exp(z_e) of the router
+	// logits from the last Forward, for the z-loss's backward (nil when
+	// the z-loss is off).
+	zlse [][]float64
 
 	// backward scratch, shared across layers; nil in a forward-only
 	// workspace (the sampler's)
 	dres, dh, dq, dk, dv, da *engine.Tensor
 	dxp, dg, du, ds, dy      *engine.Tensor
 	dweights, drl, dprobs    *engine.Tensor
-	dlogits, dlogp           *engine.Tensor
+	dlogits, dlogp, dent     *engine.Tensor
 
 	hostPos           []int32
 	hostLogp, hostEnt []float32
@@ -80,13 +89,13 @@ func (a *Acts) acts() []act {
 		s := &a.layers[j]
 		l = append(l, f(&s.h1, d), f(&s.rstd1, 1), f(&s.q, d), f(&s.k, d), f(&s.v, d), f(&s.qr, d), f(&s.kr, d),
 			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
-			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.perm, K), i(&s.inv, K),
+			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
 			f(&s.xp, K*d), f(&s.g, K*h), f(&s.u, K*h), f(&s.s, K*h), f(&s.y, K*d))
 	}
 	if a.backward {
 		l = append(l, f(&a.dres, d), f(&a.dh, d), f(&a.dq, d), f(&a.dk, d), f(&a.dv, d), f(&a.da, d),
 			f(&a.dxp, K*d), f(&a.dg, K*h), f(&a.du, K*h), f(&a.ds, K*h), f(&a.dy, K*d),
-			f(&a.dweights, K), f(&a.drl, E), f(&a.dprobs, E), f(&a.dlogits, V), f(&a.dlogp, 1))
+			f(&a.dweights, K), f(&a.drl, E), f(&a.dprobs, E), f(&a.dlogits, V), f(&a.dlogp, 1), f(&a.dent, 1))
 	}
 	return l
 }
@@ -157,6 +166,15 @@ func (a *Acts) tensors() []*engine.Tensor {
 type ForwardOptions struct {
 	Temperature float64 // logits are divided by it (0 or 1: unchanged)
 	Entropy     bool    // also compute per-token entropy (Acts.Entropy)
+	// Replay, when set, routes each token to given experts instead of the
+	// router's top k (routing replay, R3: arXiv 2510.11370): for layer l,
+	// token n of the B·T and slot j, Replay[(l·B·T + n)·K + j], K = TopK,
+	// distinct ids in [0, Experts). The gate weights are the router's
+	// softmax over the replayed experts, renormalised as top-k's are, and
+	// Backward differentiates through them, so the gradient flows through
+	// the experts given. A token whose first id is negative is routed by
+	// the router. A dense model ignores it. See Sequence.Routing.
+	Replay []int32
 }
 
 // Forward runs the model over a.B sequences of a.T tokens (ids, row-major)
@@ -166,13 +184,24 @@ type ForwardOptions struct {
 // position 0; right padding does not disturb earlier tokens (attention is
 // causal), and its log-probs are simply ignored by the caller.
 func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float32 {
-	be := m.be
+	be, c := m.be, m.Cfg
 	be.UploadI32(a.targets, targets)
 	m.upload(a, ids)
+	a.replaying = o.Replay != nil && !c.DenseFFN
+	if a.replaying {
+		NK := a.N * c.K()
+		if len(o.Replay) != c.Layers*NK {
+			panic(fmt.Sprintf("moe: Forward: %d replayed expert ids for %d layers × %d tokens × top-%d", len(o.Replay), c.Layers, a.N, c.K()))
+		}
+		for l := range c.Layers {
+			be.UploadI32(a.layers[l].replay, o.Replay[l*NK:(l+1)*NK])
+		}
+	}
 	m.forward(a, nil, true)
 	m.head(a, o)
+	a.entropy = o.Entropy && !c.ValueHead
 	be.Download(a.hostLogp, a.logp)
-	if o.Entropy && !m.Cfg.ValueHead {
+	if a.entropy {
 		be.Download(a.hostEnt, a.ent)
 	}
 	return a.hostLogp
@@ -232,7 +261,11 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 	E := c.NumExperts()
 	theta, eps := float32(c.RopeTheta), float32(c.NormEps)
 	be.Embedding(a.x[0], m.pv[m.lay.embed], a.ids, N, d)
-	m.AuxLoss = 0
+	m.AuxLoss, m.ZLoss = 0, 0
+	zloss := aux && c.RouterZLossCoef > 0 && !c.DenseFFN
+	if zloss && len(a.zlse) != c.Layers {
+		a.zlse = make([][]float64, c.Layers)
+	}
 	for l := range c.Layers {
 		w, s, x := &m.lay.layers[l], &a.layers[l], a.x[l]
 
@@ -270,6 +303,12 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		}
 		m.linear(s.rlogits, s.h2, m.pv[w.router], N, d, E, false)
 		be.RouterTopK(s.weights, s.experts, s.probs, s.rlogits, N, E, K)
+		if cache == nil && a.replaying {
+			be.RouterReplay(s.weights, s.experts, s.probs, s.replay, N, E, K)
+		}
+		if zloss {
+			m.ZLoss += m.zLoss(a, s, l)
+		}
 		be.RouterDispatch(s.perm, s.inv, s.offsets, s.experts, N, E, K)
 		be.Gather(s.xp, s.h2, s.perm, N*K, d)
 		for e := range E {
@@ -309,6 +348,34 @@ func (m *Model) auxLoss(a *Acts, s *layerActs) float64 {
 	return float64(E) * loss
 }
 
+// zLoss is ST-MoE's router z-loss of one layer, mean_n (log Σ_e exp z_ne)²
+// over the a.N tokens; it keeps each token's log-sum-exp in a.zlse[l] for
+// the backward.
+func (m *Model) zLoss(a *Acts, s *layerActs, l int) float64 {
+	E, N := m.Cfg.Experts, a.N
+	z := a.hostProbs[:N*E] // scratch of N×E floats; auxLoss downloads the probabilities after
+	m.be.Download(z, s.rlogits)
+	if len(a.zlse[l]) != N {
+		a.zlse[l] = make([]float64, N)
+	}
+	var loss float64
+	for n := range N {
+		row := z[n*E : (n+1)*E]
+		mx := math.Inf(-1)
+		for _, v := range row {
+			mx = math.Max(mx, float64(v))
+		}
+		var sum float64
+		for _, v := range row {
+			sum += math.Exp(float64(v) - mx)
+		}
+		lse := mx + math.Log(sum)
+		a.zlse[l][n] = lse
+		loss += lse * lse
+	}
+	return loss / float64(N)
+}
+
 // head applies the final norm and the LM head and computes the log-probs
 // (and entropies) of the targets.
 func (m *Model) head(a *Acts, o ForwardOptions) {
@@ -344,10 +411,21 @@ func (m *Model) logits(a *Acts, x *engine.Tensor, temperature float64) {
 // Backward accumulates into m.Grads the gradient of L given dL/dout for
 // every position of the last Forward on a (out: the log-probs, or the values
 // of a value head), plus AuxLossCoef times the load-balancing loss's
-// gradient.
-func (m *Model) Backward(a *Acts, dlogp []float32) {
+// gradient and RouterZLossCoef times the router z-loss's.
+func (m *Model) Backward(a *Acts, dlogp []float32) { m.BackwardEntropy(a, dlogp, nil) }
+
+// BackwardEntropy is Backward with, when dent is not nil, a gradient
+// dL/dH per position too, H the entropy of the (temperature-scaled)
+// next-token distribution that the last Forward computed with
+// ForwardOptions.Entropy: the head's backward adds
+// dH/dz = −p⊙(log p + H), times 1/T for the unscaled logits (the entropy
+// bonus of rl/algo, algo.EntropyBonus).
+func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 	if !a.backward {
 		panic("moe: Backward on a forward-only workspace")
+	}
+	if dent != nil && !a.entropy {
+		panic("moe: Backward with an entropy gradient after a Forward without ForwardOptions.Entropy (or of a value head)")
 	}
 	c, be := m.Cfg, m.be
 	N, d, H, hd, h, V, K := a.N, c.DModel, c.Heads, c.HeadDim(), c.ExpertHidden, c.Vocab, c.K()
@@ -362,6 +440,10 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 	} else {
 		be.Zero(a.dlogits)
 		be.TokenLogProbsBackward(a.dlogits, a.dlogp, a.logits, a.lse, a.targets, N, V)
+		if dent != nil {
+			be.Upload(a.dent, dent)
+			be.EntropyBackward(a.dlogits, a.dent, a.logits, a.lse, a.ent, N, V)
+		}
 		if a.invTemp != 1 {
 			be.Scale(a.dlogits, N*V, a.invTemp)
 		}
@@ -417,6 +499,9 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 				be.Upload(a.dprobs, g)
 				be.SoftmaxBackward(a.drl, a.dprobs, s.probs, N, E)
 			}
+			if coef := c.RouterZLossCoef; coef > 0 {
+				m.zLossBackward(a, s, l, coef)
+			}
 			m.linearBackward(a.dh, m.gv[w.router], a.drl, s.h2, m.pv[w.router], N, d, E, true)
 		}
 		be.RMSNormBackward(a.dres, m.gv[w.ffnNorm], a.dh, s.x2, m.pv[w.ffnNorm], s.rstd2, N, d)
@@ -442,6 +527,24 @@ func (m *Model) Backward(a *Acts, dlogp []float32) {
 		be.RMSNormBackward(a.dres, m.gv[w.attnNorm], a.da, a.x[l], m.pv[w.attnNorm], s.rstd1, N, d)
 	}
 	be.EmbeddingBackward(m.gv[lay.embed], a.dres, a.ids, N, d)
+}
+
+// zLossBackward adds coef times the z-loss's gradient to a.drl:
+// ∂/∂z_ne of mean_n lse_n² is (2/N)·lse_n·p_ne, with p the router's
+// softmax saved by the forward.
+func (m *Model) zLossBackward(a *Acts, s *layerActs, l int, coef float64) {
+	E, N := m.Cfg.Experts, a.N
+	p := a.hostProbs[:N*E]
+	m.be.Download(p, s.probs)
+	g := make([]float32, N*E)
+	for n := range N {
+		f := coef * 2 * a.zlse[l][n] / float64(N)
+		for e := range E {
+			g[n*E+e] = float32(f * float64(p[n*E+e]))
+		}
+	}
+	m.be.Upload(a.dprobs, g)
+	m.be.Add(a.drl, a.dprobs, N*E)
 }
 
 func sqrt(x float64) float64 { return math.Sqrt(x) }

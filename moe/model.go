@@ -26,6 +26,9 @@ type Model struct {
 	// AuxLoss is the load-balancing loss of the last Forward, summed over
 	// layers, before its coefficient.
 	AuxLoss float64
+	// ZLoss is the router z-loss of the last Forward, summed over layers,
+	// before its coefficient; computed only when Cfg.RouterZLossCoef > 0.
+	ZLoss float64
 
 	gen *generator // Generate's workspace, kept between calls
 }
@@ -239,4 +242,34 @@ func (m *Model) HostGrads() []float32 {
 	out := make([]float32, m.lay.total)
 	m.be.Download(out, m.Grads)
 	return out
+}
+
+// NewFrozen makes a model of cfg on be with zeroed weights and no memory
+// for gradients or optimizer moments: it can Forward and Generate (set its
+// weights with CopyWeightsFrom or by uploading Params), not Backward or
+// Step. An RL trainer samples from one when the rollout's weights differ
+// from the policy's (a dialled-in mismatch).
+func NewFrozen(cfg Config, be engine.Backend) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lay := newLayout(cfg)
+	m := &Model{Cfg: cfg, be: be, lay: lay, Params: be.NewF32(lay.total),
+		pv: map[*Param]*engine.Tensor{}, gv: map[*Param]*engine.Tensor{}}
+	for _, p := range lay.params {
+		m.pv[p] = m.Params.View(p.Off, p.Shape...)
+	}
+	return m, nil
+}
+
+// Free releases the model's backend memory (weights, gradients, moments
+// and the sampler's workspace); the model must not be used after.
+func (m *Model) Free() {
+	m.FreeSampler()
+	for _, t := range []*engine.Tensor{m.Params, m.Grads, m.M, m.V} {
+		if t != nil {
+			m.be.Free(t)
+		}
+	}
+	m.Params, m.Grads, m.M, m.V = nil, nil, nil, nil
 }

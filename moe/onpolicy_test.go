@@ -154,6 +154,8 @@ func checkOnPolicy(t *testing.T, be engine.Backend, c onPolicyCase) {
 	}
 	t.Logf("%d sequences, %d tokens: every log-prob equal", S, n)
 	want := download(be, fwd, L)
+	logp = slices.Clone(logp)
+	checkRecordedRouting(t, be, c, m, seqs, rng, ids, targets, T, want, logp)
 
 	// The sampler's view, replayed with the sampled tokens through the
 	// pieces Generate is made of: the prefill, then one decode step per token.

@@ -2,6 +2,7 @@ package moe
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/moerl/moerl/engine"
 )
@@ -58,6 +59,10 @@ type SampleOptions struct {
 	MaxNew      int     // new tokens per sequence at most (also bounded by MaxSeq)
 	MaxNewPer   []int   // optional per-prompt caps, overriding MaxNew
 	Stop        []int32 // tokens that end a sequence; the stop token is kept
+	// RecordRouting records, for an MoE model, the experts every layer
+	// chose for every token the sampler fed (Sequence.Routing): what
+	// routing replay replays and the routing metrics compare with.
+	RecordRouting bool
 }
 
 // Sequence is one sampled continuation.
@@ -67,6 +72,12 @@ type Sequence struct {
 	LogProbs  []float32 // log-prob of each generated token, as sampled
 	Stopped   bool      // ended on a stop token
 	Truncated bool      // hit its length limit first
+	// Routing holds, with SampleOptions.RecordRouting, the experts chosen
+	// while sampling for every input position p of prompt + response that
+	// a training forward reads (p < len(prompt) + len(Tokens) − 1): for
+	// layer l and slot j, Routing[(p·Layers + l)·TopK + j], in the router's
+	// order (decreasing probability). Nil when not recorded or dense.
+	Routing []int32
 }
 
 // Generate samples G continuations of every prompt. Each prompt is prefilled
@@ -105,6 +116,10 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	for _, t := range o.Stop {
 		stop[t] = true
 	}
+	var rec *routeRecorder
+	if o.RecordRouting && !m.Cfg.DenseFFN {
+		rec = m.newRouteRecorder(w, limit)
+	}
 	h := w.first // the last hidden state of each decode row
 	// row[r] is the sequence decode row r holds: rows are compacted as
 	// sequences finish, so that a long tail of a few unfinished ones does
@@ -139,6 +154,12 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 			tok = w.hostTok
 		}
 		h = m.decode(w, tok)
+		if rec != nil {
+			rec.step(w, row)
+		}
+	}
+	if rec != nil {
+		rec.finish(out, prompts)
 	}
 	// A device error is kept until a sync (and the work after it dropped,
 	// its downloads zero): check here, so that no caller takes samples of
@@ -147,6 +168,105 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 		return nil, fmt.Errorf("generate: %w", err)
 	}
 	return out, nil
+}
+
+// routeRecorder collects a Generate call's router choices: the prefill's
+// on the host, and each decode step's copied on the backend into one
+// buffer (no wait per step) that finish downloads once.
+type routeRecorder struct {
+	m       *Model
+	G, Tp   int
+	S       int       // decode rows at the start
+	pre     [][]int32 // per layer: the prefill's experts, P·Tp × K
+	buf     *engine.Tensor
+	rows    [][]int // per decode step: the sequence each row held
+	maxStep int
+}
+
+func (m *Model) newRouteRecorder(w sampling, limit []int) *routeRecorder {
+	c, be := m.Cfg, m.be
+	L, K := c.Layers, c.K()
+	r := &routeRecorder{m: m, G: w.G, Tp: w.Tp, S: w.S}
+	for l := range L {
+		e := make([]int32, w.P*w.Tp*K)
+		be.DownloadI32(e, w.pre.layers[l].experts)
+		r.pre = append(r.pre, e)
+	}
+	for _, n := range limit {
+		r.maxStep = max(r.maxStep, n-1) // decode steps feed response tokens 0 … n−2
+	}
+	if need := r.maxStep * L * w.S * K; need > 0 {
+		g := m.gen
+		if g.route == nil || g.route.Len() < need {
+			if g.route != nil {
+				be.Free(g.route)
+			}
+			g.route = be.NewI32(need)
+		}
+		r.buf = g.route
+	}
+	return r
+}
+
+// step copies the experts of the decode step just run (rows row) into the
+// buffer.
+func (r *routeRecorder) step(w sampling, row []int) {
+	c, be := r.m.Cfg, r.m.be
+	L, K := c.Layers, c.K()
+	j := len(r.rows)
+	if j >= r.maxStep {
+		return // a step past every sequence's last needed token
+	}
+	n := len(row) * K
+	for l := range L {
+		be.Copy(r.buf.View((j*L+l)*r.S*K, n), w.dec.layers[l].experts.View(0, n))
+	}
+	r.rows = append(r.rows, slices.Clone(row))
+}
+
+// finish downloads the decode steps' choices and lays out each sequence's
+// Routing.
+func (r *routeRecorder) finish(out []Sequence, prompts [][]int32) {
+	c := r.m.Cfg
+	L, K := c.Layers, c.K()
+	steps := len(r.rows)
+	dec := make([]int32, steps*L*r.S*K)
+	if steps > 0 {
+		r.m.be.DownloadI32(dec, r.buf.View(0, len(dec)))
+	}
+	// at[j][s] is the decode row of sequence s at step j, or −1.
+	at := make([][]int, steps)
+	for j, row := range r.rows {
+		at[j] = make([]int, len(out))
+		for s := range at[j] {
+			at[j][s] = -1
+		}
+		for i, s := range row {
+			at[j][s] = i
+		}
+	}
+	for s := range out {
+		p := out[s].Prompt
+		pl := len(prompts[p])
+		n := pl + len(out[s].Tokens) - 1
+		if n <= 0 {
+			continue
+		}
+		rt := make([]int32, n*L*K)
+		for pos := range n {
+			for l := range L {
+				dst := rt[(pos*L+l)*K : (pos*L+l+1)*K]
+				if pos < pl {
+					copy(dst, r.pre[l][(p*r.Tp+pos)*K:])
+					continue
+				}
+				j := pos - pl
+				i := at[j][s] // the sequence was running at step j: it had more tokens to sample
+				copy(dst, dec[((j*L+l)*r.S+i)*K:])
+			}
+		}
+		out[s].Routing = rt
+	}
 }
 
 // compact moves the decode rows of unfinished sequences to the front —
@@ -251,6 +371,7 @@ type generator struct {
 	first    *engine.Tensor // each sequence's hidden state at its last prompt token
 	u, lp    *engine.Tensor // uniforms in, log-probs out
 	tok      *engine.Tensor
+	route    *engine.Tensor // decode steps' router choices (SampleOptions.RecordRouting)
 
 	hostIDs, hostIdx, hostLast []int32
 	hostTok, hostPos, hostSlot []int32
@@ -272,7 +393,7 @@ func (w *generator) free(be engine.Backend) {
 	if w.kv != nil {
 		w.kv.Free(be)
 	}
-	for _, t := range []*engine.Tensor{w.idx, w.last, w.first, w.u, w.lp, w.tok} {
+	for _, t := range []*engine.Tensor{w.idx, w.last, w.first, w.u, w.lp, w.tok, w.route} {
 		if t != nil {
 			be.Free(t)
 		}

@@ -99,15 +99,6 @@ func (c Config) Validate() error {
 	if !slices.Contains(RewardSources, c.RewardSource) {
 		return fmt.Errorf("rl config: reward_source %q: want one of %v", c.RewardSource, RewardSources)
 	}
-	if c.Algo.EntropyCoef > 0 {
-		// rl/algo computes the entropy term and its gradient with respect to
-		// each token's entropy exactly (algo.EntropyBonus), but the trainer
-		// cannot apply it: moe's Backward takes d loss / d log π of the
-		// sampled token only, and ∂H/∂logits = −p⊙(log p + H) is not of that
-		// form. Training on the term's value without its gradient would
-		// report a bonus it does not optimize.
-		return fmt.Errorf("rl config: algo entropy_coef %g: the entropy bonus needs the model's backward to take a gradient with respect to each token's entropy, which moe does not offer yet; use 0", c.Algo.EntropyCoef)
-	}
 	if ctl := c.Algo.RewardControl; ctl != "" && ctl != algo.RewardControlNone && c.RewardSource != "rule" {
 		return fmt.Errorf("rl config: reward_control %q replaces the verifier's verdict and needs reward_source rule, not %q", ctl, c.RewardSource)
 	}
@@ -166,6 +157,24 @@ type StepStats struct {
 	// LengthPenalty is the weight of Kimi's length reward this step (0
 	// during its warm-up or when off).
 	LengthPenalty float64 `json:"length_penalty"`
+
+	// The router (MoE models; 0 for a dense one), over the response tokens
+	// of the update batch in the trainer's forward before the update
+	// (moe.RoutingStats), per layer and averaged over layers:
+	// RoutingDisagreement is the share of (token, layer) pairs whose
+	// top-k expert set chosen while sampling differs from the one the
+	// trainer's router ranks first (0 when sampler and trainer agree;
+	// with routing replay, the choice the replay overrides);
+	// ExpertLoadEntropy the entropy, nats, of the share of the tokens'
+	// expert assignments each expert received (log E when balanced);
+	// ExpertLoadMax the most loaded expert's share of them (1/E when
+	// balanced); RouterMargin the mean gap between the k-th and the
+	// (k+1)-th router probability, how near a token is to changing its
+	// experts.
+	RoutingDisagreement float64 `json:"routing_disagreement"`
+	ExpertLoadEntropy   float64 `json:"expert_load_entropy"`
+	ExpertLoadMax       float64 `json:"expert_load_max"`
+	RouterMargin        float64 `json:"router_margin"`
 
 	// Over the updates taken (skipped ones excluded); 0 when none was.
 	ClipFrac  float64 `json:"clip_frac"` // share of loss tokens whose ratio clip was active
@@ -256,6 +265,14 @@ type Trainer struct {
 	// policySaved and criticSaved hold the models' state at the start of
 	// the update, to put back when a step fails part-way.
 	policySaved, criticSaved modelState
+	// roll is the model the rollouts sample from when a mismatch is dialled
+	// in (algo rollout_precision, rollout_staleness), nil otherwise: the
+	// policy's weights of RolloutStaleness steps ago, rounded to
+	// RolloutPrecision. stale holds the policy's weights at the start of
+	// each of the last RolloutStaleness + 1 steps, oldest first.
+	roll       *moe.Model
+	stale      []snapshot
+	savedStale map[int]string // snapshot files this trainer wrote or restored, by step
 	// Seams for tests: sample, when set, replaces Sample for one round of
 	// the batch; afterBackward runs after each policy backward pass, before
 	// its optimizer step.
@@ -310,6 +327,9 @@ func NewTrainer(cfg Config, policy, ref *moe.Model, tok *tokenizer.Tokenizer) (*
 func (t *Trainer) TrainStep() (StepStats, error) {
 	st := StepStats{Step: t.Step + 1, GroupsWanted: t.Cfg.Prompts, LR: t.lr()}
 	t0 := time.Now()
+	if err := t.prepareRollout(); err != nil {
+		return st, err
+	}
 	c, err := t.batch(&st)
 	if err != nil {
 		return st, err
@@ -515,8 +535,14 @@ func (t *Trainer) sampleRound(problems []task.Problem) (*Rollout, error) {
 	if t.sample != nil {
 		return t.sample(problems)
 	}
-	return Sample(t.Policy, t.Tok, problems, t.Cfg.Algo.GroupSize,
-		moe.SampleOptions{Temperature: t.Cfg.Temperature, MaxNew: t.Cfg.MaxNew}, t.scheme, t.SampleRNG)
+	return Sample(t.RolloutModel(), t.Tok, problems, t.Cfg.Algo.GroupSize, t.SampleOptions(), t.scheme, t.SampleRNG)
+}
+
+// SampleOptions are the options the trainer samples with: its temperature
+// and budget, and the router's choices recorded (for the routing metrics
+// and routing replay).
+func (t *Trainer) SampleOptions() moe.SampleOptions {
+	return moe.SampleOptions{Temperature: t.Cfg.Temperature, MaxNew: t.Cfg.MaxNew, RecordRouting: !t.Policy.Cfg.DenseFFN}
 }
 
 // updateSuccess folds a round's accuracy per difficulty into the moving
@@ -591,6 +617,7 @@ type rows struct {
 	ids, tgt []int32
 	start    []int // plen − 1 per row
 	lengths  []int
+	routing  [][]int32 // per row: the experts chosen while sampling (moe.Sequence.Routing), or nil
 }
 
 func layout(c *collected, L, maxSeq int) *rows {
@@ -607,8 +634,56 @@ func layout(c *collected, L, maxSeq int) *rows {
 		}
 		r.start = append(r.start, len(c.prompts[c.groups[i]])-1)
 		r.lengths = append(r.lengths, len(s.Tokens))
+		r.routing = append(r.routing, s.Routing)
 	}
 	return r
+}
+
+// replay lays out the recorded routing of rows [lo, hi) for a forward of
+// m over them (moe.ForwardOptions.Replay): every position the sampler
+// routed gets its experts, the rest (padding, or a row sampled without a
+// record) −1, routed by the router.
+func (r *rows) replay(cfg moe.Config, lo, hi int) []int32 {
+	L, K := cfg.Layers, cfg.TopK
+	N := (hi - lo) * r.T
+	out := make([]int32, L*N*K)
+	for i := range out {
+		out[i] = -1
+	}
+	for i := lo; i < hi; i++ {
+		rt := r.routing[i]
+		if len(rt)%(L*K) != 0 {
+			continue // not this model's routing
+		}
+		for p := range min(len(rt)/(L*K), r.T) {
+			n := (i-lo)*r.T + p
+			for l := range L {
+				copy(out[(l*N+n)*K:(l*N+n+1)*K], rt[(p*L+l)*K:(p*L+l+1)*K])
+			}
+		}
+	}
+	return out
+}
+
+// responseTokens lists the positions of rows [lo, hi)'s response tokens in
+// a forward over them, with the recorded routing at each (nil where none).
+func (r *rows) responseTokens(cfg moe.Config, lo, hi int) ([]int, [][]int32) {
+	L, K := cfg.Layers, cfg.K()
+	var tokens []int
+	var rec [][]int32
+	for i := lo; i < hi; i++ {
+		rt := r.routing[i]
+		for j := range r.lengths[i] {
+			p := r.start[i] + j
+			tokens = append(tokens, (i-lo)*r.T+p)
+			var at []int32
+			if (p+1)*L*K <= len(rt) {
+				at = rt[p*L*K : (p+1)*L*K]
+			}
+			rec = append(rec, at)
+		}
+	}
+	return tokens, rec
 }
 
 // gather maps per-position values of rows [lo, hi) to the B×L response layout.
@@ -644,9 +719,14 @@ func (t *Trainer) acts(m *moe.Model, cache map[[2]int]*moe.Acts, B, T int) *moe.
 	return a
 }
 
-// forward returns per-position outputs of m for rows [lo, hi).
+// forward returns per-position outputs of m for rows [lo, hi). The policy
+// replays the rollout's routing under algo routing_replay; the reference
+// and the critic route by their own routers.
 func (t *Trainer) forward(m *moe.Model, cache map[[2]int]*moe.Acts, r *rows, lo, hi int, o moe.ForwardOptions) ([]float32, *moe.Acts) {
 	a := t.acts(m, cache, hi-lo, r.T)
+	if m == t.Policy && t.Cfg.Algo.RoutingReplay && !m.Cfg.DenseFFN {
+		o.Replay = r.replay(m.Cfg, lo, hi)
+	}
 	return m.Forward(a, r.ids[lo*r.T:hi*r.T], r.tgt[lo*r.T:hi*r.T], o), a
 }
 
@@ -693,6 +773,13 @@ func (t *Trainer) measure(c *collected, st *StepStats) (*measured, error) {
 	r.gather(cur, logp, 0, B)
 	ent := make([]float32, B*L)
 	r.gather(ent, acts.Entropy(), 0, B)
+	// Before the reference's forward, which reuses the workspace.
+	tokens, rec := r.responseTokens(t.Policy.Cfg, 0, B)
+	rt, err := t.Policy.MeasureRouting(acts, tokens, rec)
+	if err != nil {
+		return nil, err
+	}
+	st.RoutingDisagreement, st.ExpertLoadEntropy, st.ExpertLoadMax, st.RouterMargin = rt.Disagreement, rt.LoadEntropy, rt.LoadMax, rt.Margin
 	refLogp, _ := t.forward(t.Ref, t.actsCache, r, 0, B, fo)
 	r.gather(b.RefLogp, refLogp, 0, B)
 	var n float64
@@ -810,13 +897,27 @@ func (t *Trainer) update(m *measured, st *StepStats) (err error) {
 // *moe.NonFiniteError, or is counted in st.SkippedUpdates under
 // SkipNonFinite.
 func (t *Trainer) policyUpdate(r *rows, sub *algo.Batch, lo, hi int, opt moe.OptConfig, st *StepStats) error {
-	L := sub.L
-	logp, acts := t.forward(t.Policy, t.actsCache, r, lo, hi, moe.ForwardOptions{Temperature: t.Cfg.Temperature})
+	L, a := sub.L, t.Cfg.Algo
+	bonus := a.EntropyCoef > 0
+	logp, acts := t.forward(t.Policy, t.actsCache, r, lo, hi, moe.ForwardOptions{Temperature: t.Cfg.Temperature, Entropy: bonus})
 	sub.NewLogp = make([]float32, (hi-lo)*L)
 	r.gather(sub.NewLogp, logp, lo, hi)
-	loss, dNew, ps, err := algo.PolicyLoss(t.Cfg.Algo, sub)
+	if bonus {
+		sub.Entropy = make([]float32, (hi-lo)*L)
+		r.gather(sub.Entropy, acts.Entropy(), lo, hi)
+	}
+	loss, dNew, ps, err := algo.PolicyLoss(a, sub)
 	if err != nil {
 		return err
+	}
+	var dent []float32 // d loss / d H per position, for the entropy bonus
+	if bonus {
+		_, dH, err := algo.EntropyBonus(a, sub)
+		if err != nil {
+			return err
+		}
+		dent = make([]float32, (hi-lo)*r.T)
+		r.scatter(dent, dH, lo, hi)
 	}
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		if t.Cfg.SkipNonFinite {
@@ -828,7 +929,7 @@ func (t *Trainer) policyUpdate(r *rows, sub *algo.Batch, lo, hi int, opt moe.Opt
 	dlogp := make([]float32, (hi-lo)*r.T)
 	r.scatter(dlogp, dNew, lo, hi)
 	t.Policy.ZeroGrad()
-	t.Policy.Backward(acts, dlogp)
+	t.Policy.BackwardEntropy(acts, dlogp, dent)
 	if t.afterBackward != nil {
 		t.afterBackward(t.Policy)
 	}
@@ -954,15 +1055,25 @@ func subBatch(b *algo.Batch, lo, hi int) *algo.Batch {
 type trainerState struct {
 	Success map[int]float64 `json:"success"`
 	Init    string          `json:"init"` // checkpoint the run started from (the reference)
+	// Stale lists the files of the weights a run with rollout_staleness
+	// samples with next (saved beside the policy checkpoint).
+	Stale []staleFile `json:"stale,omitempty"`
 }
 
 // Save writes the policy (and critic) checkpoints with the loop's state.
 func (t *Trainer) Save(policyPath, criticPath, initPath string) error {
 	cfgJSON, _ := json.Marshal(t.Cfg)
-	extra, _ := json.Marshal(trainerState{Success: t.Success, Init: initPath})
+	stale, err := t.saveStale(policyPath)
+	if err != nil {
+		return err
+	}
+	extra, _ := json.Marshal(trainerState{Success: t.Success, Init: initPath, Stale: stale})
 	st := moe.RunState{Stage: "rl", Step: t.Step, Config: cfgJSON, Extra: extra,
 		RNG: map[string][]byte{"data": t.DataRNG.State(), "sample": t.SampleRNG.State()}}
 	if err := t.Policy.SaveCheckpoint(policyPath, t.Tok, st, true); err != nil {
+		return err
+	}
+	if err := t.removeStale(stale); err != nil {
 		return err
 	}
 	if t.Critic != nil {
@@ -992,6 +1103,9 @@ func (t *Trainer) Restore(st moe.RunState, critic *moe.Model) error {
 	t.Step = st.Step
 	if ts.Success != nil {
 		t.Success = ts.Success
+	}
+	if err := t.restoreStale(ts.Stale); err != nil {
+		return fmt.Errorf("restore rl state: %w", err)
 	}
 	if t.Cfg.Algo.Critic {
 		if critic == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -69,10 +70,14 @@ func TestEveryPresetSteps(t *testing.T) {
 				t.Errorf("rollout and trainer log-probs differ by %g on average", st.LogpGap)
 			}
 			for name, v := range map[string]float64{"loss": st.Loss, "entropy": st.Entropy, "kl": st.KLRef, "grad": st.GradNorm,
-				"logp_gap_max": st.LogpGapMax, "rollout_kl": st.RolloutKL, "rollout_ess": st.RolloutESS, "rollout_masked_frac": st.RolloutMaskedFrac} {
+				"logp_gap_max": st.LogpGapMax, "rollout_kl": st.RolloutKL, "rollout_ess": st.RolloutESS, "rollout_masked_frac": st.RolloutMaskedFrac,
+				"routing_disagreement": st.RoutingDisagreement, "expert_load_entropy": st.ExpertLoadEntropy, "expert_load_max": st.ExpertLoadMax, "router_margin": st.RouterMargin} {
 				if math.IsNaN(v) || math.IsInf(v, 0) {
 					t.Errorf("%s is %v", name, v)
 				}
+			}
+			if st.Groups > 0 && (st.RoutingDisagreement != 0 || !(st.ExpertLoadMax > 0) || !(st.ExpertLoadEntropy > 0)) {
+				t.Errorf("routing: disagreement %v (want 0), load max %v, load entropy %v", st.RoutingDisagreement, st.ExpertLoadMax, st.ExpertLoadEntropy)
 			}
 			if st.Groups > 0 && st.KLRef > 1e-6 {
 				t.Errorf("KL to the reference before any update is %g, want 0", st.KLRef)
@@ -84,26 +89,46 @@ func TestEveryPresetSteps(t *testing.T) {
 	}
 }
 
-// TestRLResumeBitwise: three steps in one go equal one step, a checkpoint,
-// and two more steps after restoring it — for GRPO and for PPO's critic.
+// TestRLResumeBitwise: four steps in one go equal two steps, a checkpoint,
+// and two more steps after restoring it — for GRPO, for PPO's critic, and
+// for a rollout two steps stale in bf16 with routing replay, whose stale
+// weights are saved beside the checkpoint (and removed once no longer
+// needed).
 func TestRLResumeBitwise(t *testing.T) {
-	for _, preset := range []string{"grpo", "ppo"} {
-		t.Run(preset, func(t *testing.T) {
-			cfg := tinyRL(t, preset)
+	for _, tc := range []struct {
+		name, preset string
+		sets         []string
+	}{
+		{"grpo", "grpo", nil},
+		{"ppo", "ppo", nil},
+		{"grpo, stale bf16 rollout, replay", "grpo", []string{"rollout_staleness=2", "rollout_precision=bf16", "routing_replay=true", "rollout_correction=token-tis"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tinyRL(t, tc.preset)
+			for _, a := range tc.sets {
+				if err := cfg.Algo.Apply(a); err != nil {
+					t.Fatal(err)
+				}
+			}
+			signal := func(_, i int) bool { return i%3 == 0 } // the same verdicts after the resume
 			p, r, tok := tinyModel(t)
 			whole, err := NewTrainer(cfg, p, r, tok)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for range 3 {
+			oracle(whole, signal)
+			for range 4 {
 				if _, err := whole.TrainStep(); err != nil {
 					t.Fatal(err)
 				}
 			}
 			p2, r2, _ := tinyModel(t)
 			first, _ := NewTrainer(cfg, p2, r2, tok)
-			if _, err := first.TrainStep(); err != nil {
-				t.Fatal(err)
+			oracle(first, signal)
+			for range 2 {
+				if _, err := first.TrainStep(); err != nil {
+					t.Fatal(err)
+				}
 			}
 			dir := t.TempDir()
 			pp, cp := filepath.Join(dir, "policy.ck"), filepath.Join(dir, "critic.ck")
@@ -126,9 +151,23 @@ func TestRLResumeBitwise(t *testing.T) {
 			if err := resumed.Restore(st, critic); err != nil {
 				t.Fatal(err)
 			}
+			oracle(resumed, signal)
 			for range 2 {
 				if _, err := resumed.TrainStep(); err != nil {
 					t.Fatal(err)
+				}
+			}
+			if k := cfg.Algo.RolloutStaleness; k > 0 {
+				// Saved again after step 4: the weights after steps 2 and 3
+				// are kept, those after 0 and 1 removed.
+				if err := resumed.Save(pp, cp, "base.ck"); err != nil {
+					t.Fatal(err)
+				}
+				for step := range 4 {
+					_, err := os.Stat(stalePath(pp, step))
+					if exists := err == nil; exists != (step >= 4-k) {
+						t.Errorf("weights after step %d saved: %v, want %v", step, exists, step >= 4-k)
+					}
 				}
 			}
 			a, b := whole.Policy.HostParams(), resumed.Policy.HostParams()
@@ -157,8 +196,7 @@ func TestRLResumeBitwise(t *testing.T) {
 func oracle(tr *Trainer, correct func(round, i int) bool) {
 	round := 0
 	tr.sample = func(problems []task.Problem) (*Rollout, error) {
-		r, err := Sample(tr.Policy, tr.Tok, problems, tr.Cfg.Algo.GroupSize,
-			moe.SampleOptions{Temperature: tr.Cfg.Temperature, MaxNew: tr.Cfg.MaxNew}, tr.scheme, tr.SampleRNG)
+		r, err := Sample(tr.RolloutModel(), tr.Tok, problems, tr.Cfg.Algo.GroupSize, tr.SampleOptions(), tr.scheme, tr.SampleRNG)
 		if err != nil {
 			return nil, err
 		}
@@ -672,7 +710,6 @@ func TestTrainerRejects(t *testing.T) {
 		edit func(c *Config)
 		want string
 	}{
-		{func(c *Config) { c.Algo.EntropyCoef = 0.01 }, "entropy bonus needs the model's backward"},
 		{func(c *Config) { c.Algo.RewardControl, c.RewardSource = algo.RewardRandom, "mix" }, "needs reward_source rule"},
 	}
 	for _, tc := range tests {
@@ -720,5 +757,143 @@ func TestRewardControlFilters(t *testing.T) {
 	}
 	if s.keep[0] || !s.keep[4] {
 		t.Errorf("keep %v: want group 0 (all well formed) dropped and group 1 kept", s.keep)
+	}
+}
+
+// dialled runs steps RL steps of a tiny GRPO run with a signal and the
+// given settings, and returns each step's stats and the final weights.
+func dialledRun(t *testing.T, steps int, sets ...string) ([]StepStats, []float32) {
+	t.Helper()
+	cfg := tinyRL(t, "grpo")
+	cfg.LR = 3e-3 // the policy moves enough in a step for a stale rollout to differ
+	for _, a := range sets {
+		if err := cfg.Algo.Apply(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := newTrainer(t, cfg)
+	oracle(tr, func(_, i int) bool { return i%3 == 0 })
+	var out []StepStats
+	for range steps {
+		st, err := tr.TrainStep()
+		if err != nil {
+			t.Fatalf("%v: %v", sets, err)
+		}
+		out = append(out, st)
+	}
+	return out, tr.Policy.HostParams()
+}
+
+// TestMismatchDial: rounded rollout weights make the recorded log-probs
+// differ from the trainer's from the first step; a stale rollout from the
+// second (the first samples with the starting weights, which are the
+// policy's); without a dial they agree bit for bit. The metrics stay
+// finite and within their ranges.
+func TestMismatchDial(t *testing.T) {
+	const E = 3 // tinyModel's experts
+	for _, tc := range []struct {
+		sets  []string
+		first int // the first step (1-based) with a gap
+	}{
+		{nil, 0},
+		{[]string{"rollout_precision=bf16"}, 1},
+		{[]string{"rollout_precision=fp16"}, 1},
+		{[]string{"rollout_staleness=1"}, 2},
+		{[]string{"rollout_staleness=1", "rollout_precision=bf16", "rollout_correction=token-mis"}, 1},
+	} {
+		sts, _ := dialledRun(t, 2, tc.sets...)
+		for i, st := range sts {
+			t.Logf("%v step %d: gap %.3g (max %.3g), rollout kl %.3g, ess %.5f, disagreement %.3f, load entropy %.3f, load max %.3f, margin %.3f",
+				tc.sets, i+1, st.LogpGap, st.LogpGapMax, st.RolloutKL, st.RolloutESS, st.RoutingDisagreement, st.ExpertLoadEntropy, st.ExpertLoadMax, st.RouterMargin)
+			gap := tc.first > 0 && i+1 >= tc.first
+			if gap != (st.LogpGap > 0) || gap != (st.LogpGapMax > 0) || gap != (st.RolloutKL > 0) {
+				t.Errorf("%v step %d: gap %v, max %v, kl %v; want a gap: %v", tc.sets, i+1, st.LogpGap, st.LogpGapMax, st.RolloutKL, gap)
+			}
+			if !gap && (st.RolloutESS != 1 || st.RoutingDisagreement != 0) {
+				t.Errorf("%v step %d: agreeing rollout with ess %v, routing disagreement %v", tc.sets, i+1, st.RolloutESS, st.RoutingDisagreement)
+			}
+			if !(st.RolloutESS > 0 && st.RolloutESS <= 1) || !(st.RoutingDisagreement >= 0 && st.RoutingDisagreement <= 1) ||
+				!(st.ExpertLoadEntropy > 0 && st.ExpertLoadEntropy <= math.Log(E)+1e-12) || !(st.ExpertLoadMax >= 1.0/E && st.ExpertLoadMax <= 1) ||
+				!(st.RouterMargin >= 0 && st.RouterMargin <= 1) || math.IsNaN(st.Loss) {
+				t.Errorf("%v step %d: stats out of range: %+v", tc.sets, i+1, st)
+			}
+		}
+	}
+}
+
+// TestRoutingReplay: on an exactly on-policy rollout, replaying its
+// routing changes nothing while the policy is the one that sampled — with
+// one update per rollout, the run's stats and weights are bit for bit
+// those without replay; with several, the later mini-batches replay the
+// rollout's experts where the updated policy's router would choose others
+// (R3's point), and the runs part. Under a mismatch whose routing differs,
+// it changes the update and narrows the largest log-prob gap (the tokens
+// whose experts flipped).
+func TestRoutingReplay(t *testing.T) {
+	off, wOff := dialledRun(t, 2, "mini_batches=1")
+	on, wOn := dialledRun(t, 2, "mini_batches=1", "routing_replay=true")
+	if !sameParams(wOff, wOn) {
+		t.Error("routing replay on an on-policy rollout changed the update")
+	}
+	if _, w4 := dialledRun(t, 1, "routing_replay=true"); sameParams(w4, func() []float32 { _, w := dialledRun(t, 1); return w }()) {
+		t.Error("with 3 mini-batches, replaying the rollout's routing after the first update changed nothing")
+	}
+	for i := range on {
+		on[i].GenSeconds, on[i].UpdateSeconds, off[i].GenSeconds, off[i].UpdateSeconds = 0, 0, 0, 0
+		if on[i] != off[i] {
+			t.Errorf("step %d: stats with replay %+v, without %+v", i+1, on[i], off[i])
+		}
+		if on[i].LogpGap != 0 || on[i].RoutingDisagreement != 0 {
+			t.Errorf("step %d: gap %v, disagreement %v on policy", i+1, on[i].LogpGap, on[i].RoutingDisagreement)
+		}
+	}
+	plain, wPlain := dialledRun(t, 1, "rollout_precision=bf16")
+	replay, wReplay := dialledRun(t, 1, "rollout_precision=bf16", "routing_replay=true")
+	t.Logf("bf16 rollout: disagreement %.4f; largest gap %.4g without replay, %.4g with", plain[0].RoutingDisagreement, plain[0].LogpGapMax, replay[0].LogpGapMax)
+	if !(plain[0].RoutingDisagreement > 0) || plain[0].RoutingDisagreement != replay[0].RoutingDisagreement {
+		t.Fatalf("bf16 rollout: routing disagreement %v without replay, %v with; want the same, above 0",
+			plain[0].RoutingDisagreement, replay[0].RoutingDisagreement)
+	}
+	if !(replay[0].LogpGapMax < plain[0].LogpGapMax) {
+		t.Errorf("replaying the rollout's experts did not narrow the largest gap: %v with, %v without", replay[0].LogpGapMax, plain[0].LogpGapMax)
+	}
+	if sameParams(wPlain, wReplay) {
+		t.Error("routing replay did not change the update under a routing mismatch")
+	}
+}
+
+// TestEntropyBonusTrains: with no other signal (zero advantages, no KL)
+// the entropy bonus alone moves the policy, and one small step raises the
+// mean entropy of the batch it was computed on; without it nothing moves.
+func TestEntropyBonusTrains(t *testing.T) {
+	for _, coef := range []float64{0, 0.1} {
+		cfg := tinyRL(t, "grpo")
+		cfg.Algo.EntropyCoef, cfg.Algo.KLCoef, cfg.Algo.Aggregation, cfg.Algo.MiniBatches = coef, 0, algo.TokenMean, 1
+		tr := newTrainer(t, cfg)
+		tr.Policy.Cfg.AuxLossCoef = 0                    // no load-balancing gradient either
+		oracle(tr, func(_, i int) bool { return false }) // every group's rewards equal: Â = 0
+		st := StepStats{LR: tr.lr()}
+		c, err := tr.batch(&st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, err := tr.measure(c, &st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h0 := st.Entropy
+		w0 := tr.Policy.HostParams()
+		if err := tr.update(before, &st); err != nil {
+			t.Fatal(err)
+		}
+		var after StepStats
+		if _, err := tr.measure(c, &after); err != nil {
+			t.Fatal(err)
+		}
+		moved := !sameParams(w0, tr.Policy.HostParams())
+		t.Logf("entropy_coef %v: entropy %.6f → %.6f, grad norm %.3g, loss %.4g", coef, h0, after.Entropy, st.GradNorm, st.Loss)
+		if moved != (coef > 0) || (coef > 0 && !(after.Entropy > h0)) {
+			t.Errorf("entropy_coef %v: policy moved %v, entropy %v → %v", coef, moved, h0, after.Entropy)
+		}
 	}
 }

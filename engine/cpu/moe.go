@@ -135,6 +135,47 @@ func (*Backend) RouterTopKBackward(dlogits, dweights, weights, experts, probs *e
 	})
 }
 
+// RouterReplay overwrites, in each row with replay[r·k] ≥ 0, the experts
+// with the replayed ones and the weights with their probabilities divided
+// by their sum, summed in float64 in replay order as RouterTopK sums its
+// choice. A replayed id out of range or repeated within its row is a
+// programming error: the trainer replays what a forward chose.
+func (*Backend) RouterReplay(weights, experts, probs, replay *engine.Tensor, rows, nExperts, k int) {
+	const op = "RouterReplay"
+	checkTopK(op, nExperts, k)
+	ws, es := f32(op, "weights", weights, rows*k), i32(op, "experts", experts, rows*k)
+	ps, rs := f32(op, "probs", probs, rows*nExperts), i32(op, "replay", replay, rows*k)
+	for r := range rows {
+		row := rs[r*k : (r+1)*k]
+		if row[0] < 0 {
+			continue
+		}
+		for j, e := range row {
+			checkIndex(op, "replayed expert", e, nExperts)
+			if chosen(row[:j], int(e)) {
+				panic(fmt.Sprintf("cpu: %s: row %d replays expert %d twice", op, r, e))
+			}
+		}
+	}
+	parallelFor(rows, grain(4*k), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := rs[r*k : (r+1)*k]
+			if row[0] < 0 {
+				continue
+			}
+			p, w, ex := ps[r*nExperts:(r+1)*nExperts], ws[r*k:(r+1)*k], es[r*k:(r+1)*k]
+			var sel float64
+			for _, e := range row {
+				sel += float64(p[e])
+			}
+			for j, e := range row {
+				ex[j] = e
+				w[j] = float32(float64(p[e]) / sel)
+			}
+		}
+	})
+}
+
 // RouterDispatch counting-sorts the rows·k (token, slot) assignments by
 // expert, stably, on the calling goroutine (it is a few thousand integers).
 func (*Backend) RouterDispatch(perm, inv *engine.Tensor, offsets []int, experts *engine.Tensor, rows, nExperts, k int) {

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"math"
 	"slices"
 	"testing"
 )
@@ -115,4 +116,81 @@ func TestScatterRows(t *testing.T) {
 	if !slices.Equal(dst, want) {
 		t.Errorf("ScatterRows gave %v, want %v", dst, want)
 	}
+}
+
+// TestRouterReplay: replaying the router's own choice rewrites its weights
+// bit for bit; replaying other experts gives their softmax renormalised
+// over the replayed set, in replay order, whose gradient
+// RouterTopKBackward computes; rows marked −1 keep the router's choice;
+// a repeated or out-of-range expert panics.
+func TestRouterReplay(t *testing.T) {
+	b := New()
+	const rows, nExperts, k = 6, 5, 2
+	logits := separatedLogits(31, rows, nExperts)
+	probs := make([]float32, rows*nExperts)
+	w, e := make([]float32, rows*k), make([]int32, rows*k)
+	b.RouterTopK(wrap(w), wrapI(e), wrap(probs), tf(logits), rows, nExperts, k)
+	w0, e0 := slices.Clone(w), slices.Clone(e)
+	b.RouterReplay(wrap(w), wrapI(e), tf(probs), ti(slices.Clone(e0)), rows, nExperts, k)
+	if firstDiff(w, w0) >= 0 || !slices.Equal(e, e0) {
+		t.Fatalf("replaying the router's own choice changed it: %v %v, was %v %v", w, e, w0, e0)
+	}
+
+	// Replay the two least probable experts, in increasing order, except
+	// in row 2, which keeps its own.
+	replay := make([]int32, rows*k)
+	for r := range rows {
+		p := probs[r*nExperts : (r+1)*nExperts]
+		order := []int32{0, 1, 2, 3, 4}
+		slices.SortStableFunc(order, func(a, c int32) int {
+			if p[a] < p[c] {
+				return -1
+			}
+			if p[a] > p[c] {
+				return 1
+			}
+			return 0
+		})
+		copy(replay[r*k:], order[:k])
+	}
+	replay[2*k], replay[2*k+1] = -1, -1
+	b.RouterReplay(wrap(w), wrapI(e), tf(probs), ti(replay), rows, nExperts, k)
+	ref := func(x []float64) []float64 { // weights of the replayed experts as a function of the logits
+		out := make([]float64, rows*k)
+		for r := range rows {
+			ex := replay[r*k : (r+1)*k]
+			if ex[0] < 0 {
+				ex = e0[r*k : (r+1)*k]
+			}
+			var s float64
+			for _, i := range ex {
+				s += math.Exp(x[r*nExperts+int(i)])
+			}
+			for j, i := range ex {
+				out[r*k+j] = math.Exp(x[r*nExperts+int(i)]) / s
+			}
+		}
+		return out
+	}
+	x64 := f64s(logits)
+	checkClose(t, "RouterReplay weights", w, ref(x64), fwdTol)
+	for r := range rows {
+		want := replay[r*k : (r+1)*k]
+		if r == 2 {
+			want = e0[r*k : (r+1)*k]
+		}
+		if !slices.Equal(e[r*k:(r+1)*k], want) {
+			t.Errorf("row %d: experts %v, want %v", r, e[r*k:(r+1)*k], want)
+		}
+	}
+	c := randVec(newRand(32), rows*k, 1)
+	dl := make([]float32, rows*nExperts)
+	b.RouterTopKBackward(wrap(dl), tf(c), tf(w), ti(e), tf(probs), rows, nExperts, k)
+	checkGrad(t, "replayed weights", dl, x64, func() float64 { return linear(c, ref(x64)) })
+
+	bad := slices.Clone(replay)
+	bad[1] = bad[0]
+	mustPanic(t, "twice", func() { b.RouterReplay(wrap(w), wrapI(e), tf(probs), ti(bad), rows, nExperts, k) })
+	bad[1] = nExperts
+	mustPanic(t, "out of range", func() { b.RouterReplay(wrap(w), wrapI(e), tf(probs), ti(bad), rows, nExperts, k) })
 }

@@ -242,6 +242,9 @@ func exercise(t *testing.T, be engine.Backend) {
 	}{{11, 0, 1, 1}, {11, 3, 0.7, 1}, {11, 0, 1, 0.5}, {11, 0, 0, 1}, {5000, 40, 1, 0.9}} {
 		be.Sample(i(2), f(2), f(2*s.vocab), f(2), 2, s.vocab, s.temp, s.topK, s.topP)
 	}
+	// kernels/routing.cu (engine/cuda/routing.go).
+	be.RouterReplay(f(4*2), i(4*2), f(4*8), i(4*2, 1, 0, -1, -1, 7, 2, 3, 4), 4, 8, 2)
+	be.EntropyBackward(f(3*11), f(3), f(3*11), f(3), f(3), 3, 11)
 }
 
 // TestEveryKernelLaunches runs every op on the fake driver: each launch is

@@ -17,6 +17,7 @@
 #include "../rmsnorm.cu"
 #include "../rope.cu"
 #include "../router.cu"
+#include "../routing.cu"
 #include "../sampling.cu"
 #include "../sort.cu"
 #include "../swiglu.cu"
@@ -47,9 +48,9 @@ template <class... A> Entry wrap(void (*f)(A...)) {
 const std::unordered_map<std::string, Entry>& table() {
     static const std::unordered_map<std::string, Entry> t = {
         K(adamw), K(add_f32), K(attn_bwd_delta), K(combine_bwd), K(combine_fwd), K(dispatch_finalize),
-        K(dispatch_offsets), K(embedding_bwd_apply), K(embedding_fwd), K(entropy), K(gather_bwd), K(gather_fwd),
+        K(dispatch_offsets), K(embedding_bwd_apply), K(embedding_fwd), K(entropy), K(entropy_bwd), K(gather_bwd), K(gather_fwd),
         K(logprob_bwd), K(logprob_fwd), K(rmsnorm_bwd), K(rmsnorm_dw_reduce), K(rmsnorm_fwd), K(rope_bwd),
-        K(rope_fwd), K(router_topk_bwd), K(router_topk_fwd), K(sample_rows), K(scale_f32), K(scatter_rows),
+        K(rope_fwd), K(router_replay), K(router_topk_bwd), K(router_topk_fwd), K(sample_rows), K(scale_f32), K(scatter_rows),
         K(sgemm_tiled), K(softmax_bwd), K(sort_count), K(sort_keys), K(sort_place), K(sort_scan),
         K(sumsq_final), K(sumsq_partial), K(swiglu_bwd), K(swiglu_fwd),
         K(attn_fwd_d32), K(attn_bwd_dkdv_d32), K(attn_bwd_dq_d32), K(attn_decode_d32),

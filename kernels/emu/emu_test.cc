@@ -19,10 +19,13 @@
 #include "../rmsnorm.cu"
 #include "../rope.cu"
 #include "../router.cu"
+#include "../routing.cu"
 #include "../sampling.cu"
 #include "../sort.cu"
 #include "../swiglu.cu"
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -539,6 +542,79 @@ static void test_router() {
     CHECK(status == 0, "status %d", status);
 }
 
+// ---------------------------------------------------------------- routing
+
+static void test_routing() {
+    std::printf("routing\n");
+    int rows = 37, nE = 12, k = 3;
+    auto logits = randn((size_t)rows * nE, 2);
+    std::vector<float> w(rows * k, NaN), probs(rows * nE, NaN);
+    std::vector<int> ex(rows * k, -1);
+    emu::launch(dim3(cdiv(rows, 8)), dim3(256), 0, router_topk_fwd, w.data(), ex.data(), probs.data(),
+                (const float*)logits.data(), rows, nE, k);
+    // Replaying the router's own choice rewrites its weights bit for bit.
+    auto w0 = w;
+    int status = 0;
+    emu::launch(dim3(cdiv(rows, 256)), dim3(256), 0, router_replay, w.data(), ex.data(), (const float*)probs.data(),
+                (const int*)ex.data(), rows, nE, k, &status);
+    CHECK(std::memcmp(w.data(), w0.data(), w.size() * 4) == 0, "router_replay of the own choice changed the weights");
+    // Other experts: the softmax over the replayed logits; every third row keeps its choice.
+    std::vector<int> rep(rows * k), wex = ex;
+    std::vector<double> ww(w0.begin(), w0.end());
+    for (int r = 0; r < rows; r++) {
+        std::vector<int> perm(nE);
+        for (int e = 0; e < nE; e++) perm[e] = e;
+        std::shuffle(perm.begin(), perm.end(), rng);
+        for (int j = 0; j < k; j++) rep[r * k + j] = r % 3 == 2 ? -1 : perm[j];
+        if (r % 3 == 2) continue;
+        double s = 0;
+        for (int j = 0; j < k; j++) s += std::exp((double)logits[r * nE + perm[j]]);
+        for (int j = 0; j < k; j++) {
+            wex[r * k + j] = perm[j];
+            ww[r * k + j] = std::exp((double)logits[r * nE + perm[j]]) / s;
+        }
+    }
+    emu::launch(dim3(cdiv(rows, 256)), dim3(256), 0, router_replay, w.data(), ex.data(), (const float*)probs.data(),
+                (const int*)rep.data(), rows, nE, k, &status);
+    CHECK(ex == wex, "router_replay experts");
+    CHECK_CLOSE("router_replay weights", w, ww, 1e-6);
+    CHECK(status == 0, "status %d", status);
+    rep[1] = rep[0]; // a repeated expert: reported, the row left alone
+    auto ex1 = ex;
+    emu::launch(dim3(cdiv(rows, 256)), dim3(256), 0, router_replay, w.data(), ex.data(), (const float*)probs.data(),
+                (const int*)rep.data(), rows, nE, k, &status);
+    CHECK(status == STATUS_EXPERT && ex == ex1, "router_replay with a repeated expert: status %d", status);
+
+    for (int vocab : {7, 1000}) {
+        int n = 20;
+        auto x = randn((size_t)n * vocab, 3);
+        auto targets = randint(n, 0, vocab);
+        std::vector<float> logp(n), lse(n), ent(n);
+        int st = 0;
+        emu::launch(dim3(n), dim3(256), 0, logprob_fwd, logp.data(), lse.data(), (const float*)x.data(),
+                    (const int*)targets.data(), n, vocab, &st);
+        emu::launch(dim3(n), dim3(256), 0, entropy, ent.data(), (const float*)x.data(), (const float*)lse.data(), n,
+                    vocab);
+        auto dent = randn(n), dl = randn((size_t)n * vocab);
+        dent[3] = 0;
+        std::vector<double> wdl(dl.begin(), dl.end());
+        for (int r = 0; r < n; r++) {
+            double m = -INFINITY, s = 0, h = 0;
+            for (int j = 0; j < vocab; j++) m = std::max(m, (double)x[r * vocab + j]);
+            for (int j = 0; j < vocab; j++) s += std::exp(x[r * vocab + j] - m);
+            double L = m + std::log(s);
+            for (int j = 0; j < vocab; j++) h -= std::exp(x[r * vocab + j] - L) * (x[r * vocab + j] - L);
+            for (int j = 0; j < vocab; j++) {
+                double lp = x[r * vocab + j] - L;
+                wdl[r * vocab + j] += dent[r] * -std::exp(lp) * (lp + h);
+            }
+        }
+        emu::launch(dim3(n), dim3(256), 0, entropy_bwd, dl.data(), (const float*)dent.data(), (const float*)x.data(),
+                    (const float*)lse.data(), (const float*)ent.data(), n, vocab);
+        CHECK_CLOSE("entropy_bwd", dl, wdl, 1e-6);
+    }
+}
+
 // ---------------------------------------------------------------- gather, combine
 
 static void test_gather_combine() {
@@ -824,6 +900,7 @@ int main() {
     test_rope();
     test_attention();
     test_router();
+    test_routing();
     test_gather_combine();
     test_logprob();
     test_sampling();

@@ -254,6 +254,22 @@ type Config struct {
 	// rollout_is_threshold defaults to 2 (TRL's vllm_importance_sampling_cap
 	// to 3).
 	RolloutISCap float64 `json:"rollout_is_cap" help:"threshold C of the rollout correction, > 0 (verl rollout_is_threshold 2)"`
+	// RolloutPrecision dials in a mismatch between sampler and trainer:
+	// the weights the rollout samples with are rounded to this precision,
+	// the trainer's stay fp32 (mismatch.go). fp32 is none.
+	RolloutPrecision RolloutPrecision `json:"rollout_precision" help:"precision of the weights the rollout samples with (a dialled-in mismatch; the trainer stays fp32): fp32 (none), bf16, fp16"`
+	// RolloutStaleness dials in a policy lag: step s samples with the
+	// weights the policy had after step s − k (the starting weights while
+	// s < k), as an asynchronous pipeline k updates behind would. 0 is
+	// none. The trainer keeps and checkpoints the k last weights.
+	RolloutStaleness int `json:"rollout_staleness" help:"RL steps the rollout policy lags the trained one (a dialled-in mismatch); 0 (none) to 64"`
+	// RoutingReplay replays the experts the rollout chose for every token
+	// and layer in the trainer's forward and backward (R3, Ma et al.,
+	// arXiv 2510.11370), its recomputation of the old log-probs included,
+	// with the gate weights recomputed over the replayed experts, so that
+	// the gradient flows through the experts that produced the sample. The
+	// reference policy routes by its own router. No effect on a dense model.
+	RoutingReplay bool `json:"routing_replay" help:"replay the rollout's top-k experts per token and layer in the trainer's forward and backward (R3, arXiv 2510.11370); true or false"`
 
 	// GroupSize is G, the number of responses sampled per prompt.
 	GroupSize int `json:"group_size" help:"G, responses sampled per prompt; ≥ 1, ≥ 2 for group estimators"`
@@ -499,6 +515,7 @@ func Preset(name string) (Config, error) {
 	c.RewardControl = RewardControlNone
 	c.RolloutCorrection = CorrectionNone
 	c.RolloutISCap = 2 // verl's rollout_is_threshold
+	c.RolloutPrecision = PrecisionFP32
 	return c, nil
 }
 
@@ -636,6 +653,9 @@ func (c Config) Validate() error {
 				errs = append(errs, errors.New(p))
 			}
 		}
+	}
+	if c.RolloutStaleness < 0 || c.RolloutStaleness > MaxRolloutStaleness {
+		bad("rollout_staleness: %d is outside [0, %d]", c.RolloutStaleness, MaxRolloutStaleness)
 	}
 	if c.GroupSize < 1 {
 		bad("group_size: %d is less than 1", c.GroupSize)

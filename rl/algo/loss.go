@@ -333,7 +333,8 @@ func PolicyLoss(cfg Config, b *Batch) (loss float64, dNewLogp []float32, stats S
 // respect to Batch.Entropy, −c_H·w_it (0 outside the loss mask), which a
 // caller chains through ∂H_t/∂logits = −p⊙(log p + H_t) of the model's
 // softmax. That chain needs the model's backward to take a gradient per
-// token's entropy as well as per token's log-prob; it is not expressible
+// token's entropy as well as per token's log-prob (moe's
+// Model.BackwardEntropy, which rl's trainer calls); it is not expressible
 // through d loss / d NewLogp, which is why PolicyLoss's gradient leaves it
 // out. It reads Mask, Entropy and Truncated (overlong filtering).
 func EntropyBonus(cfg Config, b *Batch) (loss float64, dEntropy []float32, err error) {

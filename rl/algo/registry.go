@@ -9,9 +9,9 @@ import (
 // the manner of verl's register_adv_est and register_policy_loss
 // (verl/trainer/ppo/core_algos.py): each enum field of Config (advantage,
 // kl_placement, kl_estimator, policy_loss, aggregation, reward_scheme,
-// reward_control, rollout_correction, short_batch) has a kind, and each of
-// its values is one part registered in an init function next to the code
-// that implements it. The allowed values of the field (Allowed, Set,
+// reward_control, rollout_correction, rollout_precision, short_batch) has
+// a kind, and each of its values is one part registered in an init
+// function next to the code that implements it. The allowed values of the field (Allowed, Set,
 // Validate), its help (Parts), the checks the part makes of the settings
 // it reads, and the traits other parts ask about (is the advantage one per
 // response? is the policy term a loss per response?) all come from that

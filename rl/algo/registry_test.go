@@ -20,6 +20,7 @@ func TestRegistry(t *testing.T) {
 		"policy_loss":        {"clip", "omd", "gspo", "cispo"},
 		"aggregation":        {"seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm", "seq-mean-token-sum"},
 		"rollout_correction": {"none", "token-tis", "seq-tis", "token-mis", "seq-mis"},
+		"rollout_precision":  {"fp32", "bf16", "fp16"},
 		"reward_scheme":      {"default", "pm1"},
 		"reward_control":     {"none", "random", "format-only", "inverted"},
 		"short_batch":        {"train", "fail"},
