@@ -78,6 +78,22 @@ type Backend interface {
 		a *Tensor, offA, lda, strideA int, b *Tensor, offB, ldb, strideB int,
 		beta float32, c *Tensor, offC, ldc, strideC int, batch int)
 
+	// GemmGrouped runs one product per group g < groups on the block of
+	// rows [offsets[g], offsets[g+1]) of A (rows×k) and C (rows×n):
+	// C_g = A_g·op(B_g) + beta·C_g, with B_g the k×n matrix (n×k stored,
+	// when transB) that starts at element g·strideB of b. offsets holds
+	// groups+1 int32s on the backend, non-decreasing from 0 to rows, so a
+	// device backend reads them where RouterDispatch wrote them, with no
+	// host round trip. Each row's outputs sum their k products in the
+	// order Gemm does, whatever the other groups hold. It is the MoE
+	// layer's expert projections (transB false) and their input gradients
+	// (transB true), every expert in one call.
+	GemmGrouped(transB bool, rows, n, k int, a, b *Tensor, strideB int, beta float32, c, offsets *Tensor, groups int)
+	// GemmGroupedT accumulates, per group, C_g += A_gᵀ·B_g over the
+	// group's rows of A (rows×m) and B (rows×n), C_g the m×n matrix that
+	// starts at element g·m·n of c: the expert weights' gradients.
+	GemmGroupedT(rows, m, n int, a, b, c, offsets *Tensor, groups int)
+
 	// Add computes y += x over n elements. Scale computes x *= s.
 	Add(y, x *Tensor, n int)
 	Scale(x *Tensor, n int, s float32)
@@ -139,8 +155,15 @@ type Backend interface {
 	// RouterDispatch sorts the rows·k (token, slot) assignments by expert,
 	// stably in (token, slot) order: perm[s] is the token of sorted slot s,
 	// inv[token·k+j] the sorted slot of the token's j-th choice, and
-	// offsets (nExperts+1, on the host) the start of each expert's run.
-	RouterDispatch(perm, inv *Tensor, offsets []int, experts *Tensor, rows, nExperts, k int)
+	// offsets (nExperts+1 int32s, on the backend) the start of each
+	// expert's run, for GemmGrouped and RouterLoad.
+	RouterDispatch(perm, inv, offsets, experts *Tensor, rows, nExperts, k int)
+	// RouterLoad writes what one MoE layer's load-balancing loss needs:
+	// load[e] = offsets[e+1] − offsets[e], the slots RouterDispatch gave
+	// expert e, and load[nExperts+e] = Σ_r probs[r·nExperts+e], summed in
+	// float64 in row order, for e < nExperts. It stays on the backend, so
+	// the host fetches every layer's in one copy.
+	RouterLoad(load, probs, offsets *Tensor, rows, nExperts int)
 	// Gather copies out[s] = x[perm[s]] for n rows of dim floats.
 	Gather(out, x, perm *Tensor, n, dim int)
 	// GatherBackward accumulates dx[t] += Σ_j dout[inv[t·k+j]] for rows tokens.

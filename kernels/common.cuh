@@ -22,7 +22,8 @@ enum {
     STATUS_GATHER_INDEX = 2, // Gather/GatherBackward/Combine*/ScatterRows: index out of range
     STATUS_TARGET = 3,      // TokenLogProbs*: target outside [0, vocab)
     STATUS_EXPERT = 4,      // RouterDispatch/RouterTopKBackward: expert outside [0, nExperts)
-    STATUS_DECODE_LEN = 5   // AttentionDecode: lens[b] outside [0, maxSeq]
+    STATUS_DECODE_LEN = 5,  // AttentionDecode: lens[b] outside [0, maxSeq]
+    STATUS_GROUP_OFFSETS = 6 // GemmGrouped*/RouterLoad: offsets that fall or pass the rows
 };
 
 #ifndef MOERL_EMU

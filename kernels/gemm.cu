@@ -1,4 +1,5 @@
-// gemm.cu: the fallback SGEMM, used when cuBLAS is absent or MOERL_CUBLAS=off.
+// gemm.cu: the fallback SGEMM, used when cuBLAS is absent or MOERL_CUBLAS=off,
+// and the grouped SGEMMs of the MoE experts, used always.
 //
 // Row-major C = alpha·op(A)·op(B) + beta·C for a batch of matrices (grid.z),
 // op(X) = X or Xᵀ, with op(A) m×k, op(B) k×n, row strides lda, ldb, ldc and
@@ -6,25 +7,37 @@
 // that held NaN comes out clean. Tiles of 64×64 outputs per block of 256
 // threads, 4×4 per thread, the k dimension in steps of 16 through shared
 // memory; each output adds its k products in increasing k, the same order on
-// every run. No fusion; C is overwritten (or scaled by beta and added to).
+// every run and wherever its row sits in its tile. No fusion; C is
+// overwritten (or scaled by beta and added to).
 //
-// CPU twin: engine.Backend.Gemm, engine.Backend.GemmBatched.
+// The grouped forms take their groups' row ranges from offsets on the
+// device (RouterDispatch writes them), so the experts of a layer run in one
+// launch per projection with no host round trip:
+//
+//   sgemm_grouped    C_g = A_g·op(B_g) + beta·C_g on the rows
+//                    [offsets[g], offsets[g+1]) of A and C, B_g at g·strideB.
+//                    grid.y walks (group, 64-row tile) pairs: there are at
+//                    most cdiv(rows, 64) + groups of them, and each block
+//                    finds its pair by walking the offsets (groups is small);
+//                    blocks past the last pair return at once.
+//   sgemm_grouped_t  C_g += A_gᵀ·B_g summed over the group's rows, one
+//                    group per grid.z: the expert weights' gradients.
+//
+// Offsets that fall or pass rows record STATUS_GROUP_OFFSETS and leave the
+// output as it was.
+//
+// CPU twin: engine.Backend.Gemm, engine.Backend.GemmBatched,
+// engine.Backend.GemmGrouped, engine.Backend.GemmGroupedT.
 #include "common.cuh"
 
 #define GEMM_BM 64
 #define GEMM_BN 64
 #define GEMM_BK 16
 
-extern "C" __global__ void __launch_bounds__(256) sgemm_tiled(int transA, int transB, int m, int n, int k,
-                                                              float alpha, const float* A, int lda, long long strideA,
-                                                              const float* B, int ldb, long long strideB, float beta,
-                                                              float* C, int ldc, long long strideC) {
-    __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
-    A += blockIdx.z * strideA;
-    B += blockIdx.z * strideB;
-    C += blockIdx.z * strideC;
-    const int row0 = blockIdx.y * GEMM_BM, col0 = blockIdx.x * GEMM_BN;
+// gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
+__device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const float* A,
+                                          int lda, const float* B, int ldb, float beta, float* C, int ldc, int row0,
+                                          int col0, float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     float acc[4][4];
 #pragma unroll
@@ -92,4 +105,64 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_tiled(int transA, int tr
             *c = v;
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_tiled(int transA, int transB, int m, int n, int k,
+                                                              float alpha, const float* A, int lda, long long strideA,
+                                                              const float* B, int ldb, long long strideB, float beta,
+                                                              float* C, int ldc, long long strideC) {
+    __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    gemm_tile(transA, transB, m, n, k, alpha, A + blockIdx.z * strideA, lda, B + blockIdx.z * strideB, ldb, beta,
+              C + blockIdx.z * strideC, ldc, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
+}
+
+// group_rows returns group g's first row and row count, or false (after
+// recording STATUS_GROUP_OFFSETS) when the offsets are not a valid split of
+// rows. Every thread of a block reads the same offsets, so all of them
+// return together.
+__device__ __forceinline__ bool group_rows(const int* offsets, int g, int rows, int* status, int* lo, int* cnt) {
+    const int a = offsets[g], b = offsets[g + 1];
+    if (a < 0 || b < a || b > rows) {
+        if (threadIdx.x == 0) report_status(status, STATUS_GROUP_OFFSETS);
+        return false;
+    }
+    *lo = a;
+    *cnt = b - a;
+    return true;
+}
+
+// sgemm_grouped: grid (cdiv(n, 64), cdiv(rows, 64) + groups), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(int transB, int rows, int n, int k, const float* A,
+                                                                const float* B, long long strideB, float beta,
+                                                                float* C, const int* offsets, int groups,
+                                                                int* status) {
+    __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    int t = blockIdx.y;
+    for (int g = 0; g < groups; g++) {
+        int lo, cnt;
+        if (!group_rows(offsets, g, rows, status, &lo, &cnt)) return;
+        const int tiles = (cnt + GEMM_BM - 1) / GEMM_BM;
+        if (t < tiles) {
+            const int r0 = lo + t * GEMM_BM;
+            gemm_tile(0, transB, lo + cnt - r0, n, k, 1.0f, A + (size_t)r0 * k, k, B + g * strideB,
+                      transB ? k : n, beta, C + (size_t)r0 * n, n, 0, blockIdx.x * GEMM_BN, As, Bs);
+            return;
+        }
+        t -= tiles;
+    }
+}
+
+// sgemm_grouped_t: grid (cdiv(n, 64), cdiv(m, 64), groups), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t(int rows, int m, int n, const float* A,
+                                                                  const float* B, float* C, const int* offsets,
+                                                                  int groups, int* status) {
+    __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    const int g = blockIdx.z;
+    int lo, cnt;
+    if (g >= groups || !group_rows(offsets, g, rows, status, &lo, &cnt) || cnt == 0) return;
+    gemm_tile(1, 0, m, n, cnt, 1.0f, A + (size_t)lo * m, m, B + (size_t)lo * n, n, 1.0f,
+              C + (size_t)g * m * n, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
 }

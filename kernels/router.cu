@@ -18,10 +18,18 @@
 // (token, slot) assignments by expert stably, dispatch_finalize writes
 // perm[s] = token of sorted slot s and inv[token·k+j] = slot, and
 // dispatch_offsets counts each expert's run (integer counts, exact) into the
-// nExperts+1 offsets that the host then copies back.
+// nExperts+1 offsets, which stay on the device for the grouped expert GEMMs
+// (gemm.cu) and router_load.
+//
+// router_load, one block per expert: load[e] = its slot count from the
+// offsets and load[nE+e] = Σ_r probs[r·nE+e], the load-balancing loss's two
+// factors. The sum is in float64 (each thread strided over rows, then the
+// block in warp order: fixed for a given block size), so it differs from
+// the CPU's row-order float64 sum only below float32's rounding.
 //
 // CPU twin: engine.Backend.RouterTopK, engine.Backend.RouterTopKBackward,
-// engine.Backend.RouterDispatch, engine.Backend.SoftmaxBackward.
+// engine.Backend.RouterDispatch, engine.Backend.RouterLoad,
+// engine.Backend.SoftmaxBackward.
 #include "common.cuh"
 
 #define ROUTER_MAXC 32 // experts per lane: nExperts <= 1024
@@ -189,5 +197,24 @@ extern "C" __global__ void __launch_bounds__(256) dispatch_finalize(const int* o
         const int a = order[s];
         perm[s] = a / k;
         inv[a] = s;
+    }
+}
+
+// router_load: grid nE, 256 threads.
+extern "C" __global__ void __launch_bounds__(256) router_load(float* load, const float* probs, const int* offsets,
+                                                              int rows, int nE, int* status) {
+    __shared__ double red[32];
+    const int e = blockIdx.x;
+    double s = 0.0;
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) s += (double)probs[(size_t)r * nE + e];
+    s = block_sum_d(s, red);
+    if (threadIdx.x == 0) {
+        const int a = offsets[e], b = offsets[e + 1];
+        if (a < 0 || b < a) {
+            report_status(status, STATUS_GROUP_OFFSETS);
+            return;
+        }
+        load[e] = (float)(b - a);
+        load[nE + e] = (float)s;
     }
 }

@@ -20,7 +20,7 @@ type layerActs struct {
 	weights, experts *engine.Tensor
 	replay           *engine.Tensor // experts to replay (ForwardOptions.Replay)
 	perm, inv        *engine.Tensor
-	offsets          []int
+	offsets          *engine.Tensor // nExperts+1: each expert's first sorted slot
 	xp, g, u, s, y   *engine.Tensor // expert inputs (sorted by expert), gate, up, SwiGLU, outputs
 }
 
@@ -58,30 +58,38 @@ type Acts struct {
 	hostPos           []int32
 	hostLogp, hostEnt []float32
 	hostProbs         []float32
-	cfg               Config
-	backward          bool
+	// load holds, per layer, RouterLoad's slot count and probability sum
+	// per expert (Layers × 2·nExperts), fetched in one copy per Forward
+	// into hostLoad for the load-balancing loss and its gradient.
+	load     *engine.Tensor
+	hostLoad []float32
+	cfg      Config
+	backward bool
 }
 
 // act is one backend tensor of a workspace: the field that holds it and its
-// size, tokens × width.
+// size, tokens × width, or width alone when whole.
 type act struct {
 	t     **engine.Tensor
 	dtype engine.DType
 	width int
+	whole bool
 }
 
 // acts is the one list of a workspace's backend tensors, in a fixed order:
 // allocating (NewActs), freeing (Free), taking views of a larger workspace
 // (view) and listing (tensors) all walk it, so a tensor added here is
 // allocated, freed and listed alike. Every tensor holds a whole number of
-// elements per token.
+// elements per token, except the whole ones, whose size does not depend on
+// the tokens (a view shares them).
 func (a *Acts) acts() []act {
 	c := a.cfg
 	d, h, V, E, K, H := c.DModel, c.ExpertHidden, c.Vocab, c.NumExperts(), c.K(), c.Heads
-	f := func(t **engine.Tensor, width int) act { return act{t, engine.F32, width} }
-	i := func(t **engine.Tensor, width int) act { return act{t, engine.I32, width} }
+	f := func(t **engine.Tensor, width int) act { return act{t, engine.F32, width, false} }
+	i := func(t **engine.Tensor, width int) act { return act{t, engine.I32, width, false} }
 	l := []act{i(&a.ids, 1), i(&a.targets, 1), i(&a.pos, 1),
-		f(&a.hf, d), f(&a.rstf, 1), f(&a.logits, V), f(&a.logp, 1), f(&a.lse, 1), f(&a.ent, 1)}
+		f(&a.hf, d), f(&a.rstf, 1), f(&a.logits, V), f(&a.logp, 1), f(&a.lse, 1), f(&a.ent, 1),
+		{&a.load, engine.F32, len(a.layers) * 2 * E, true}}
 	for j := range a.x {
 		l = append(l, f(&a.x[j], d))
 	}
@@ -90,6 +98,7 @@ func (a *Acts) acts() []act {
 		l = append(l, f(&s.h1, d), f(&s.rstd1, 1), f(&s.q, d), f(&s.k, d), f(&s.v, d), f(&s.qr, d), f(&s.kr, d),
 			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
 			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
+			act{&s.offsets, engine.I32, E + 1, true},
 			f(&s.xp, K*d), f(&s.g, K*h), f(&s.u, K*h), f(&s.s, K*h), f(&s.y, K*d))
 	}
 	if a.backward {
@@ -108,17 +117,19 @@ func (m *Model) NewActs(B, T int) *Acts { return m.newActs(B, T, true) }
 func (m *Model) newActs(B, T int, backward bool) *Acts {
 	a := m.actsShell(B, T, backward)
 	for _, t := range a.acts() {
-		if t.dtype == engine.I32 {
-			*t.t = m.be.NewI32(a.N, t.width)
-		} else {
-			*t.t = m.be.NewF32(a.N, t.width)
+		shape := []int{a.N, t.width}
+		if t.whole {
+			shape = []int{t.width}
 		}
-	}
-	for l := range a.layers {
-		a.layers[l].offsets = make([]int, m.Cfg.NumExperts()+1)
+		if t.dtype == engine.I32 {
+			*t.t = m.be.NewI32(shape...)
+		} else {
+			*t.t = m.be.NewF32(shape...)
+		}
 	}
 	a.hostPos, a.hostLogp, a.hostEnt = make([]int32, a.N), make([]float32, a.N), make([]float32, a.N)
 	a.hostProbs = make([]float32, a.N*m.Cfg.NumExperts())
+	a.hostLoad = make([]float32, a.load.Len())
 	return a
 }
 
@@ -135,11 +146,13 @@ func (m *Model) view(a *Acts, B, T int) *Acts {
 	v := m.actsShell(B, T, a.backward)
 	src, dst := a.acts(), v.acts()
 	for i, t := range dst {
-		*t.t = (*src[i].t).View(0, v.N, t.width)
+		if t.whole {
+			*t.t = *src[i].t
+		} else {
+			*t.t = (*src[i].t).View(0, v.N, t.width)
+		}
 	}
-	for l := range v.layers {
-		v.layers[l].offsets = a.layers[l].offsets
-	}
+	v.hostLoad = a.hostLoad
 	N := v.N
 	v.hostPos, v.hostLogp, v.hostEnt = a.hostPos[:N], a.hostLogp[:N], a.hostEnt[:N]
 	v.hostProbs = a.hostProbs[:N*m.Cfg.NumExperts()]
@@ -309,41 +322,38 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		if zloss {
 			m.ZLoss += m.zLoss(a, s, l)
 		}
+		// Each expert's slots are a block of the sorted rows, given by the
+		// offsets on the backend; every expert runs in one grouped product
+		// per projection: y = W2_e(silu(xp·W1_e) ⊙ xp·W3_e). The SwiGLU is
+		// elementwise, so one call covers every expert's rows.
 		be.RouterDispatch(s.perm, s.inv, s.offsets, s.experts, N, E, K)
 		be.Gather(s.xp, s.h2, s.perm, N*K, d)
-		for e := range E {
-			// Expert e's n slots, rows [r0, r0+n) of the sorted slots:
-			// y = W2_e(silu(xp·W1_e) ⊙ xp·W3_e).
-			r0, n := s.offsets[e], s.offsets[e+1]-s.offsets[e]
-			if n == 0 {
-				continue
-			}
-			xp, g, u, sw, y := rowsOf(s.xp, r0, n, d), rowsOf(s.g, r0, n, h), rowsOf(s.u, r0, n, h), rowsOf(s.s, r0, n, h), rowsOf(s.y, r0, n, d)
-			m.linear(g, xp, expert(m.pv[w.w1], e, d, h), n, d, h, false)
-			m.linear(u, xp, expert(m.pv[w.w3], e, d, h), n, d, h, false)
-			be.SwiGLU(sw, g, u, n*h)
-			m.linear(y, sw, expert(m.pv[w.w2], e, h, d), n, h, d, false)
-		}
+		be.GemmGrouped(false, N*K, h, d, s.xp, m.pv[w.w1], d*h, 0, s.g, s.offsets, E)
+		be.GemmGrouped(false, N*K, h, d, s.xp, m.pv[w.w3], d*h, 0, s.u, s.offsets, E)
+		be.SwiGLU(s.s, s.g, s.u, N*K*h)
+		be.GemmGrouped(false, N*K, d, h, s.s, m.pv[w.w2], h*d, 0, s.y, s.offsets, E)
 		be.Combine(next, s.y, s.weights, s.inv, N, K, d)
 		if aux {
-			m.AuxLoss += m.auxLoss(a, s)
+			be.RouterLoad(a.load.View(l*2*E, 2*E), s.probs, s.offsets, N, E)
+		}
+	}
+	if aux && !c.DenseFFN {
+		m.be.Download(a.hostLoad, a.load)
+		for l := range c.Layers {
+			m.AuxLoss += m.auxLoss(a, l)
 		}
 	}
 }
 
-// auxLoss is E·Σ_e f_e·P_e for one layer; it also leaves the gradient
-// coefficient f_e·E/N per expert in a.dprobs for the backward.
-func (m *Model) auxLoss(a *Acts, s *layerActs) float64 {
+// auxLoss is E·Σ_e f_e·P_e for layer l, f_e its share of the slots and P_e
+// the mean router probability, from a.hostLoad.
+func (m *Model) auxLoss(a *Acts, l int) float64 {
 	E, N, K := m.Cfg.Experts, a.N, m.Cfg.TopK
-	m.be.Download(a.hostProbs, s.probs)
+	load := a.hostLoad[l*2*E : (l+1)*2*E]
 	var loss float64
 	for e := range E {
-		f := float64(s.offsets[e+1]-s.offsets[e]) / float64(N*K)
-		var p float64
-		for n := range N {
-			p += float64(a.hostProbs[n*E+e])
-		}
-		loss += f * p / float64(N)
+		f := float64(load[e]) / float64(N*K)
+		loss += f * float64(load[E+e]) / float64(N)
 	}
 	return float64(E) * loss
 }
@@ -469,20 +479,19 @@ func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 			be.Zero(a.dy)
 			be.Zero(a.dweights)
 			be.CombineBackward(a.dy, a.dweights, a.dres, s.y, s.weights, s.inv, N, K, d)
+			// The experts' backward, grouped as the forward: dW_e += in_eᵀ·dout_e
+			// and din_e = dout_e·W_eᵀ for W2, then through the SwiGLU, then W1
+			// and W3 into one dxp.
+			NK := N * K
+			be.GemmGroupedT(NK, h, d, s.s, a.dy, m.gv[w.w2], s.offsets, E)
+			be.GemmGrouped(true, NK, h, d, a.dy, m.pv[w.w2], h*d, 0, a.ds, s.offsets, E)
 			be.Zero(a.dg)
 			be.Zero(a.du)
-			for e := range E {
-				r0, n := s.offsets[e], s.offsets[e+1]-s.offsets[e]
-				if n == 0 {
-					continue
-				}
-				xp, g, u, sw := rowsOf(s.xp, r0, n, d), rowsOf(s.g, r0, n, h), rowsOf(s.u, r0, n, h), rowsOf(s.s, r0, n, h)
-				dxp, dg, du, ds, dy := rowsOf(a.dxp, r0, n, d), rowsOf(a.dg, r0, n, h), rowsOf(a.du, r0, n, h), rowsOf(a.ds, r0, n, h), rowsOf(a.dy, r0, n, d)
-				m.linearBackward(ds, expert(m.gv[w.w2], e, h, d), dy, sw, expert(m.pv[w.w2], e, h, d), n, h, d, false)
-				be.SwiGLUBackward(dg, du, ds, g, u, n*h)
-				m.linearBackward(dxp, expert(m.gv[w.w1], e, d, h), dg, xp, expert(m.pv[w.w1], e, d, h), n, d, h, false)
-				m.linearBackward(dxp, expert(m.gv[w.w3], e, d, h), du, xp, expert(m.pv[w.w3], e, d, h), n, d, h, true)
-			}
+			be.SwiGLUBackward(a.dg, a.du, a.ds, s.g, s.u, NK*h)
+			be.GemmGroupedT(NK, d, h, s.xp, a.dg, m.gv[w.w1], s.offsets, E)
+			be.GemmGrouped(true, NK, d, h, a.dg, m.pv[w.w1], d*h, 0, a.dxp, s.offsets, E)
+			be.GemmGroupedT(NK, d, h, s.xp, a.du, m.gv[w.w3], s.offsets, E)
+			be.GemmGrouped(true, NK, d, h, a.du, m.pv[w.w3], d*h, 1, a.dxp, s.offsets, E)
 			be.GatherBackward(a.dh, a.dxp, s.inv, N, K, d)
 			// Router: through the top-k weights, plus the load-balancing term.
 			be.Zero(a.drl)
@@ -490,7 +499,7 @@ func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 			if coef := c.AuxLossCoef; coef > 0 {
 				g := make([]float32, N*E)
 				for e := range E {
-					f := float64(s.offsets[e+1]-s.offsets[e]) / float64(N*K)
+					f := float64(a.hostLoad[l*2*E+e]) / float64(N*K)
 					v := float32(coef * float64(E) * f / float64(N))
 					for n := range N {
 						g[n*E+e] = v

@@ -173,3 +173,41 @@ func sumSquares(x []float32) float64 {
 	}
 	return (s0 + s1) + (s2 + s3)
 }
+
+// GemmGrouped runs Gemm on each group's block of rows, group after group,
+// so each group's result is the bits Gemm gives it alone.
+func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor, strideB int, beta float32,
+	c, offsets *engine.Tensor, groups int) {
+	const op = "GemmGrouped"
+	if rows < 0 || n < 0 || k < 0 || groups < 0 || strideB < 0 {
+		panic(fmt.Sprintf("cpu: %s: negative size rows=%d n=%d k=%d groups=%d strideB=%d", op, rows, n, k, groups, strideB))
+	}
+	off := groupOffsets(op, offsets, groups, rows)
+	ldb := n
+	if transB {
+		ldb = k
+	}
+	for g := range groups {
+		r0, m := int(off[g]), int(off[g+1]-off[g])
+		if m == 0 {
+			continue
+		}
+		b.Gemm(false, transB, m, n, k, 1, a, r0*k, k, bm, g*strideB, ldb, beta, c, r0*n, n)
+	}
+}
+
+// GemmGroupedT accumulates Aᵀ·B over each group's rows into its matrix.
+func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor, groups int) {
+	const op = "GemmGroupedT"
+	if rows < 0 || m < 0 || n < 0 || groups < 0 {
+		panic(fmt.Sprintf("cpu: %s: negative size rows=%d m=%d n=%d groups=%d", op, rows, m, n, groups))
+	}
+	off := groupOffsets(op, offsets, groups, rows)
+	for g := range groups {
+		r0, kk := int(off[g]), int(off[g+1]-off[g])
+		if kk == 0 {
+			continue
+		}
+		b.Gemm(true, false, m, n, kk, 1, a, r0*m, m, bm, r0*n, n, 1, c, g*m*n, n)
+	}
+}

@@ -118,8 +118,8 @@ var determinismCases = []struct {
 		dl, dp := randVec(r, rows*nExp, 1), zeros(rows*nExp)
 		b.RouterTopKBackward(wrap(dl), tf(randVec(r, rows*k, 1)), wrap(w), wrapI(e), wrap(p), rows, nExp, k)
 		b.SoftmaxBackward(wrap(dp), tf(randVec(r, rows*nExp, 1)), wrap(p), rows, nExp)
-		perm, inv, off := make([]int32, rows*k), make([]int32, rows*k), make([]int, nExp+1)
-		b.RouterDispatch(wrapI(perm), wrapI(inv), off, wrapI(e), rows, nExp, k)
+		perm, inv, offs := make([]int32, rows*k), make([]int32, rows*k), make([]int32, nExp+1)
+		b.RouterDispatch(wrapI(perm), wrapI(inv), wrapI(offs), wrapI(e), rows, nExp, k)
 		x := randVec(r, rows*dim, 1)
 		xs, out, dx := zeros(rows*k*dim), randVec(r, rows*dim, 1), randVec(r, rows*dim, 1)
 		b.Gather(wrap(xs), tf(x), wrapI(perm), rows*k, dim)
@@ -129,10 +129,6 @@ var determinismCases = []struct {
 		b.CombineBackward(wrap(dy), wrap(dw), tf(randVec(r, rows*dim, 1)), wrap(xs), wrap(w), wrapI(inv), rows, k, dim)
 		cache := zeros(2 * rows * dim)
 		b.ScatterRows(wrap(cache), wrap(x), wrapI(inv[:rows]), rows, dim)
-		offs := make([]int32, len(off))
-		for i, o := range off {
-			offs[i] = int32(o)
-		}
 		return bits([][]float32{w, p, dl, dp, xs, out, dx, dy, dw, cache}, e, perm, inv, offs)
 	}},
 	{"TokenLogProbs", func(b *Backend) []uint32 {

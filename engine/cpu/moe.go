@@ -178,14 +178,11 @@ func (*Backend) RouterReplay(weights, experts, probs, replay *engine.Tensor, row
 
 // RouterDispatch counting-sorts the rows·k (token, slot) assignments by
 // expert, stably, on the calling goroutine (it is a few thousand integers).
-func (*Backend) RouterDispatch(perm, inv *engine.Tensor, offsets []int, experts *engine.Tensor, rows, nExperts, k int) {
+func (*Backend) RouterDispatch(perm, inv, offsets, experts *engine.Tensor, rows, nExperts, k int) {
 	const op = "RouterDispatch"
 	n := rows * k
 	ps, is, es := i32(op, "perm", perm, n), i32(op, "inv", inv, n), i32(op, "experts", experts, n)
-	if len(offsets) < nExperts+1 {
-		panic(fmt.Sprintf("cpu: %s: offsets has %d entries, need %d", op, len(offsets), nExperts+1))
-	}
-	off := offsets[:nExperts+1]
+	off := i32(op, "offsets", offsets, nExperts+1)
 	clear(off)
 	for _, e := range es {
 		checkIndex(op, "expert", e, nExperts)
@@ -197,15 +194,46 @@ func (*Backend) RouterDispatch(perm, inv *engine.Tensor, offsets []int, experts 
 	s := getScratch(0, 0, nExperts)
 	defer putScratch(s)
 	next := s.i
-	for e := range next {
-		next[e] = int32(off[e])
-	}
+	copy(next, off[:nExperts])
 	for a, e := range es {
 		slot := next[e]
 		next[e]++
 		ps[slot] = int32(a / k)
 		is[a] = slot
 	}
+}
+
+// RouterLoad writes each expert's slot count and the column sums of probs.
+func (*Backend) RouterLoad(load, probs, offsets *engine.Tensor, rows, nExperts int) {
+	const op = "RouterLoad"
+	if rows < 0 || nExperts < 1 {
+		panic(fmt.Sprintf("cpu: %s: rows %d must not be negative and nExperts %d must be positive", op, rows, nExperts))
+	}
+	ls, ps := f32(op, "load", load, 2*nExperts), f32(op, "probs", probs, rows*nExperts)
+	off := groupOffsets(op, offsets, nExperts, -1)
+	for e := range nExperts {
+		ls[e] = float32(off[e+1] - off[e])
+		var sum float64
+		for r := range rows {
+			sum += float64(ps[r*nExperts+e])
+		}
+		ls[nExperts+e] = float32(sum)
+	}
+}
+
+// groupOffsets returns the groups+1 offsets of a grouped op, checked to
+// rise from 0 (to rows, unless rows is negative).
+func groupOffsets(op string, offsets *engine.Tensor, groups, rows int) []int32 {
+	off := i32(op, "offsets", offsets, groups+1)
+	if off[0] != 0 || (rows >= 0 && int(off[groups]) != rows) {
+		panic(fmt.Sprintf("cpu: %s: offsets run from %d to %d, want 0 to %d", op, off[0], off[groups], rows))
+	}
+	for g := range groups {
+		if off[g+1] < off[g] {
+			panic(fmt.Sprintf("cpu: %s: offsets fall from %d to %d at group %d", op, off[g], off[g+1], g))
+		}
+	}
+	return off
 }
 
 // Gather copies out[s] = x[perm[s]] for n rows of dim floats.

@@ -13,8 +13,11 @@ func routed(t *testing.T, rows, nExperts, k int) (w []float32, e, perm, inv []in
 	b := New()
 	w, e = make([]float32, rows*k), make([]int32, rows*k)
 	b.RouterTopK(wrap(w), wrapI(e), tf(make([]float32, rows*nExperts)), tf(separatedLogits(21, rows, nExperts)), rows, nExperts, k)
-	perm, inv, offsets = make([]int32, rows*k), make([]int32, rows*k), make([]int, nExperts+1)
-	b.RouterDispatch(wrapI(perm), wrapI(inv), offsets, wrapI(e), rows, nExperts, k)
+	perm, inv, off := make([]int32, rows*k), make([]int32, rows*k), make([]int32, nExperts+1)
+	b.RouterDispatch(wrapI(perm), wrapI(inv), wrapI(off), wrapI(e), rows, nExperts, k)
+	for _, o := range off {
+		offsets = append(offsets, int(o))
+	}
 	return w, e, perm, inv, offsets
 }
 

@@ -352,6 +352,36 @@ func opCases() []opCase {
 				return nil
 			}})
 	}
+	// The grouped GEMMs of the experts: 5 groups over 170 rows, one of them
+	// empty and one longer than a 64-row tile.
+	const gRows, gN, gK, groups = 170, 70, 33, 5
+	split := func(_ engine.Backend, h map[string]*engine.Tensor) {
+		copy(h["offsets"].I, []int32{0, 37, 37, 120, 165, gRows})
+	}
+	offsetsArg := argSpec{name: "offsets", i32: true, n: groups + 1, role: in}
+	for _, g := range []struct {
+		transB bool
+		beta   float32
+	}{{false, 0}, {true, 0}, {false, 1}, {true, 1}} {
+		role := out
+		if g.beta != 0 {
+			role = acc
+		}
+		add(opCase{name: fmt.Sprintf("GemmGrouped/tB=%v,beta=%v", g.transB, g.beta), tol: tolGemmF32,
+			args: []argSpec{spec("a", gRows*gK, in), spec("b", groups*gK*gN, in), spec("c", gRows*gN, role), offsetsArg},
+			prep: split,
+			run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+				be.GemmGrouped(g.transB, gRows, gN, gK, t["a"], t["b"], gK*gN, g.beta, t["c"], t["offsets"], groups)
+				return nil
+			}})
+	}
+	add(opCase{name: "GemmGroupedT", tol: tolGemmF32,
+		args: []argSpec{spec("a", gRows*gK, in), spec("b", gRows*gN, in), spec("c", groups*gK*gN, acc), offsetsArg},
+		prep: split,
+		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+			be.GemmGroupedT(gRows, gK, gN, t["a"], t["b"], t["c"], t["offsets"], groups)
+			return nil
+		}})
 	add(opCase{name: "GemmBatched", tol: tolGemmF32,
 		args: []argSpec{spec("a", 4*33*20, in), spec("b", 4*20*40, in), spec("c", 4*33*40, out)},
 		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
@@ -488,17 +518,21 @@ func opCases() []opCase {
 			}})
 		add(opCase{name: fmt.Sprintf("RouterDispatch/%d,%d", e.nE, e.k),
 			args: []argSpec{{name: "experts", i32: true, n: tokens * e.k, role: in, gen: uniformInt(0, e.nE)},
-				{name: "perm", i32: true, n: tokens * e.k, role: out}, {name: "inv", i32: true, n: tokens * e.k, role: out}},
+				{name: "perm", i32: true, n: tokens * e.k, role: out}, {name: "inv", i32: true, n: tokens * e.k, role: out},
+				{name: "offsets", i32: true, n: e.nE + 1, role: out}},
 			run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
-				off := make([]int, e.nE+1)
-				be.RouterDispatch(t["perm"], t["inv"], off, t["experts"], tokens, e.nE, e.k)
-				res := make([]float64, len(off))
-				for i, v := range off {
-					res[i] = float64(v)
-				}
-				return res
+				be.RouterDispatch(t["perm"], t["inv"], t["offsets"], t["experts"], tokens, e.nE, e.k)
+				return nil
 			}})
 	}
+	add(opCase{name: "RouterLoad", tol: tolReduction,
+		args: []argSpec{{name: "probs", n: tokens * nE, role: in, gen: positive},
+			{name: "offsets", i32: true, n: nE + 1, role: in}, {name: "load", n: 2 * nE, role: out}},
+		prep: func(_ engine.Backend, h map[string]*engine.Tensor) { groupSplit(h["offsets"].I, tokens*k) },
+		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+			be.RouterLoad(t["load"], t["probs"], t["offsets"], tokens, nE)
+			return nil
+		}})
 	add(opCase{name: "SoftmaxBackward", tol: tolElementwise,
 		args: []argSpec{argSpec{name: "probs", n: tokens * nE, role: in, gen: positive}, spec("dprobs", tokens*nE, in), spec("dlogits", tokens*nE, acc)},
 		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
@@ -515,7 +549,7 @@ func opCases() []opCase {
 			experts.I[i] = int32(r.IntN(nE))
 		}
 		perm := engine.HostI32(slots)
-		ref.RouterDispatch(perm, h["inv"], make([]int, nE+1), experts, tokens, nE, k)
+		ref.RouterDispatch(perm, h["inv"], engine.HostI32(nE+1), experts, tokens, nE, k)
 		if p, ok := h["perm"]; ok {
 			copy(p.I, perm.I)
 		}
@@ -869,5 +903,17 @@ func BenchmarkOps(b *testing.B) {
 				b.ReportMetric(bc.flops/per/1e12, "TFLOP/s")
 			}
 		})
+	}
+}
+
+// groupSplit fills offsets with a fixed split of rows into len(offsets)−1
+// groups of uneven sizes, the second one empty.
+func groupSplit(offsets []int32, rows int) {
+	G := len(offsets) - 1
+	for g := range offsets {
+		offsets[g] = int32(rows * g * g / (G * G))
+	}
+	if G > 2 {
+		offsets[2] = offsets[1]
 	}
 }

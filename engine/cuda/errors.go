@@ -36,6 +36,7 @@ const (
 	statusTarget    = 3
 	statusExpert    = 4
 	statusDecodeLen = 5
+	statusGroups    = 6
 )
 
 func statusError(code int32) error {
@@ -51,6 +52,8 @@ func statusError(code int32) error {
 		what = "RouterDispatch/RouterTopKBackward: an expert index is outside [0, nExperts)"
 	case statusDecodeLen:
 		what = "AttentionDecode: a sequence length is outside [0, maxSeq]"
+	case statusGroups:
+		what = "GemmGrouped/GemmGroupedT/RouterLoad: the group offsets fall or pass the rows"
 	default:
 		what = fmt.Sprintf("unknown kernel status %d", code)
 	}

@@ -267,7 +267,6 @@ const (
 	scratchSortA                        // sort order, ping
 	scratchSortB                        // sort order, pong
 	scratchSortCount                    // sort digit counts
-	scratchOffsets                      // router offsets
 	scratchDelta                        // attention backward delta
 	scratchSample                       // sampler keys
 	numScratch

@@ -548,39 +548,103 @@ func (b *Backend) SoftmaxBackward(dlogits, dprobs, probs *engine.Tensor, rows, n
 }
 
 // RouterDispatch sorts the (token, slot) assignments by expert, stably, and
-// copies each expert's run offsets to the host (it waits for the GPU).
-func (b *Backend) RouterDispatch(perm, inv *engine.Tensor, offsets []int, experts *engine.Tensor, rows, nExperts, k int) {
+// writes each expert's run offsets to offsets on the device: nothing waits
+// for the GPU, so a captured graph can hold it.
+func (b *Backend) RouterDispatch(perm, inv, offsets, experts *engine.Tensor, rows, nExperts, k int) {
 	c := b.begin("RouterDispatch")
 	n := c.nonneg("rows, k", rows, k)
 	c.require(rows == 0 || k >= 1, "k %d must be positive", k)
 	c.require(nExperts >= 1, "nExperts %d must be positive", nExperts)
-	c.require(len(offsets) == nExperts+1, "offsets has %d entries, want nExperts+1 = %d", len(offsets), nExperts+1)
 	c.supports(nExperts <= maxDispatchExperts, "nExperts %d exceeds the kernel's %d", nExperts, maxDispatchExperts)
 	c.i32("perm", perm, n)
 	c.i32("inv", inv, n)
+	c.i32("offsets", offsets, int64(nExperts)+1)
 	c.i32("experts", experts, n)
-	// Without a result (an error pending, or n = 0) every run is empty.
-	clear(offsets)
-	if !b.ok(c) || !b.hostWork("RouterDispatch") || n == 0 {
+	if !b.ok(c) {
+		return
+	}
+	if n == 0 { // every run is empty
+		b.post(func() error { return b.drv.memsetD32Async(offsets.Ptr, 0, uint64(nExperts+1), b.stream) })
 		return
 	}
 	keys, order, ok := b.sortByKey(experts.Ptr, int(n), nExperts, statusExpert)
 	if !ok {
 		return
 	}
-	dev, ok := b.scratchPtr(scratchOffsets, uint64(nExperts+1)*4)
-	if !ok {
-		return
-	}
 	g, t := elementwise(int(n))
 	b.launch("dispatch_finalize", g, t, 0, ptrArg(order), i32Arg(int(n)), i32Arg(k), tensorArg(perm), tensorArg(inv))
 	b.launch("dispatch_offsets", dim3{1, 1, 1}, dim3{256, 1, 1}, (nExperts+1)*4, ptrArg(keys), i32Arg(int(n)),
-		i32Arg(nExperts), ptrArg(dev))
-	host := make([]int32, nExperts+1)
-	b.download(unsafe.Pointer(&host[0]), dev, uint64(len(host))*4)
-	for i, v := range host {
-		offsets[i] = int(v)
+		i32Arg(nExperts), tensorArg(offsets))
+}
+
+// RouterLoad writes each expert's slot count and probability sum (kernel
+// router_load, one block per expert).
+func (b *Backend) RouterLoad(load, probs, offsets *engine.Tensor, rows, nExperts int) {
+	c := b.begin("RouterLoad")
+	c.nonneg("rows", rows)
+	c.require(nExperts >= 1, "nExperts %d must be positive", nExperts)
+	c.supports(int64(rows)*int64(nExperts) <= math.MaxInt32, "rows × nExperts %d × %d exceeds 2³¹−1", rows, nExperts)
+	c.f32("load", load, 2*int64(nExperts))
+	c.f32("probs", probs, int64(rows)*int64(nExperts))
+	c.i32("offsets", offsets, int64(nExperts)+1)
+	if !b.ok(c) {
+		return
 	}
+	b.launch("router_load", dim3{nExperts, 1, 1}, dim3{256, 1, 1}, 0, tensorArg(load), tensorArg(probs),
+		tensorArg(offsets), i32Arg(rows), i32Arg(nExperts), b.statusArg())
+}
+
+// GemmGrouped runs every group's product in one launch of sgemm_grouped,
+// whose blocks read the group offsets on the device. It is our own kernel,
+// strict fp32 whatever TF32 says, and each row's result does not depend on
+// the rows around it (its k products in increasing k): what the exact
+// on-policy promise needs from the expert layers.
+func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor, strideB int, beta float32,
+	c, offsets *engine.Tensor, groups int) {
+	chk := b.begin("GemmGrouped")
+	b.groupedCheck(chk, rows, n, k, groups)
+	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
+	rowsB, colsB := k, n
+	if transB {
+		rowsB, colsB = n, k
+	}
+	chk.f32("A", a, int64(rows)*int64(k))
+	chk.f32("B", bm, extent(0, rowsB, colsB, colsB, strideB, groups))
+	chk.f32("C", c, int64(rows)*int64(n))
+	chk.i32("offsets", offsets, int64(groups)+1)
+	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
+		return
+	}
+	b.launch("sgemm_grouped", dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+		boolArg(transB), i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(bm), i64Arg(int64(strideB)),
+		f32Arg(beta), tensorArg(c), tensorArg(offsets), i32Arg(groups), b.statusArg())
+}
+
+// GemmGroupedT accumulates every group's Aᵀ·B in one launch of
+// sgemm_grouped_t, one group per grid.z.
+func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor, groups int) {
+	chk := b.begin("GemmGroupedT")
+	b.groupedCheck(chk, rows, m, n, groups)
+	chk.f32("A", a, int64(rows)*int64(m))
+	chk.f32("B", bm, int64(rows)*int64(n))
+	chk.f32("C", c, int64(groups)*int64(m)*int64(n))
+	chk.i32("offsets", offsets, int64(groups)+1)
+	if !b.ok(chk) || m == 0 || n == 0 || groups == 0 {
+		return
+	}
+	b.launch("sgemm_grouped_t", dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
+		i32Arg(rows), i32Arg(m), i32Arg(n), tensorArg(a), tensorArg(bm), tensorArg(c), tensorArg(offsets),
+		i32Arg(groups), b.statusArg())
+}
+
+// groupedCheck checks the sizes of a grouped product and states the
+// kernels' limits: int32 indices within the operands and at most 65535
+// groups on grid.z.
+func (b *Backend) groupedCheck(c *argCheck, rows, x, y, groups int) {
+	c.require(rows >= 0 && x >= 0 && y >= 0 && groups >= 0, "negative size: rows %d, %d, %d, groups %d", rows, x, y, groups)
+	c.supports(int64(rows)*int64(max(x, y)) <= math.MaxInt32 && int64(x)*int64(y) <= math.MaxInt32,
+		"rows %d and widths %d, %d exceed 2³¹−1 elements", rows, x, y)
+	c.supports(groups <= 65535, "groups %d exceeds 65535", groups)
 }
 
 // ---------------------------------------------------------------- gather, combine

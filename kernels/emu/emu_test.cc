@@ -540,6 +540,18 @@ static void test_router() {
     CHECK(inv == winv, "dispatch inv");
     CHECK(offsets == woff, "dispatch offsets");
     CHECK(status == 0, "status %d", status);
+
+    // The load-balancing loss's factors from those offsets.
+    std::vector<float> load(2 * nE, NaN);
+    emu::launch(dim3(nE), dim3(256), 0, router_load, load.data(), (const float*)probs.data(),
+                (const int*)offsets.data(), rows, nE, &status);
+    std::vector<double> wload(2 * nE, 0.0);
+    for (int e = 0; e < nE; e++) {
+        wload[e] = woff[e + 1] - woff[e];
+        for (int r = 0; r < rows; r++) wload[nE + e] += probs[r * nE + e];
+    }
+    CHECK_CLOSE("router_load", load, wload, 1e-6);
+    CHECK(status == 0, "status %d", status);
 }
 
 // ---------------------------------------------------------------- routing
@@ -891,6 +903,65 @@ static void test_gemm() {
             }
 }
 
+// test_gemm_grouped checks sgemm_grouped and sgemm_grouped_t against float64
+// on uneven groups (one empty, one spanning two row tiles), and that offsets
+// which fall are reported and leave C alone.
+static void test_gemm_grouped() {
+    std::printf("gemm grouped\n");
+    const std::vector<int> off = {0, 37, 37, 120, 165, 170};
+    const int G = (int)off.size() - 1, rows = off[G], n = 70, k = 33;
+    auto A = randn((size_t)rows * k), B = randn((size_t)G * k * n);
+    for (int tB = 0; tB < 2; tB++)
+        for (float beta : {0.0f, 1.0f}) {
+            auto C = randn((size_t)rows * n);
+            if (beta == 0)
+                for (auto& c : C) c = NaN;
+            std::vector<double> want(C.begin(), C.end());
+            for (int g = 0; g < G; g++)
+                for (int i = off[g]; i < off[g + 1]; i++)
+                    for (int j = 0; j < n; j++) {
+                        double s = 0;
+                        for (int p = 0; p < k; p++)
+                            s += (double)A[i * k + p] * (tB ? B[g * k * n + j * k + p] : B[g * k * n + p * n + j]);
+                        want[i * n + j] = s + (beta != 0 ? want[i * n + j] : 0.0);
+                    }
+            int status = 0;
+            emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped, tB, rows, n, k,
+                        (const float*)A.data(), (const float*)B.data(), (long long)k * n, beta, C.data(),
+                        off.data(), G, &status);
+            char name[64];
+            std::snprintf(name, sizeof name, "sgemm_grouped tB=%d beta=%g", tB, beta);
+            CHECK_CLOSE(name, C, want, 1e-6);
+            CHECK(status == 0, "%s: status %d", name, status);
+        }
+
+    auto Bt = randn((size_t)rows * n), Ct = randn((size_t)G * k * n);
+    std::vector<double> want(Ct.begin(), Ct.end());
+    for (int g = 0; g < G; g++)
+        for (int p = 0; p < k; p++)
+            for (int j = 0; j < n; j++)
+                for (int i = off[g]; i < off[g + 1]; i++)
+                    want[(size_t)g * k * n + p * n + j] += (double)A[i * k + p] * Bt[i * n + j];
+    int status = 0;
+    emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, sgemm_grouped_t, rows, k, n, (const float*)A.data(),
+                (const float*)Bt.data(), Ct.data(), off.data(), G, &status);
+    CHECK_CLOSE("sgemm_grouped_t", Ct, want, 1e-6);
+    CHECK(status == 0, "sgemm_grouped_t: status %d", status);
+
+    const std::vector<int> bad = {0, 50, 40, 120, 165, 170};
+    auto C = randn((size_t)rows * n), before = C;
+    emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped, 0, rows, n, k,
+                (const float*)A.data(), (const float*)B.data(), (long long)k * n, 0.0f, C.data(), bad.data(), G,
+                &status);
+    CHECK(status == STATUS_GROUP_OFFSETS, "sgemm_grouped with falling offsets: status %d, want %d", status,
+          STATUS_GROUP_OFFSETS);
+    // Groups before the fall may be written; the fall itself and after not.
+    bool kept = true;
+    for (int i = 50; i < rows; i++)
+        for (int j = 0; j < n; j++) kept = kept && C[i * n + j] == before[i * n + j];
+    CHECK(kept, "sgemm_grouped wrote rows past offsets that fall");
+}
+
 int main() {
     test_reduce();
     test_adamw_swiglu();
@@ -905,6 +976,7 @@ int main() {
     test_logprob();
     test_sampling();
     test_gemm();
+    test_gemm_grouped();
     if (failures) {
         std::printf("emu-test: %d failures\n", failures);
         return 1;

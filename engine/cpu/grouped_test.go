@@ -1,0 +1,102 @@
+package cpu
+
+import (
+	"math"
+	"testing"
+)
+
+// TestGemmGrouped checks the grouped products against a float64 reference
+// of their definitions, with empty groups among full ones, both layouts of
+// B, and beta 0 over NaN (which must not leak) and beta 1.
+func TestGemmGrouped(t *testing.T) {
+	b := New()
+	for _, tc := range []struct {
+		name    string
+		offsets []int32
+		n, k    int
+		transB  bool
+		beta    float32
+	}{
+		{"three groups", []int32{0, 3, 7, 12}, 5, 4, false, 0},
+		{"empty first and last", []int32{0, 0, 9, 9}, 3, 6, false, 1},
+		{"transposed B", []int32{0, 4, 4, 10}, 7, 3, true, 0},
+		{"transposed B, accumulate", []int32{0, 1, 2, 5}, 2, 5, true, 1},
+		{"one row per group", []int32{0, 1, 2, 3}, 65, 17, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(uint64(len(tc.name)))
+			G := len(tc.offsets) - 1
+			rows := int(tc.offsets[G])
+			n, k := tc.n, tc.k
+			a, bw := randVec(r, rows*k, 1), randVec(r, G*k*n, 1)
+			c0 := randVec(r, rows*n, 1)
+			if tc.beta == 0 {
+				for i := range c0 {
+					c0[i] = float32(math.NaN())
+				}
+			}
+			c := append([]float32(nil), c0...)
+			b.GemmGrouped(tc.transB, rows, n, k, tf(a), tf(bw), k*n, tc.beta, wrap(c), ti(tc.offsets), G)
+			for g := range G {
+				for i := int(tc.offsets[g]); i < int(tc.offsets[g+1]); i++ {
+					for j := range n {
+						var want float64
+						for p := range k {
+							w := bw[g*k*n+p*n+j]
+							if tc.transB {
+								w = bw[g*k*n+j*k+p]
+							}
+							want += float64(a[i*k+p]) * float64(w)
+						}
+						if tc.beta != 0 {
+							want += float64(c0[i*n+j])
+						}
+						if got := float64(c[i*n+j]); math.Abs(got-want) > 1e-5*(1+math.Abs(want)) {
+							t.Fatalf("C[%d,%d] (group %d) = %g, want %g", i, j, g, got, want)
+						}
+					}
+				}
+			}
+
+			// GemmGroupedT with the same groups: C_g += A_gᵀ·B_g, A rows×k, B rows×n.
+			bt := randVec(r, rows*n, 1)
+			ct0 := randVec(r, G*k*n, 1)
+			ct := append([]float32(nil), ct0...)
+			b.GemmGroupedT(rows, k, n, tf(a), tf(bt), wrap(ct), ti(tc.offsets), G)
+			for g := range G {
+				for p := range k {
+					for j := range n {
+						want := float64(ct0[g*k*n+p*n+j])
+						for i := int(tc.offsets[g]); i < int(tc.offsets[g+1]); i++ {
+							want += float64(a[i*k+p]) * float64(bt[i*n+j])
+						}
+						if got := float64(ct[g*k*n+p*n+j]); math.Abs(got-want) > 1e-5*(1+math.Abs(want)) {
+							t.Fatalf("C_%d[%d,%d] = %g, want %g", g, p, j, got, want)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRouterLoad checks the slot counts and the probability sums.
+func TestRouterLoad(t *testing.T) {
+	b := New()
+	const rows, nE = 5, 3
+	probs := randVec(newRand(3), rows*nE, 1)
+	load := make([]float32, 2*nE)
+	b.RouterLoad(wrap(load), tf(probs), ti([]int32{0, 4, 4, 10}), rows, nE)
+	for e, want := range []float32{4, 0, 6} {
+		if load[e] != want {
+			t.Errorf("load[%d] = %g slots, want %g", e, load[e], want)
+		}
+		var sum float64
+		for r := range rows {
+			sum += float64(probs[r*nE+e])
+		}
+		if load[nE+e] != float32(sum) {
+			t.Errorf("load[%d] = %g, want Σ probs = %g", nE+e, load[nE+e], float32(sum))
+		}
+	}
+}
