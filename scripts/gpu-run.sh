@@ -8,15 +8,17 @@
 #   3. the GPU tests: cuda.test (every op against the CPU backend, the fake
 #      driver's checks), moe.test -test.run CUDA (the whole model, training
 #      curves, sampling), each binary with -test.v under its own timeout;
-#   4. a 100-step moe-tiny pretraining run.
+#   4. a 100-step moe-tiny pretraining run;
+#   5. ncu on two moe-tiny training steps: every kernel's GPU time
+#      (ncu.csv), so docs/benchmarks.md can say where a step's time goes.
 #
 # Every step runs under `timeout` (its own limit, and never past the run's
 # budget, MOERL_GPU_BUDGET seconds, default 560), and the answer is one
 # page: $OUT/summary.md (with $OUT/summary.json): pass/fail/skip counts per
 # test binary, moerl's tokens/s beside the peer's for every workload, peak
 # memory, the end of every failing step's log. $OUT also gets gpu.log (all
-# the logs), moerl_bench.json and the peer's torch_moe_bench.json: five
-# files, within the device tool's eight.
+# the logs), moerl_bench.json, the peer's torch_moe_bench.json and ncu.csv:
+# six files, within the device tool's eight.
 #
 # MOERL_REQUIRE_CUDA=1 makes a GPU test that cannot reach CUDA fail instead
 # of skipping. This script sets it where nvidia-smi names a GPU, unless the
@@ -101,6 +103,14 @@ if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
     --batch 64 --out "$work/pretrain"
 else
   skip "pretrain moe-tiny" run "no NVIDIA device on this machine"
+fi
+if [ "$MOERL_REQUIRE_CUDA" = 1 ] && command -v ncu > /dev/null; then
+  # One metric, kernel replay: about 0.2 s a kernel, ~450 kernels.
+  step "profile moe-tiny train (ncu)" run 90 ncu --csv --metrics gpu__time_duration.sum \
+    --log-file "$work/ncu.csv" ./moerl bench --device cuda --config moe-tiny --workloads train --steps 1 --warmup 1
+  [ -f "$work/ncu.csv" ] && cp "$work/ncu.csv" "$OUT/"
+else
+  skip "profile moe-tiny train (ncu)" run "no NVIDIA device or no ncu on this machine"
 fi
 
 # gpu.log: every step's log, at most 15 MiB (the device tool takes 16 a file).
