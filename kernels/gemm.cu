@@ -26,13 +26,65 @@
 // Offsets that fall or pass rows record STATUS_GROUP_OFFSETS and leave the
 // output as it was.
 //
+// Each grouped kernel has a _tf32 twin, launched in TF32 mode (the mode in
+// which cuBLAS runs the other GEMMs): the same tiles and shared-memory
+// staging, the products on the tensor cores through WMMA m16n16k8, the
+// inputs rounded to TF32 (10 mantissa bits, round to nearest) and the sums
+// in fp32. Each of the 8 warps owns a 16×32 strip of the 64×64 tile; the
+// accumulators go through shared memory so that alpha, beta and the edges
+// are applied as in the fp32 tile. An output's sum still depends on its
+// row alone, never on where the row sits, so the batch invariance holds.
+//
 // CPU twin: engine.Backend.Gemm, engine.Backend.GemmBatched,
 // engine.Backend.GemmGrouped, engine.Backend.GemmGroupedT.
 #include "common.cuh"
 
+#ifndef MOERL_EMU
+#include <mma.h>
+#endif
+
 #define GEMM_BM 64
 #define GEMM_BN 64
 #define GEMM_BK 16
+
+using namespace nvcuda;
+
+// gemm_stage copies the 64×16 slice of op(A) and the 16×64 slice of op(B)
+// at k0 into shared memory, k-major (As[kk][r], Bs[kk][c]), zero past the
+// edges.
+__device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n, int k, const float* A, int lda,
+                                           const float* B, int ldb, int row0, int col0, int k0,
+                                           float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
+    for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BK; idx += blockDim.x) {
+        // Walk the stored matrix along its contiguous dimension.
+        int r, kk;
+        if (transA) {
+            kk = idx / GEMM_BM;
+            r = idx % GEMM_BM;
+        } else {
+            r = idx / GEMM_BK;
+            kk = idx % GEMM_BK;
+        }
+        const int gi = row0 + r, gk = k0 + kk;
+        float v = 0.0f;
+        if (gi < m && gk < k) v = transA ? A[(size_t)gk * lda + gi] : A[(size_t)gi * lda + gk];
+        As[kk][r] = v;
+    }
+    for (int idx = threadIdx.x; idx < GEMM_BK * GEMM_BN; idx += blockDim.x) {
+        int c, kk;
+        if (transB) {
+            c = idx / GEMM_BK;
+            kk = idx % GEMM_BK;
+        } else {
+            kk = idx / GEMM_BN;
+            c = idx % GEMM_BN;
+        }
+        const int gk = k0 + kk, gj = col0 + c;
+        float v = 0.0f;
+        if (gk < k && gj < n) v = transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj];
+        Bs[kk][c] = v;
+    }
+}
 
 // gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
 __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const float* A,
@@ -46,35 +98,7 @@ __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, 
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
 
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BK; idx += blockDim.x) {
-            // Walk the stored matrix along its contiguous dimension.
-            int r, kk;
-            if (transA) {
-                kk = idx / GEMM_BM;
-                r = idx % GEMM_BM;
-            } else {
-                r = idx / GEMM_BK;
-                kk = idx % GEMM_BK;
-            }
-            const int gi = row0 + r, gk = k0 + kk;
-            float v = 0.0f;
-            if (gi < m && gk < k) v = transA ? A[(size_t)gk * lda + gi] : A[(size_t)gi * lda + gk];
-            As[kk][r] = v;
-        }
-        for (int idx = threadIdx.x; idx < GEMM_BK * GEMM_BN; idx += blockDim.x) {
-            int c, kk;
-            if (transB) {
-                c = idx / GEMM_BK;
-                kk = idx % GEMM_BK;
-            } else {
-                kk = idx / GEMM_BN;
-                c = idx % GEMM_BN;
-            }
-            const int gk = k0 + kk, gj = col0 + c;
-            float v = 0.0f;
-            if (gk < k && gj < n) v = transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj];
-            Bs[kk][c] = v;
-        }
+        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs);
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk++) {
@@ -107,6 +131,50 @@ __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, 
     }
 }
 
+// gemm_tile_tf32 is gemm_tile on the tensor cores (see the top of the file);
+// Cs is a 64×64 staging tile.
+__device__ __forceinline__ void gemm_tile_tf32(int transA, int transB, int m, int n, int k, float alpha,
+                                               const float* A, int lda, const float* B, int ldb, float beta,
+                                               float* C, int ldc, int row0, int col0, float (*As)[GEMM_BM + 4],
+                                               float (*Bs)[GEMM_BN + 4], float (*Cs)[GEMM_BN + 4]) {
+    const int warp = threadIdx.x >> 5, wr = warp >> 1, wc = warp & 1;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
+        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs);
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK; kk += 8) {
+            // As[kk][r] holds A(r, kk): column-major; Bs[kk][c] holds B(kk, c): row-major.
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
+            wmma::load_matrix_sync(fa, &As[kk][wr * 16], GEMM_BM + 4);
+#pragma unroll
+            for (int t = 0; t < fa.num_elements; t++) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, &Bs[kk][wc * 32 + j * 16], GEMM_BN + 4);
+#pragma unroll
+                for (int t = 0; t < fb.num_elements; t++) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+                wmma::mma_sync(acc[j], fa, fb, acc[j]);
+            }
+        }
+        __syncthreads();
+    }
+    wmma::store_matrix_sync(&Cs[wr * 16][wc * 32], acc[0], GEMM_BN + 4, wmma::mem_row_major);
+    wmma::store_matrix_sync(&Cs[wr * 16][wc * 32 + 16], acc[1], GEMM_BN + 4, wmma::mem_row_major);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BN; idx += blockDim.x) {
+        const int i = idx / GEMM_BN, j = idx % GEMM_BN, gi = row0 + i, gj = col0 + j;
+        if (gi >= m || gj >= n) continue;
+        float* c = C + (size_t)gi * ldc + gj;
+        float v = alpha * Cs[i][j];
+        if (beta != 0.0f) v += beta * *c;
+        *c = v;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) sgemm_tiled(int transA, int transB, int m, int n, int k,
                                                               float alpha, const float* A, int lda, long long strideA,
                                                               const float* B, int ldb, long long strideB, float beta,
@@ -132,13 +200,15 @@ __device__ __forceinline__ bool group_rows(const int* offsets, int g, int rows, 
     return true;
 }
 
-// sgemm_grouped: grid (cdiv(n, 64), cdiv(rows, 64) + groups), 256 threads.
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(int transB, int rows, int n, int k, const float* A,
-                                                                const float* B, long long strideB, float beta,
-                                                                float* C, const int* offsets, int groups,
-                                                                int* status) {
-    __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+// grouped_rows is sgemm_grouped's body: grid (cdiv(n, 64), cdiv(rows, 64) +
+// groups), 256 threads.
+template <bool TF32>
+__device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k, const float* A, const float* B,
+                                             long long strideB, float beta, float* C, const int* offsets,
+                                             int groups, int* status) {
+    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    __align__(32) __shared__ float Cs[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
     int t = blockIdx.y;
     for (int g = 0; g < groups; g++) {
         int lo, cnt;
@@ -146,23 +216,56 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(int transB, int 
         const int tiles = (cnt + GEMM_BM - 1) / GEMM_BM;
         if (t < tiles) {
             const int r0 = lo + t * GEMM_BM;
-            gemm_tile(0, transB, lo + cnt - r0, n, k, 1.0f, A + (size_t)r0 * k, k, B + g * strideB,
-                      transB ? k : n, beta, C + (size_t)r0 * n, n, 0, blockIdx.x * GEMM_BN, As, Bs);
+            const float* a = A + (size_t)r0 * k;
+            const float* b = B + g * strideB;
+            float* c = C + (size_t)r0 * n;
+            if (TF32)
+                gemm_tile_tf32(0, transB, lo + cnt - r0, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0,
+                               blockIdx.x * GEMM_BN, As, Bs, Cs);
+            else
+                gemm_tile(0, transB, lo + cnt - r0, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0,
+                          blockIdx.x * GEMM_BN, As, Bs);
             return;
         }
         t -= tiles;
     }
 }
 
-// sgemm_grouped_t: grid (cdiv(n, 64), cdiv(m, 64), groups), 256 threads.
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t(int rows, int m, int n, const float* A,
-                                                                  const float* B, float* C, const int* offsets,
-                                                                  int groups, int* status) {
-    __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+// grouped_t is sgemm_grouped_t's body: grid (cdiv(n, 64), cdiv(m, 64),
+// groups), 256 threads.
+template <bool TF32>
+__device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A, const float* B, float* C,
+                                          const int* offsets, int groups, int* status) {
+    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    __align__(32) __shared__ float Cs[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
     const int g = blockIdx.z;
     int lo, cnt;
     if (g >= groups || !group_rows(offsets, g, rows, status, &lo, &cnt) || cnt == 0) return;
-    gemm_tile(1, 0, m, n, cnt, 1.0f, A + (size_t)lo * m, m, B + (size_t)lo * n, n, 1.0f,
-              C + (size_t)g * m * n, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
+    const float *a = A + (size_t)lo * m, *b = B + (size_t)lo * n;
+    float* c = C + (size_t)g * m * n;
+    if (TF32)
+        gemm_tile_tf32(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As,
+                       Bs, Cs);
+    else
+        gemm_tile(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
+}
+
+#define GROUPED_ROWS_ARGS                                                                                        \
+    int transB, int rows, int n, int k, const float *A, const float *B, long long strideB, float beta, float *C, \
+        const int *offsets, int groups, int *status
+#define GROUPED_T_ARGS \
+    int rows, int m, int n, const float *A, const float *B, float *C, const int *offsets, int groups, int *status
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(GROUPED_ROWS_ARGS) {
+    grouped_rows<false>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_tf32(GROUPED_ROWS_ARGS) {
+    grouped_rows<true>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t(GROUPED_T_ARGS) {
+    grouped_t<false>(rows, m, n, A, B, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_tf32(GROUPED_T_ARGS) {
+    grouped_t<true>(rows, m, n, A, B, C, offsets, groups, status);
 }

@@ -595,10 +595,11 @@ func (b *Backend) RouterLoad(load, probs, offsets *engine.Tensor, rows, nExperts
 }
 
 // GemmGrouped runs every group's product in one launch of sgemm_grouped,
-// whose blocks read the group offsets on the device. It is our own kernel,
-// strict fp32 whatever TF32 says, and each row's result does not depend on
-// the rows around it (its k products in increasing k): what the exact
-// on-policy promise needs from the expert layers.
+// whose blocks read the group offsets on the device; in TF32 mode its
+// twin sgemm_grouped_tf32, on the tensor cores. It is our own kernel, and
+// each row's result does not depend on the rows around it (its k products
+// in a fixed order): what the exact on-policy promise needs from the
+// expert layers.
 func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor, strideB int, beta float32,
 	c, offsets *engine.Tensor, groups int) {
 	chk := b.begin("GemmGrouped")
@@ -615,7 +616,7 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped", dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		boolArg(transB), i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(bm), i64Arg(int64(strideB)),
 		f32Arg(beta), tensorArg(c), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -632,9 +633,18 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor,
 	if !b.ok(chk) || m == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_t", dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_t"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(m), i32Arg(n), tensorArg(a), tensorArg(bm), tensorArg(c), tensorArg(offsets),
 		i32Arg(groups), b.statusArg())
+}
+
+// tf32Suffix is "_tf32" in TF32 mode, where our GEMM kernels launch their
+// tensor-core twins, and "" otherwise.
+func (b *Backend) tf32Suffix() string {
+	if b.TF32() {
+		return "_tf32"
+	}
+	return ""
 }
 
 // groupedCheck checks the sizes of a grouped product and states the

@@ -935,6 +935,42 @@ static void test_gemm_grouped() {
             CHECK(status == 0, "%s: status %d", name, status);
         }
 
+    // The TF32 twins: against float64 on the TF32-rounded inputs (the
+    // indexing, to fp32 summation error), and within TF32's bound of the
+    // unrounded product.
+    auto tf32 = [](std::vector<float> v) {
+        for (auto& x : v) x = nvcuda::wmma::__float_to_tf32(x);
+        return v;
+    };
+    const auto Ar = tf32(A), Br = tf32(B);
+    for (int tB = 0; tB < 2; tB++)
+        for (float beta : {0.0f, 1.0f}) {
+            auto C = randn((size_t)rows * n);
+            std::vector<double> want(C.begin(), C.end()), exact(C.begin(), C.end());
+            for (int g = 0; g < G; g++)
+                for (int i = off[g]; i < off[g + 1]; i++)
+                    for (int j = 0; j < n; j++) {
+                        double s = 0, e = 0;
+                        for (int p = 0; p < k; p++) {
+                            const size_t bi = tB ? g * k * n + j * k + p : g * k * n + p * n + j;
+                            s += (double)Ar[i * k + p] * Br[bi];
+                            e += (double)A[i * k + p] * B[bi];
+                        }
+                        want[i * n + j] = s + (beta != 0 ? want[i * n + j] : 0.0);
+                        exact[i * n + j] = e + (beta != 0 ? exact[i * n + j] : 0.0);
+                    }
+            int status = 0;
+            emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_tf32, tB, rows, n, k,
+                        (const float*)A.data(), (const float*)B.data(), (long long)k * n, beta, C.data(),
+                        off.data(), G, &status);
+            char name[64];
+            std::snprintf(name, sizeof name, "sgemm_grouped_tf32 tB=%d beta=%g", tB, beta);
+            CHECK_CLOSE(name, C, want, 1e-6);
+            std::snprintf(name, sizeof name, "  ... against fp32 inputs");
+            CHECK_CLOSE(name, C, exact, 2e-3);
+            CHECK(status == 0, "%s: status %d", name, status);
+        }
+
     auto Bt = randn((size_t)rows * n), Ct = randn((size_t)G * k * n);
     std::vector<double> want(Ct.begin(), Ct.end());
     for (int g = 0; g < G; g++)
@@ -947,6 +983,19 @@ static void test_gemm_grouped() {
                 (const float*)Bt.data(), Ct.data(), off.data(), G, &status);
     CHECK_CLOSE("sgemm_grouped_t", Ct, want, 1e-6);
     CHECK(status == 0, "sgemm_grouped_t: status %d", status);
+
+    const auto Btr = tf32(Bt);
+    auto Ct2 = randn((size_t)G * k * n);
+    std::vector<double> want2(Ct2.begin(), Ct2.end());
+    for (int g = 0; g < G; g++)
+        for (int p = 0; p < k; p++)
+            for (int j = 0; j < n; j++)
+                for (int i = off[g]; i < off[g + 1]; i++)
+                    want2[(size_t)g * k * n + p * n + j] += (double)Ar[i * k + p] * Btr[i * n + j];
+    emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, sgemm_grouped_t_tf32, rows, k, n,
+                (const float*)A.data(), (const float*)Bt.data(), Ct2.data(), off.data(), G, &status);
+    CHECK_CLOSE("sgemm_grouped_t_tf32", Ct2, want2, 1e-6);
+    CHECK(status == 0, "sgemm_grouped_t_tf32: status %d", status);
 
     const std::vector<int> bad = {0, 50, 40, 120, 165, 170};
     auto C = randn((size_t)rows * n), before = C;
