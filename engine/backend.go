@@ -205,3 +205,22 @@ type Backend interface {
 	// recomputes). temperature 0 means greedy.
 	Sample(tokens, logp, logits, u *Tensor, rows, vocab int, temperature float32, topK int, topP float32)
 }
+
+// Graph is a recorded sequence of a backend's ops that Launch replays on
+// the tensors it was recorded on, with their contents at launch time.
+type Graph interface {
+	// Launch queues the recorded ops; errors surface at the next Sync.
+	Launch() error
+	// Close frees the graph.
+	Close() error
+}
+
+// Capturer is a backend that can record ops into a Graph (CUDA graphs):
+// replaying a step costs the host one call instead of one per op. The CPU
+// backend is not one. CaptureGraph runs nothing: it records what fn queues,
+// and fails, leaving the backend usable, when fn does host work (allocates,
+// copies to or from the host, waits). Run fn once directly before capturing
+// it, so that the scratch memory its ops need exists.
+type Capturer interface {
+	CaptureGraph(fn func()) (Graph, error)
+}

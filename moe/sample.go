@@ -120,7 +120,6 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	if o.RecordRouting && !m.Cfg.DenseFFN {
 		rec = m.newRouteRecorder(w, limit)
 	}
-	h := w.first // the last hidden state of each decode row
 	// row[r] is the sequence decode row r holds: rows are compacted as
 	// sequences finish, so that a long tail of a few unfinished ones does
 	// not cost a step of the whole batch.
@@ -128,8 +127,8 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	for r := range row {
 		row[r] = r
 	}
+	tok, lp := m.sampleNext(w, w.first, o, rng) // from each prompt's last hidden state
 	for {
-		tok, lp := m.sampleNext(w, h, o, rng)
 		active := 0
 		for r, s := range row {
 			if done[s] {
@@ -153,7 +152,7 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 			w, row = m.compact(w, row, done, tok)
 			tok = w.hostTok
 		}
-		h = m.decode(w, tok)
+		tok, lp = m.decodeNext(w, tok, o, rng)
 		if rec != nil {
 			rec.step(w, row)
 		}
@@ -164,7 +163,11 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	// A device error is kept until a sync (and the work after it dropped,
 	// its downloads zero): check here, so that no caller takes samples of
 	// a failed decode for real ones.
-	if err := m.be.Sync(); err != nil {
+	err = m.be.Sync()
+	if g := m.gen; g.err != nil {
+		err, g.err = g.err, nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
 	return out, nil
@@ -376,6 +379,33 @@ type generator struct {
 	hostIDs, hostIdx, hostLast []int32
 	hostTok, hostPos, hostSlot []int32
 	hostU, hostLp              []float32
+
+	// On a backend that records graphs (engine.Capturer), each decode
+	// step shape's graph, recorded on the shape's second step; tried
+	// holds the shapes already run once (or whose capture failed, false).
+	// A graph holds the addresses of the tensors above: resizing them
+	// closes every graph.
+	graphs map[stepKey]engine.Graph
+	tried  map[stepKey]bool
+	// err is a device error that a Sync before a capture returned, for
+	// Generate to report.
+	err error
+}
+
+// stepKey is what a decode step's graph depends on besides the tensors'
+// addresses: the rows, the cache's positions per sequence and the
+// sampling settings baked into its ops.
+type stepKey struct {
+	S, Seq, topK int
+	temp, topP   float64
+}
+
+// closeGraphs frees every recorded decode step.
+func (w *generator) closeGraphs() {
+	for _, g := range w.graphs {
+		g.Close()
+	}
+	w.graphs, w.tried = nil, nil
 }
 
 // sampling is one call's views over the generator.
@@ -385,6 +415,7 @@ type sampling struct {
 }
 
 func (w *generator) free(be engine.Backend) {
+	w.closeGraphs()
 	for _, a := range []*Acts{w.pre, w.dec} {
 		if a != nil {
 			a.Free(be)
@@ -418,6 +449,7 @@ func (m *Model) sampler(sh genShape) sampling {
 		w.hostIDs, w.hostIdx = make([]int32, sh.P*sh.Tp), make([]int32, sh.P*sh.Tp)
 	}
 	if w.dec == nil || w.dec.N < sh.S {
+		w.closeGraphs()
 		if w.dec != nil {
 			w.dec.Free(be)
 			for _, t := range []*engine.Tensor{w.last, w.first, w.u, w.lp, w.tok} {
@@ -431,6 +463,7 @@ func (m *Model) sampler(sh genShape) sampling {
 		w.hostU, w.hostLp = make([]float32, sh.S), make([]float32, sh.S)
 	}
 	if w.kv == nil || w.kv.Batch < sh.S || w.kv.Batch*w.kv.MaxSeq < sh.S*sh.Seq {
+		w.closeGraphs()
 		if w.kv != nil {
 			w.kv.Free(be)
 		}
@@ -485,7 +518,35 @@ func (m *Model) replicate(w sampling, prompts [][]int32) {
 // (S×d) through the head that Forward uses, and returns the tokens and
 // their log-probs, in host memory owned by w.
 func (m *Model) sampleNext(w sampling, h *engine.Tensor, o SampleOptions, rng *engine.RNG) ([]int32, []float32) {
-	be := m.be
+	m.uniforms(w, rng)
+	m.draw(w, h, o)
+	return m.fetch(w)
+}
+
+// decodeNext feeds each sequence's token at the next position of its cache
+// and draws the token after it: decode and sampleNext in one, whose device
+// work (the forward, the head, Sample) is one graph per step shape on a
+// backend that records graphs.
+func (m *Model) decodeNext(w sampling, tok []int32, o SampleOptions, rng *engine.RNG) ([]int32, []float32) {
+	m.decodeInputs(w, tok)
+	m.uniforms(w, rng)
+	m.runStep(stepKey{S: w.S, Seq: w.kv.MaxSeq, topK: o.TopK, temp: o.Temperature, topP: o.TopP}, func() {
+		m.forward(w.dec, w.kv, false)
+		m.draw(w, w.dec.x[m.Cfg.Layers], o)
+	})
+	return m.fetch(w)
+}
+
+// uniforms uploads one uniform draw per row for Sample.
+func (m *Model) uniforms(w sampling, rng *engine.RNG) {
+	for s := range w.hostU {
+		w.hostU[s] = float32(rng.Float64())
+	}
+	m.be.Upload(w.u, w.hostU)
+}
+
+// draw queues the head over h and Sample, given the uniforms in w.u.
+func (m *Model) draw(w sampling, h *engine.Tensor, o SampleOptions) {
 	// The logits are divided by T as Forward divides them (rather than
 	// letting Sample divide), so recorded and recomputed log-probs round
 	// alike; Sample then runs at temperature 1, or 0 for greedy.
@@ -498,20 +559,74 @@ func (m *Model) sampleNext(w sampling, h *engine.Tensor, o SampleOptions, rng *e
 	if topP <= 0 {
 		topP = 1
 	}
-	for s := range w.hostU {
-		w.hostU[s] = float32(rng.Float64())
-	}
-	be.Upload(w.u, w.hostU)
-	be.Sample(w.tok, w.lp, w.dec.logits, w.u, w.S, m.Cfg.Vocab, temp, o.TopK, topP)
-	be.DownloadI32(w.hostTok, w.tok)
-	be.Download(w.hostLp, w.lp)
+	m.be.Sample(w.tok, w.lp, w.dec.logits, w.u, w.S, m.Cfg.Vocab, temp, o.TopK, topP)
+}
+
+// fetch copies the drawn tokens and their log-probs to the host.
+func (m *Model) fetch(w sampling) ([]int32, []float32) {
+	m.be.DownloadI32(w.hostTok, w.tok)
+	m.be.Download(w.hostLp, w.lp)
 	return w.hostTok, w.hostLp
+}
+
+// runStep queues step's ops: directly, or on a backend that records graphs
+// as the graph of key's shape, recorded on the shape's second run (the
+// first sizes the ops' scratch memory) and replayed after. A shape whose
+// capture fails runs directly from then on.
+func (m *Model) runStep(key stepKey, step func()) {
+	c, ok := m.be.(engine.Capturer)
+	if !ok {
+		step()
+		return
+	}
+	w := m.gen // the graphs outlive a call's views (compact makes new ones)
+	g := w.graphs[key]
+	if g == nil {
+		if w.tried == nil {
+			w.tried, w.graphs = map[stepKey]bool{}, map[stepKey]engine.Graph{}
+		}
+		again, seen := w.tried[key]
+		if !seen {
+			w.tried[key] = true
+		}
+		if !seen || !again {
+			step()
+			return
+		}
+		// Capture takes a pending error as its own: sync first, so that a
+		// device fault is Generate's error, not a failed capture.
+		if err := m.be.Sync(); err != nil {
+			if w.err == nil {
+				w.err = err
+			}
+			step()
+			return
+		}
+		var err error
+		if g, err = c.CaptureGraph(step); err != nil {
+			w.tried[key] = false
+			step()
+			return
+		}
+		w.graphs[key] = g
+	}
+	if err := g.Launch(); err != nil && w.err == nil {
+		w.err = err
+	}
 }
 
 // decode feeds each sequence's token at the next position of its cache
 // and returns the new last hidden states (S×d). Finished sequences feed
 // theirs too and are ignored; their position stays within the cache.
 func (m *Model) decode(w sampling, tok []int32) *engine.Tensor {
+	m.decodeInputs(w, tok)
+	m.forward(w.dec, w.kv, false)
+	return w.dec.x[m.Cfg.Layers]
+}
+
+// decodeInputs uploads a decode step's tokens, positions, cache slots and
+// cache lengths.
+func (m *Model) decodeInputs(w sampling, tok []int32) {
 	be, kv := m.be, w.kv
 	for s := range w.S {
 		p := min(kv.Lens[s], int32(kv.MaxSeq-1))
@@ -523,6 +638,4 @@ func (m *Model) decode(w sampling, tok []int32) *engine.Tensor {
 	be.UploadI32(w.dec.pos, w.hostPos)
 	be.UploadI32(kv.slots, w.hostSlot)
 	be.UploadI32(kv.lens, kv.Lens)
-	m.forward(w.dec, kv, false)
-	return w.dec.x[m.Cfg.Layers]
 }

@@ -16,7 +16,10 @@ import (
 	"github.com/moerl/moerl/kernels"
 )
 
-var _ engine.Backend = (*Backend)(nil)
+var (
+	_ engine.Backend  = (*Backend)(nil)
+	_ engine.Capturer = (*Backend)(nil)
+)
 
 // Backend runs engine.Backend's ops on one NVIDIA GPU. Tensors it makes
 // keep their elements in device memory at Tensor.Ptr (F and I are nil).
@@ -66,6 +69,7 @@ type Backend struct {
 	capturing bool
 	tf32      bool
 	tf32Env   string // MOERL_TF32 as New read it ("" where unset)
+	noGraphs  bool   // MOERL_CUDA_GRAPHS=0: CaptureGraph refuses
 	closed    bool
 }
 
@@ -129,8 +133,12 @@ func newBackend(drv driver, bl blas, blasWhy string, ordinal int) (*Backend, err
 	if err != nil {
 		return nil, err
 	}
+	graphs, err := onOff("MOERL_CUDA_GRAPHS", "CUDA graphs for repeated steps", "every op launched by the host")
+	if err != nil {
+		return nil, err
+	}
 	b := &Backend{drv: drv, bl: bl, blasWhy: blasWhy, ordinal: ordinal, kernels: map[string]*kernel{}, w: startWorker(),
-		tf32Env: tf32}
+		tf32Env: tf32, noGraphs: graphs == "0"}
 	b.alloc = newAllocator(
 		func(n uint64) (uintptr, error) {
 			var p uintptr
@@ -376,7 +384,12 @@ func (b *Backend) Device() string {
 // tf32Setting reads MOERL_TF32: "" (unset: TF32 on GPUs of compute
 // capability 8.0 and later), "1" or "0", normalised from the usual spellings.
 func tf32Setting() (string, error) {
-	env := strings.TrimSpace(os.Getenv("MOERL_TF32"))
+	return onOff("MOERL_TF32", "TF32 GEMMs", "full float32")
+}
+
+// onOff reads a switch from the environment: "1", "0", or "" where unset.
+func onOff(name, on, off string) (string, error) {
+	env := strings.TrimSpace(os.Getenv(name))
 	switch strings.ToLower(env) {
 	case "":
 		return "", nil
@@ -385,7 +398,7 @@ func tf32Setting() (string, error) {
 	case "0", "off", "false", "no":
 		return "0", nil
 	}
-	return "", fmt.Errorf("MOERL_TF32=%q: want 1 (TF32 GEMMs) or 0 (full float32)", env)
+	return "", fmt.Errorf("%s=%q: want 1 (%s) or 0 (%s)", name, env, on, off)
 }
 
 // SetTF32 lets cuBLAS run float32 GEMMs on the tensor cores in TF32 (inputs
@@ -777,8 +790,8 @@ type Graph struct {
 // Capture records the device work that fn queues into a CUDA graph instead
 // of running it. fn may call ops on tensors that exist before Capture (and
 // outlive the Graph), but nothing that allocates, frees, copies to or from
-// the host or waits (NewF32, Free, Upload, Download, Sync, SumSquares,
-// RouterDispatch): those are errors here. Scratch buffers the ops use are
+// the host or waits (NewF32, Free, Upload, Download, Sync, SumSquares):
+// those are errors here. Scratch buffers the ops use are
 // sized on their first direct run, so run the sequence once before
 // capturing it. Capture returns the first error fn's ops caused.
 func (b *Backend) Capture(fn func()) (*Graph, error) {
@@ -816,6 +829,20 @@ func (b *Backend) Capture(fn func()) (*Graph, error) {
 		return nil, fmt.Errorf("cuda: capture: %w", err)
 	}
 	return &Graph{b: b, exec: exec}, nil
+}
+
+// CaptureGraph is Capture as engine.Capturer has it; MOERL_CUDA_GRAPHS=0
+// turns it off (every step then launches its ops one by one), so that the
+// two can be timed against each other.
+func (b *Backend) CaptureGraph(fn func()) (engine.Graph, error) {
+	if b.noGraphs {
+		return nil, errors.New("cuda: CUDA graphs are off (MOERL_CUDA_GRAPHS=0)")
+	}
+	g, err := b.Capture(fn)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // Launch queues the captured work on the backend's stream; errors surface

@@ -41,6 +41,7 @@ type fakeDriver struct {
 	captured      []func()
 	graphs        map[uintptr][]func()
 	nextGraph     uintptr
+	graphLaunches int // cuGraphLaunch calls
 
 	cc           [2]int                         // compute capability it reports (default 9.0)
 	d2h, h2d     int                            // cuMemcpyDtoHAsync and cuMemcpyHtoDAsync calls
@@ -493,6 +494,13 @@ func (f *fakeDriver) graphLaunch(exec, _ uintptr) error {
 	if !ok {
 		return fakeErr("cuGraphLaunch", 400, "CUDA_ERROR_INVALID_HANDLE")
 	}
+	if err := f.lost("cuGraphLaunch"); err != nil {
+		return err
+	}
+	if ft := f.fire("cuGraphLaunch"); ft != nil {
+		return fakeErr("cuGraphLaunch", ft.code, ft.name)
+	}
+	f.graphLaunches++
 	for _, op := range ops {
 		op()
 	}
@@ -592,6 +600,19 @@ func (fb *fakeBlas) gemmStridedBatchedEx(_ uintptr, transa, transb, m, n, k int,
 		}
 		return nil
 	}
+	if f.capturing { // the product belongs to the graph: computed at each replay
+		f.captured = append(f.captured, func() {
+			fb.product(transa, transb, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch)
+		})
+		return nil
+	}
+	return fb.product(transa, transb, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch)
+}
+
+// product computes a column-major strided-batched GEMM in device memory.
+func (fb *fakeBlas) product(transa, transb, m, n, k int, alpha float32, a uintptr, lda int, strideA int64,
+	b uintptr, ldb int, strideB int64, beta float32, c uintptr, ldc int, strideC int64, batch int) error {
+	f := fb.drv
 	get := func(base uintptr, i int64) (float32, bool) {
 		s := f.resolve(base+uintptr(i*4), 4)
 		if s == nil {

@@ -110,6 +110,7 @@ func TestLaunchFailureStopsTraining(t *testing.T) {
 // between, Generate returns the error (it syncs before it returns), and the
 // backend then generates again (the fault was not sticky).
 func TestGemmFailureStopsGenerate(t *testing.T) {
+	t.Setenv("MOERL_CUDA_GRAPHS", "0") // every GEMM a call of its own (TestGraphFailureStopsGenerate: in a graph)
 	b, f, _ := faultBackend(t)
 	defer b.Close()
 	m, err := moe.New(tinyModel(), b, 1)
@@ -147,6 +148,42 @@ func TestGemmFailureStopsGenerate(t *testing.T) {
 	f.faults = nil
 	gen()
 	if err := b.Sync(); err != nil {
+		t.Errorf("generate after the reported error: %v", err)
+	}
+}
+
+// TestGraphFailureStopsGenerate: Generate records each decode step shape as
+// a CUDA graph and replays it; a replay that fails (the second launch of a
+// later call) is Generate's error, naming cuGraphLaunch, and the model
+// generates again after it. (TestGraphsOnEmulator checks that replays
+// sample what direct steps sample.)
+func TestGraphFailureStopsGenerate(t *testing.T) {
+	b, f, _ := faultBackend(t)
+	defer b.Close()
+	m, err := moe.New(tinyModel(), b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := func() error {
+		_, err := m.Generate([][]int32{{1, 5, 6}, {1, 7}}, 2, moe.SampleOptions{Temperature: 1, MaxNew: 6},
+			engine.NewRNG(1, engine.StreamSample))
+		return err
+	}
+	if err := gen(); err != nil {
+		t.Fatal(err)
+	}
+	if f.graphLaunches == 0 {
+		t.Fatalf("a 6-token generate replayed no graph")
+	}
+	f.inject("cuGraphLaunch", 2, 719, "CUDA_ERROR_LAUNCH_FAILED", false)
+	err = gen()
+	for _, want := range []string{"generate: ", "cuGraphLaunch", "CUDA_ERROR_LAUNCH_FAILED"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Generate after a failed graph launch = %v, want an error containing %q", err, want)
+		}
+	}
+	f.faults = nil
+	if err := gen(); err != nil {
 		t.Errorf("generate after the reported error: %v", err)
 	}
 }

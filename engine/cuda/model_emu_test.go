@@ -3,8 +3,10 @@ package cuda
 import (
 	"math"
 	"os"
+	"slices"
 	"testing"
 
+	"github.com/moerl/moerl/engine"
 	"github.com/moerl/moerl/internal/paritytest"
 	"github.com/moerl/moerl/moe"
 	"github.com/moerl/moerl/moe/tokenizer"
@@ -82,4 +84,63 @@ func TestRLStepOnEmulator(t *testing.T) {
 			t.Errorf("%s: log-prob gap %g, loss %g, entropy %g, grad norm %g", preset, st.LogpGap, st.Loss, st.Entropy, st.GradNorm)
 		}
 	}
+}
+
+// TestGraphsOnEmulator: Generate's decode steps replayed as CUDA graphs
+// sample the same tokens with the same log-probs, bit for bit, as the same
+// steps launched op by op (MOERL_CUDA_GRAPHS=0), over several calls that
+// reuse the recorded shapes and one that compacts the batch.
+func TestGraphsOnEmulator(t *testing.T) {
+	lib := os.Getenv("MOERL_EMU_LIB")
+	if lib == "" {
+		t.Skip("MOERL_EMU_LIB is not set; make kernels-emu-gotest runs this test")
+	}
+	cfg := paritytest.SmallConfig(false)
+	run := func(graphs bool) ([][]moe.Sequence, int) {
+		if !graphs {
+			t.Setenv("MOERL_CUDA_GRAPHS", "0")
+		}
+		f := newFakeDriver()
+		f.useEmulator(t, lib)
+		be, err := newBackend(f, nil, "emulator", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer be.Close()
+		m, err := moe.New(cfg, be, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]moe.Sequence
+		for call, o := range []moe.SampleOptions{
+			{Temperature: 1, MaxNew: 5},
+			{Temperature: 1, MaxNew: 5},
+			{Temperature: 0.7, TopK: 5, MaxNew: 5, MaxNewPer: []int{5, 1, 1, 1, 1, 1, 1, 1}}, // compacts after step 1
+		} {
+			seqs, err := m.Generate([][]int32{{1, 2}, {3}, {4, 5, 6}, {7}, {8}, {9}, {10}, {11}}, 2, o,
+				engine.NewRNG(uint64(call), engine.StreamSample))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, seqs)
+		}
+		if f.emuErr != nil {
+			t.Fatal(f.emuErr)
+		}
+		return out, f.graphLaunches
+	}
+	withGraphs, launches := run(true)
+	direct, none := run(false)
+	if launches == 0 || none != 0 {
+		t.Fatalf("graph launches: %d with graphs, %d with MOERL_CUDA_GRAPHS=0", launches, none)
+	}
+	for c := range withGraphs {
+		for s := range withGraphs[c] {
+			g, d := withGraphs[c][s], direct[c][s]
+			if !slices.Equal(g.Tokens, d.Tokens) || !slices.Equal(g.LogProbs, d.LogProbs) {
+				t.Errorf("call %d sequence %d: graphs sampled %v %v, direct %v %v", c, s, g.Tokens, g.LogProbs, d.Tokens, d.LogProbs)
+			}
+		}
+	}
+	t.Logf("%d decode steps replayed as graphs", launches)
 }
