@@ -63,6 +63,16 @@ type Acts struct {
 	// into hostLoad for the load-balancing loss and its gradient.
 	load     *engine.Tensor
 	hostLoad []float32
+	// auxCoef holds, per layer, the load-balancing loss's gradient with
+	// respect to each expert's probability (Layers × nExperts), uploaded
+	// before the backward; zeroIdx (one 0 per token) spreads a layer's
+	// row of it to every token with Gather, so the backward needs no
+	// upload between its ops.
+	auxCoef, zeroIdx *engine.Tensor
+	hostAuxCoef      []float32
+	// steps holds the recorded forward and backward (graph.go), keyed by
+	// what their ops bake in.
+	steps    graphs
 	cfg      Config
 	backward bool
 }
@@ -89,7 +99,8 @@ func (a *Acts) acts() []act {
 	i := func(t **engine.Tensor, width int) act { return act{t, engine.I32, width, false} }
 	l := []act{i(&a.ids, 1), i(&a.targets, 1), i(&a.pos, 1),
 		f(&a.hf, d), f(&a.rstf, 1), f(&a.logits, V), f(&a.logp, 1), f(&a.lse, 1), f(&a.ent, 1),
-		{&a.load, engine.F32, len(a.layers) * 2 * E, true}}
+		{&a.load, engine.F32, len(a.layers) * 2 * E, true}, {&a.auxCoef, engine.F32, len(a.layers) * E, true},
+		{&a.zeroIdx, engine.I32, 1, false}}
 	for j := range a.x {
 		l = append(l, f(&a.x[j], d))
 	}
@@ -130,6 +141,7 @@ func (m *Model) newActs(B, T int, backward bool) *Acts {
 	a.hostPos, a.hostLogp, a.hostEnt = make([]int32, a.N), make([]float32, a.N), make([]float32, a.N)
 	a.hostProbs = make([]float32, a.N*m.Cfg.NumExperts())
 	a.hostLoad = make([]float32, a.load.Len())
+	a.hostAuxCoef = make([]float32, a.auxCoef.Len())
 	return a
 }
 
@@ -152,7 +164,7 @@ func (m *Model) view(a *Acts, B, T int) *Acts {
 			*t.t = (*src[i].t).View(0, v.N, t.width)
 		}
 	}
-	v.hostLoad = a.hostLoad
+	v.hostLoad, v.hostAuxCoef = a.hostLoad, a.hostAuxCoef
 	N := v.N
 	v.hostPos, v.hostLogp, v.hostEnt = a.hostPos[:N], a.hostLogp[:N], a.hostEnt[:N]
 	v.hostProbs = a.hostProbs[:N*m.Cfg.NumExperts()]
@@ -161,6 +173,7 @@ func (m *Model) view(a *Acts, B, T int) *Acts {
 
 // Free releases the workspace's backend memory.
 func (a *Acts) Free(be engine.Backend) {
+	a.steps.close()
 	for _, t := range a.tensors() {
 		be.Free(t)
 	}
@@ -210,8 +223,22 @@ func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float
 			be.UploadI32(a.layers[l].replay, o.Replay[l*NK:(l+1)*NK])
 		}
 	}
-	m.forward(a, nil, true)
-	m.head(a, o)
+	m.AuxLoss, m.ZLoss = 0, 0
+	pass := func() {
+		m.forward(a, nil, true)
+		m.head(a, o)
+	}
+	if c.RouterZLossCoef > 0 && !c.DenseFFN {
+		pass() // the z-loss reads the router logits on the host, layer by layer
+	} else {
+		a.steps.run(be, forwardKey{temp: o.Temperature, entropy: o.Entropy, replay: a.replaying}, pass)
+	}
+	if !c.DenseFFN {
+		be.Download(a.hostLoad, a.load)
+		for l := range c.Layers {
+			m.AuxLoss += m.auxLoss(a, l)
+		}
+	}
 	a.entropy = o.Entropy && !c.ValueHead
 	be.Download(a.hostLogp, a.logp)
 	if a.entropy {
@@ -266,15 +293,15 @@ func expert(w *engine.Tensor, e, rows, cols int) *engine.Tensor {
 
 // forward runs embedding and the layers into a.x[L]. With a cache it is a
 // decode step: a.N = a.B single tokens at positions cache.Lens, whose keys
-// and values are appended to the cache before attending. aux computes the
-// load-balancing loss (training only).
+// and values are appended to the cache before attending. aux leaves the
+// load-balancing loss's counts and sums in a.load for Forward, and adds
+// the router z-loss to m.ZLoss (training only).
 func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 	c, be := m.Cfg, m.be
 	N, d, H, hd, h, K := a.N, c.DModel, c.Heads, c.HeadDim(), c.ExpertHidden, c.K()
 	E := c.NumExperts()
 	theta, eps := float32(c.RopeTheta), float32(c.NormEps)
 	be.Embedding(a.x[0], m.pv[m.lay.embed], a.ids, N, d)
-	m.AuxLoss, m.ZLoss = 0, 0
 	zloss := aux && c.RouterZLossCoef > 0 && !c.DenseFFN
 	if zloss && len(a.zlse) != c.Layers {
 		a.zlse = make([][]float64, c.Layers)
@@ -335,12 +362,6 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		be.Combine(next, s.y, s.weights, s.inv, N, K, d)
 		if aux {
 			be.RouterLoad(a.load.View(l*2*E, 2*E), s.probs, s.offsets, N, E)
-		}
-	}
-	if aux && !c.DenseFFN {
-		m.be.Download(a.hostLoad, a.load)
-		for l := range c.Layers {
-			m.AuxLoss += m.auxLoss(a, l)
 		}
 	}
 }
@@ -438,20 +459,47 @@ func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 		panic("moe: Backward with an entropy gradient after a Forward without ForwardOptions.Entropy (or of a value head)")
 	}
 	c, be := m.Cfg, m.be
+	// The host's part first — the inputs and the load-balancing loss's
+	// gradient per layer and expert — so that the rest is device work only,
+	// recorded as one graph where the backend can (the z-loss, which reads
+	// the router's probabilities on the host, runs op by op).
+	be.Upload(a.dlogp, dlogp)
+	if dent != nil {
+		be.Upload(a.dent, dent)
+	}
+	E, K := c.NumExperts(), c.K()
+	if coef := c.AuxLossCoef; coef > 0 && !c.DenseFFN {
+		for l := range c.Layers {
+			for e := range E {
+				f := float64(a.hostLoad[l*2*E+e]) / float64(a.N*K)
+				a.hostAuxCoef[l*E+e] = float32(coef * float64(E) * f / float64(a.N))
+			}
+		}
+		be.Upload(a.auxCoef, a.hostAuxCoef)
+	}
+	pass := func() { m.backward(a, dent != nil) }
+	if c.RouterZLossCoef > 0 && !c.DenseFFN {
+		pass()
+	} else {
+		a.steps.run(be, backwardKey{entropy: dent != nil, invTemp: a.invTemp}, pass)
+	}
+}
+
+// backward is Backward's device work, given its inputs on the backend.
+func (m *Model) backward(a *Acts, entropy bool) {
+	c, be := m.Cfg, m.be
 	N, d, H, hd, h, V, K := a.N, c.DModel, c.Heads, c.HeadDim(), c.ExpertHidden, c.Vocab, c.K()
 	E := c.NumExperts()
 	theta := float32(c.RopeTheta)
 	lay := m.lay
 
 	// LM head (or value head) and final norm.
-	be.Upload(a.dlogp, dlogp)
 	if c.ValueHead {
 		m.linearBackward(a.dh, m.gv[lay.head], a.dlogp, a.hf, m.pv[lay.head], N, d, 1, false)
 	} else {
 		be.Zero(a.dlogits)
 		be.TokenLogProbsBackward(a.dlogits, a.dlogp, a.logits, a.lse, a.targets, N, V)
-		if dent != nil {
-			be.Upload(a.dent, dent)
+		if entropy {
 			be.EntropyBackward(a.dlogits, a.dent, a.logits, a.lse, a.ent, N, V)
 		}
 		if a.invTemp != 1 {
@@ -496,16 +544,8 @@ func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 			// Router: through the top-k weights, plus the load-balancing term.
 			be.Zero(a.drl)
 			be.RouterTopKBackward(a.drl, a.dweights, s.weights, s.experts, s.probs, N, E, K)
-			if coef := c.AuxLossCoef; coef > 0 {
-				g := make([]float32, N*E)
-				for e := range E {
-					f := float64(a.hostLoad[l*2*E+e]) / float64(N*K)
-					v := float32(coef * float64(E) * f / float64(N))
-					for n := range N {
-						g[n*E+e] = v
-					}
-				}
-				be.Upload(a.dprobs, g)
+			if c.AuxLossCoef > 0 {
+				be.Gather(a.dprobs, a.auxCoef.View(l*E, E), a.zeroIdx, N, E) // layer l's row to every token
 				be.SoftmaxBackward(a.drl, a.dprobs, s.probs, N, E)
 			}
 			if coef := c.RouterZLossCoef; coef > 0 {
@@ -557,3 +597,16 @@ func (m *Model) zLossBackward(a *Acts, s *layerActs, l int, coef float64) {
 }
 
 func sqrt(x float64) float64 { return math.Sqrt(x) }
+
+// forwardKey and backwardKey name what a recorded forward or backward
+// bakes into its ops besides the workspace's tensors.
+type (
+	forwardKey struct {
+		temp            float64
+		entropy, replay bool
+	}
+	backwardKey struct {
+		entropy bool
+		invTemp float32
+	}
+)

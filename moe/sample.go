@@ -163,11 +163,7 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	// A device error is kept until a sync (and the work after it dropped,
 	// its downloads zero): check here, so that no caller takes samples of
 	// a failed decode for real ones.
-	err = m.be.Sync()
-	if g := m.gen; g.err != nil {
-		err, g.err = g.err, nil
-	}
-	if err != nil {
+	if err := m.be.Sync(); err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
 	return out, nil
@@ -380,16 +376,9 @@ type generator struct {
 	hostTok, hostPos, hostSlot []int32
 	hostU, hostLp              []float32
 
-	// On a backend that records graphs (engine.Capturer), each decode
-	// step shape's graph, recorded on the shape's second step; tried
-	// holds the shapes already run once (or whose capture failed, false).
-	// A graph holds the addresses of the tensors above: resizing them
-	// closes every graph.
-	graphs map[stepKey]engine.Graph
-	tried  map[stepKey]bool
-	// err is a device error that a Sync before a capture returned, for
-	// Generate to report.
-	err error
+	// steps holds each decode step shape's graph. A graph holds the
+	// addresses of the tensors above: resizing them closes every graph.
+	steps graphs
 }
 
 // stepKey is what a decode step's graph depends on besides the tensors'
@@ -401,12 +390,7 @@ type stepKey struct {
 }
 
 // closeGraphs frees every recorded decode step.
-func (w *generator) closeGraphs() {
-	for _, g := range w.graphs {
-		g.Close()
-	}
-	w.graphs, w.tried = nil, nil
-}
+func (w *generator) closeGraphs() { w.steps.close() }
 
 // sampling is one call's views over the generator.
 type sampling struct {
@@ -530,7 +514,7 @@ func (m *Model) sampleNext(w sampling, h *engine.Tensor, o SampleOptions, rng *e
 func (m *Model) decodeNext(w sampling, tok []int32, o SampleOptions, rng *engine.RNG) ([]int32, []float32) {
 	m.decodeInputs(w, tok)
 	m.uniforms(w, rng)
-	m.runStep(stepKey{S: w.S, Seq: w.kv.MaxSeq, topK: o.TopK, temp: o.Temperature, topP: o.TopP}, func() {
+	m.gen.steps.run(m.be, stepKey{S: w.S, Seq: w.kv.MaxSeq, topK: o.TopK, temp: o.Temperature, topP: o.TopP}, func() {
 		m.forward(w.dec, w.kv, false)
 		m.draw(w, w.dec.x[m.Cfg.Layers], o)
 	})
@@ -567,52 +551,6 @@ func (m *Model) fetch(w sampling) ([]int32, []float32) {
 	m.be.DownloadI32(w.hostTok, w.tok)
 	m.be.Download(w.hostLp, w.lp)
 	return w.hostTok, w.hostLp
-}
-
-// runStep queues step's ops: directly, or on a backend that records graphs
-// as the graph of key's shape, recorded on the shape's second run (the
-// first sizes the ops' scratch memory) and replayed after. A shape whose
-// capture fails runs directly from then on.
-func (m *Model) runStep(key stepKey, step func()) {
-	c, ok := m.be.(engine.Capturer)
-	if !ok {
-		step()
-		return
-	}
-	w := m.gen // the graphs outlive a call's views (compact makes new ones)
-	g := w.graphs[key]
-	if g == nil {
-		if w.tried == nil {
-			w.tried, w.graphs = map[stepKey]bool{}, map[stepKey]engine.Graph{}
-		}
-		again, seen := w.tried[key]
-		if !seen {
-			w.tried[key] = true
-		}
-		if !seen || !again {
-			step()
-			return
-		}
-		// Capture takes a pending error as its own: sync first, so that a
-		// device fault is Generate's error, not a failed capture.
-		if err := m.be.Sync(); err != nil {
-			if w.err == nil {
-				w.err = err
-			}
-			step()
-			return
-		}
-		var err error
-		if g, err = c.CaptureGraph(step); err != nil {
-			w.tried[key] = false
-			step()
-			return
-		}
-		w.graphs[key] = g
-	}
-	if err := g.Launch(); err != nil && w.err == nil {
-		w.err = err
-	}
 }
 
 // decode feeds each sequence's token at the next position of its cache

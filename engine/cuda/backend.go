@@ -511,7 +511,7 @@ func (b *Backend) hostWork(op string) bool {
 		return false
 	}
 	if b.capturing {
-		b.fail(fmt.Errorf("cuda: %s during Capture: a graph can only hold device work on preallocated tensors", op))
+		b.fail(captureRule(fmt.Sprintf("cuda: %s during Capture: a graph can only hold device work on preallocated tensors", op)))
 		return false
 	}
 	return true
@@ -692,7 +692,7 @@ func (b *Backend) Copy(dst, src *engine.Tensor) {
 func (b *Backend) Sync() error {
 	if b.capturing {
 		// Kept pending, so that Capture reports it too.
-		err := errors.New("cuda: Sync during Capture: a graph cannot wait for the host")
+		err := captureRule("cuda: Sync during Capture: a graph cannot wait for the host")
 		b.fail(err)
 		return err
 	}
@@ -734,7 +734,7 @@ func (b *Backend) Sync() error {
 // GPU time between them, after waiting for it.
 func (b *Backend) Time(fn func()) (time.Duration, error) {
 	if b.capturing {
-		err := errors.New("cuda: Time during Capture")
+		err := captureRule("cuda: Time during Capture")
 		b.fail(err)
 		return 0, err
 	}
@@ -793,13 +793,15 @@ type Graph struct {
 // the host or waits (NewF32, Free, Upload, Download, Sync, SumSquares):
 // those are errors here. Scratch buffers the ops use are
 // sized on their first direct run, so run the sequence once before
-// capturing it. Capture returns the first error fn's ops caused.
+// capturing it. Capture returns the first error fn's ops caused; with an
+// error already pending it records nothing and leaves the error for Sync.
 func (b *Backend) Capture(fn func()) (*Graph, error) {
 	if !b.hostWork("Capture") {
 		return nil, b.takeErr()
 	}
-	if err := b.takeErr(); err != nil {
-		return nil, fmt.Errorf("cuda: capture: an earlier error is pending: %w", err)
+	if b.pending() {
+		// Left pending, for the Sync that the caller's direct run leads to.
+		return nil, errors.New("cuda: capture: an earlier error is pending (the next Sync returns it)")
 	}
 	if err := b.w.do(func() error { return b.drv.streamBeginCapture(b.stream, captureModeGlobal) }); err != nil {
 		return nil, fmt.Errorf("cuda: capture: %w", err)
@@ -820,6 +822,12 @@ func (b *Backend) Capture(fn func()) (*Graph, error) {
 		return err
 	})
 	if perr := b.takeErr(); perr != nil {
+		// A broken capture rule is this capture's failure; any other error
+		// (a launch the driver refused) is the device's, kept for Sync.
+		var rule captureRule
+		if !errors.As(perr, &rule) {
+			b.fail(perr)
+		}
 		err = errors.Join(perr, err)
 	}
 	if err != nil {
@@ -844,6 +852,12 @@ func (b *Backend) CaptureGraph(fn func()) (engine.Graph, error) {
 	}
 	return g, nil
 }
+
+// captureRule is the error of an op that a graph cannot hold (host work
+// during Capture): Capture's failure, not the device's.
+type captureRule string
+
+func (e captureRule) Error() string { return string(e) }
 
 // Launch queues the captured work on the backend's stream; errors surface
 // at the next Sync.

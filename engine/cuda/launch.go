@@ -284,7 +284,7 @@ func (b *Backend) scratchPtr(slot scratchSlot, bytes uint64) (uintptr, bool) {
 		return s.ptr, true
 	}
 	if b.capturing {
-		b.fail(fmt.Errorf("cuda: an op needs %d bytes of scratch memory during Capture; run the sequence once before capturing it", bytes))
+		b.fail(captureRule(fmt.Sprintf("cuda: an op needs %d bytes of scratch memory during Capture; run the sequence once before capturing it", bytes)))
 		return 0, false
 	}
 	p, err := b.alloc.alloc(bytes)

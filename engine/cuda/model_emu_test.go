@@ -86,17 +86,24 @@ func TestRLStepOnEmulator(t *testing.T) {
 	}
 }
 
-// TestGraphsOnEmulator: Generate's decode steps replayed as CUDA graphs
-// sample the same tokens with the same log-probs, bit for bit, as the same
-// steps launched op by op (MOERL_CUDA_GRAPHS=0), over several calls that
-// reuse the recorded shapes and one that compacts the batch.
+// TestGraphsOnEmulator: work replayed as CUDA graphs computes, bit for bit,
+// what the same work launched op by op (MOERL_CUDA_GRAPHS=0) computes:
+// Generate's decode steps, over calls that reuse the recorded shapes and one
+// that compacts the batch, and training steps, whose forward and backward
+// are replayed from the third step on.
 func TestGraphsOnEmulator(t *testing.T) {
 	lib := os.Getenv("MOERL_EMU_LIB")
 	if lib == "" {
 		t.Skip("MOERL_EMU_LIB is not set; make kernels-emu-gotest runs this test")
 	}
 	cfg := paritytest.SmallConfig(false)
-	run := func(graphs bool) ([][]moe.Sequence, int) {
+	type result struct {
+		seqs    [][]moe.Sequence
+		losses  []float64
+		weights []float32
+		graphs  int
+	}
+	run := func(graphs bool) result {
 		if !graphs {
 			t.Setenv("MOERL_CUDA_GRAPHS", "0")
 		}
@@ -111,7 +118,7 @@ func TestGraphsOnEmulator(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out [][]moe.Sequence
+		var r result
 		for call, o := range []moe.SampleOptions{
 			{Temperature: 1, MaxNew: 5},
 			{Temperature: 1, MaxNew: 5},
@@ -122,25 +129,49 @@ func TestGraphsOnEmulator(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out = append(out, seqs)
+			r.seqs = append(r.seqs, seqs)
+		}
+		const B, T = 2, 8
+		docs := [][]int32{{1, 2, 3, 4, 5, 6, 7, 8, 9}, {9, 8, 7, 6, 5, 4, 3, 2, 1}}
+		acts := m.NewActs(B, T)
+		defer acts.Free(be)
+		tc := moe.DefaultTrain
+		tc.Batch, tc.SeqLen, tc.Steps = B, T, 4
+		for i := range tc.Steps {
+			st, err := m.TrainStep(acts, moe.NewBatch(docs, T, 0), tc, i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.losses = append(r.losses, st.Loss, st.AuxLoss, st.GradNorm)
+		}
+		r.weights = make([]float32, m.Params.Len())
+		be.Download(r.weights, m.Params)
+		if err := be.Sync(); err != nil {
+			t.Fatal(err)
 		}
 		if f.emuErr != nil {
 			t.Fatal(f.emuErr)
 		}
-		return out, f.graphLaunches
+		r.graphs = f.graphLaunches
+		return r
 	}
-	withGraphs, launches := run(true)
-	direct, none := run(false)
-	if launches == 0 || none != 0 {
-		t.Fatalf("graph launches: %d with graphs, %d with MOERL_CUDA_GRAPHS=0", launches, none)
+	g, d := run(true), run(false)
+	if g.graphs == 0 || d.graphs != 0 {
+		t.Fatalf("graph launches: %d with graphs, %d with MOERL_CUDA_GRAPHS=0", g.graphs, d.graphs)
 	}
-	for c := range withGraphs {
-		for s := range withGraphs[c] {
-			g, d := withGraphs[c][s], direct[c][s]
-			if !slices.Equal(g.Tokens, d.Tokens) || !slices.Equal(g.LogProbs, d.LogProbs) {
-				t.Errorf("call %d sequence %d: graphs sampled %v %v, direct %v %v", c, s, g.Tokens, g.LogProbs, d.Tokens, d.LogProbs)
+	for c := range g.seqs {
+		for s := range g.seqs[c] {
+			a, b := g.seqs[c][s], d.seqs[c][s]
+			if !slices.Equal(a.Tokens, b.Tokens) || !slices.Equal(a.LogProbs, b.LogProbs) {
+				t.Errorf("call %d sequence %d: graphs sampled %v %v, direct %v %v", c, s, a.Tokens, a.LogProbs, b.Tokens, b.LogProbs)
 			}
 		}
 	}
-	t.Logf("%d decode steps replayed as graphs", launches)
+	if !slices.Equal(g.losses, d.losses) {
+		t.Errorf("training with graphs: loss, aux loss, grad norm per step %v; direct %v", g.losses, d.losses)
+	}
+	if !slices.Equal(g.weights, d.weights) {
+		t.Errorf("the weights after 4 training steps differ with graphs")
+	}
+	t.Logf("%d graph launches (decode steps, training forwards and backwards)", g.graphs)
 }

@@ -767,6 +767,14 @@ func TestCaptureRules(t *testing.T) {
 	if err := b.Sync(); err != nil {
 		t.Errorf("Sync after the failed captures: %v", err)
 	}
+	// A pending error is not Capture's to take: it stays for Sync.
+	b.fail(errors.New("an earlier fault"))
+	if _, err := b.Capture(func() { b.Zero(x) }); err == nil || !strings.Contains(err.Error(), "pending") {
+		t.Errorf("Capture with an error pending: err = %v", err)
+	}
+	if err := b.Sync(); err == nil || !strings.Contains(err.Error(), "an earlier fault") {
+		t.Errorf("Sync after a refused capture = %v, want the earlier fault", err)
+	}
 }
 
 // recordTB records what a test helper asks of its test instead of doing it.
