@@ -9,7 +9,9 @@
 #      driver's checks), moe.test -test.run CUDA (the whole model, training
 #      curves, sampling), each binary with -test.v under its own timeout;
 #   4. a 100-step moe-tiny pretraining run;
-#   5. ncu on two moe-tiny training steps: every kernel's GPU time
+#   5. moe-tiny train and generate again with MOERL_CUDA_GRAPHS=0
+#      (nographs-moe-tiny.json): what the CUDA graphs save;
+#   6. ncu on two moe-tiny training steps: every kernel's GPU time
 #      (ncu.csv), so docs/benchmarks.md can say where a step's time goes.
 #
 # Every step runs under `timeout` (its own limit, and never past the run's
@@ -17,8 +19,9 @@
 # page: $OUT/summary.md (with $OUT/summary.json): pass/fail/skip counts per
 # test binary, moerl's tokens/s beside the peer's for every workload, peak
 # memory, the end of every failing step's log. $OUT also gets gpu.log (all
-# the logs), moerl_bench.json, the peer's torch_moe_bench.json and ncu.csv:
-# six files, within the device tool's eight.
+# the logs), moerl_bench.json, the peer's torch_moe_bench.json,
+# nographs-moe-tiny.json and ncu.csv: seven files, within the device
+# tool's eight.
 #
 # MOERL_REQUIRE_CUDA=1 makes a GPU test that cannot reach CUDA fail instead
 # of skipping. This script sets it where nvidia-smi names a GPU, unless the
@@ -103,6 +106,16 @@ if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
     --batch 64 --out "$work/pretrain"
 else
   skip "pretrain moe-tiny" run "no NVIDIA device on this machine"
+fi
+if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
+  # The same moe-tiny workloads launched op by op, against the graphs of
+  # the first bench (not named bench-*.json: the summary's table is the
+  # default's).
+  STDOUT="$work/nographs-moe-tiny.json" step "bench moe-tiny, MOERL_CUDA_GRAPHS=0" bench 60 \
+    env MOERL_CUDA_GRAPHS=0 ./moerl bench --device cuda --config moe-tiny --workloads train,generate --steps 10 --warmup 2 --json
+  [ -f "$work/nographs-moe-tiny.json" ] && cp "$work/nographs-moe-tiny.json" "$OUT/"
+else
+  skip "bench moe-tiny, MOERL_CUDA_GRAPHS=0" bench "no NVIDIA device on this machine"
 fi
 if [ "$MOERL_REQUIRE_CUDA" = 1 ] && command -v ncu > /dev/null; then
   # One metric, kernel replay: about 0.2 s a kernel, ~450 kernels.

@@ -377,8 +377,12 @@ func (b *Backend) Device() string {
 		}
 		gemm = fmt.Sprintf("cuBLAS %d.%d.%d (%s, %s)", b.blasVer/10000, b.blasVer/100%100, b.blasVer%100, b.bl.library(), mode)
 	}
-	return fmt.Sprintf("%s (sm_%d%d, %d SMs, %.1f GiB), CUDA driver %d.%d, %s", b.devName, b.cc[0], b.cc[1], b.sms,
-		float64(b.totalMem)/(1<<30), b.driverVer/1000, b.driverVer%1000/10, gemm)
+	graphs := "CUDA graphs"
+	if b.noGraphs {
+		graphs = "no CUDA graphs (MOERL_CUDA_GRAPHS=0)"
+	}
+	return fmt.Sprintf("%s (sm_%d%d, %d SMs, %.1f GiB), CUDA driver %d.%d, %s, %s", b.devName, b.cc[0], b.cc[1], b.sms,
+		float64(b.totalMem)/(1<<30), b.driverVer/1000, b.driverVer%1000/10, gemm, graphs)
 }
 
 // tf32Setting reads MOERL_TF32: "" (unset: TF32 on GPUs of compute
