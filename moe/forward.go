@@ -10,7 +10,8 @@ import (
 // layerActs are the activations one layer saves for its backward.
 type layerActs struct {
 	h1, rstd1        *engine.Tensor // attention pre-norm
-	q, k, v          *engine.Tensor // projections (q, k before their norms)
+	qkv              *engine.Tensor // q, k and v one after another: one batched product writes them
+	q, k, v          *engine.Tensor // projections (q, k before their norms), views of qkv
 	qr, kr           *engine.Tensor // q, k after head norm and RoPE
 	rstdq, rstdk     *engine.Tensor
 	att, lse         *engine.Tensor // attention output (before Wo) and its log-sum-exp
@@ -51,9 +52,13 @@ type Acts struct {
 	// backward scratch, shared across layers; nil in a forward-only
 	// workspace (the sampler's)
 	dres, dh, dq, dk, dv, da *engine.Tensor
-	dxp, dg, du, ds, dy      *engine.Tensor
-	dweights, drl, dprobs    *engine.Tensor
-	dlogits, dlogp, dent     *engine.Tensor
+	// dqkv holds the gradients of q, k (before their norms) and v, in qkv's
+	// layout, for one batched product of the three weight gradients; dqp,
+	// dkp and dv are its views.
+	dqkv, dqp, dkp        *engine.Tensor
+	dxp, dg, du, ds, dy   *engine.Tensor
+	dweights, drl, dprobs *engine.Tensor
+	dlogits, dlogp, dent  *engine.Tensor
 
 	hostPos           []int32
 	hostLogp, hostEnt []float32
@@ -106,14 +111,14 @@ func (a *Acts) acts() []act {
 	}
 	for j := range a.layers {
 		s := &a.layers[j]
-		l = append(l, f(&s.h1, d), f(&s.rstd1, 1), f(&s.q, d), f(&s.k, d), f(&s.v, d), f(&s.qr, d), f(&s.kr, d),
+		l = append(l, f(&s.h1, d), f(&s.rstd1, 1), f(&s.qkv, 3*d), f(&s.qr, d), f(&s.kr, d),
 			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
 			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
 			act{&s.offsets, engine.I32, E + 1, true},
 			f(&s.xp, K*d), f(&s.g, K*h), f(&s.u, K*h), f(&s.s, K*h), f(&s.y, K*d))
 	}
 	if a.backward {
-		l = append(l, f(&a.dres, d), f(&a.dh, d), f(&a.dq, d), f(&a.dk, d), f(&a.dv, d), f(&a.da, d),
+		l = append(l, f(&a.dres, d), f(&a.dh, d), f(&a.dq, d), f(&a.dk, d), f(&a.dqkv, 3*d), f(&a.da, d),
 			f(&a.dxp, K*d), f(&a.dg, K*h), f(&a.du, K*h), f(&a.ds, K*h), f(&a.dy, K*d),
 			f(&a.dweights, K), f(&a.drl, E), f(&a.dprobs, E), f(&a.dlogits, V), f(&a.dlogp, 1), f(&a.dent, 1))
 	}
@@ -142,6 +147,7 @@ func (m *Model) newActs(B, T int, backward bool) *Acts {
 	a.hostProbs = make([]float32, a.N*m.Cfg.NumExperts())
 	a.hostLoad = make([]float32, a.load.Len())
 	a.hostAuxCoef = make([]float32, a.auxCoef.Len())
+	a.split()
 	return a
 }
 
@@ -165,10 +171,24 @@ func (m *Model) view(a *Acts, B, T int) *Acts {
 		}
 	}
 	v.hostLoad, v.hostAuxCoef = a.hostLoad, a.hostAuxCoef
+	v.split()
 	N := v.N
 	v.hostPos, v.hostLogp, v.hostEnt = a.hostPos[:N], a.hostLogp[:N], a.hostEnt[:N]
 	v.hostProbs = a.hostProbs[:N*m.Cfg.NumExperts()]
 	return v
+}
+
+// split lays the views of q, k and v over qkv (and of their gradients
+// over dqkv): three blocks of N×d.
+func (a *Acts) split() {
+	N, d := a.N, a.cfg.DModel
+	for l := range a.layers {
+		s := &a.layers[l]
+		s.q, s.k, s.v = s.qkv.View(0, N, d), s.qkv.View(N*d, N, d), s.qkv.View(2*N*d, N, d)
+	}
+	if a.backward {
+		a.dqp, a.dkp, a.dv = a.dqkv.View(0, N, d), a.dqkv.View(N*d, N, d), a.dqkv.View(2*N*d, N, d)
+	}
 }
 
 // Free releases the workspace's backend memory.
@@ -311,9 +331,9 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 
 		// Attention block: pre-norm, projections, head norms, RoPE.
 		be.RMSNorm(s.h1, s.rstd1, x, m.pv[w.attnNorm], N, d, eps)
-		m.linear(s.q, s.h1, m.pv[w.wq], N, d, d, false)
-		m.linear(s.k, s.h1, m.pv[w.wk], N, d, d, false)
-		m.linear(s.v, s.h1, m.pv[w.wv], N, d, d, false)
+		// q, k, v = h1·Wq, h1·Wk, h1·Wv in one batched product: the three
+		// weights lie one after another (newLayout) and so do q, k, v.
+		be.GemmBatched(false, false, N, d, d, 1, s.h1, 0, d, 0, m.Params, w.wq.Off, d, d*d, 0, s.qkv, 0, d, N*d, 3)
 		be.RMSNorm(s.qr, s.rstdq, s.q, m.pv[w.qNorm], N*H, hd, eps)
 		be.RMSNorm(s.kr, s.rstdk, s.k, m.pv[w.kNorm], N*H, hd, eps)
 		be.RoPE(s.qr, a.pos, N, H, hd, theta)
@@ -563,16 +583,18 @@ func (m *Model) backward(a *Acts, entropy bool) {
 		be.AttentionBackward(a.dq, a.dk, a.dv, a.da, s.qr, s.kr, s.v, s.att, s.lse, a.B, a.T, H, hd)
 		be.RoPEBackward(a.dq, a.pos, N, H, hd, theta)
 		be.RoPEBackward(a.dk, a.pos, N, H, hd, theta)
-		// dq, dk now hold gradients w.r.t. the normed heads; a.dh, reused,
-		// collects the pre-norm ones (q then k) in turn, and a.da, reused,
-		// collects dL/dh1 from the three projections.
-		be.Zero(a.dh)
-		be.RMSNormBackward(a.dh, m.gv[w.qNorm], a.dq, s.q, m.pv[w.qNorm], s.rstdq, N*H, hd)
-		m.linearBackward(a.da, m.gv[w.wq], a.dh, s.h1, m.pv[w.wq], N, d, d, false)
-		be.Zero(a.dh)
-		be.RMSNormBackward(a.dh, m.gv[w.kNorm], a.dk, s.k, m.pv[w.kNorm], s.rstdk, N*H, hd)
-		m.linearBackward(a.da, m.gv[w.wk], a.dh, s.h1, m.pv[w.wk], N, d, d, true)
-		m.linearBackward(a.da, m.gv[w.wv], a.dv, s.h1, m.pv[w.wv], N, d, d, true)
+		// dq, dk now hold gradients w.r.t. the normed heads; dqp and dkp
+		// collect the pre-norm ones, beside dv in dqkv, so that the three
+		// weight gradients are one batched product; a.da, reused, collects
+		// dL/dh1 from the three projections, in the order q, k, v.
+		be.Zero(a.dqp)
+		be.Zero(a.dkp)
+		be.RMSNormBackward(a.dqp, m.gv[w.qNorm], a.dq, s.q, m.pv[w.qNorm], s.rstdq, N*H, hd)
+		be.RMSNormBackward(a.dkp, m.gv[w.kNorm], a.dk, s.k, m.pv[w.kNorm], s.rstdk, N*H, hd)
+		be.GemmBatched(true, false, d, d, N, 1, s.h1, 0, d, 0, a.dqkv, 0, d, N*d, 1, m.Grads, w.wq.Off, d, d*d, 3)
+		be.Gemm(false, true, N, d, d, 1, a.dqp, 0, d, m.pv[w.wq], 0, d, 0, a.da, 0, d)
+		be.Gemm(false, true, N, d, d, 1, a.dkp, 0, d, m.pv[w.wk], 0, d, 1, a.da, 0, d)
+		be.Gemm(false, true, N, d, d, 1, a.dv, 0, d, m.pv[w.wv], 0, d, 1, a.da, 0, d)
 		be.RMSNormBackward(a.dres, m.gv[w.attnNorm], a.da, a.x[l], m.pv[w.attnNorm], s.rstd1, N, d)
 	}
 	be.EmbeddingBackward(m.gv[lay.embed], a.dres, a.ids, N, d)

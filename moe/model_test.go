@@ -233,7 +233,14 @@ func TestActsListed(t *testing.T) {
 			case v.Type() == tensorType:
 				isNil := v.IsNil()
 				scratch := strings.HasPrefix(path, "Acts.d")
+				// Views of a listed tensor (split): q, k, v of qkv, and
+				// their gradients of dqkv.
+				name := path[strings.LastIndex(path, ".")+1:]
+				view := name == "q" || name == "k" || name == "v" || path == "Acts.dqp" || path == "Acts.dkp" || path == "Acts.dv"
 				switch {
+				case view && isNil && (backward || !scratch):
+					t.Errorf("backward=%v: the view %s is not set", backward, path)
+				case view:
 				case isNil && (backward || !scratch):
 					t.Errorf("backward=%v: %s is not allocated", backward, path)
 				case !isNil && !backward && scratch:

@@ -55,6 +55,8 @@ func newLayout(c Config) *layout {
 	for i := range l.layers {
 		lp := &l.layers[i]
 		pre := "layer" + strconv.Itoa(i) + "."
+		// wq, wk and wv stay one after another: the forward multiplies by
+		// all three in one batched product (moe/forward.go).
 		lp.wq = add(pre+"wq", true, std, false, d, d)
 		lp.wk = add(pre+"wk", true, std, false, d, d)
 		lp.wv = add(pre+"wv", true, std, false, d, d)
