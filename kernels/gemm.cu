@@ -1,5 +1,6 @@
-// gemm.cu: the fallback SGEMM, used when cuBLAS is absent or MOERL_CUBLAS=off,
-// and the grouped SGEMMs of the MoE experts, used always.
+// gemm.cu: the fallback SGEMM, used when cuBLAS is absent or MOERL_CUBLAS=off
+// (sgemm_tiled, and sgemm_tiled_tf32 in TF32 mode), and the grouped SGEMMs
+// of the MoE experts, used always.
 //
 // Row-major C = alpha·op(A)·op(B) + beta·C for a batch of matrices (grid.z),
 // op(X) = X or Xᵀ, with op(A) m×k, op(B) k×n, row strides lda, ldb, ldc and
@@ -183,6 +184,22 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_tiled(int transA, int tr
     __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
     gemm_tile(transA, transB, m, n, k, alpha, A + blockIdx.z * strideA, lda, B + blockIdx.z * strideB, ldb, beta,
               C + blockIdx.z * strideC, ldc, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
+}
+
+// sgemm_tiled_tf32 is sgemm_tiled on the tensor cores, for the fallback
+// in TF32 mode: like every kernel of this file, an output's sum depends
+// only on its row of op(A) and column of op(B), so a decode step and a
+// training forward give the same bits, which cuBLAS does not promise.
+extern "C" __global__ void __launch_bounds__(256) sgemm_tiled_tf32(int transA, int transB, int m, int n, int k,
+                                                                   float alpha, const float* A, int lda,
+                                                                   long long strideA, const float* B, int ldb,
+                                                                   long long strideB, float beta, float* C, int ldc,
+                                                                   long long strideC) {
+    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    __align__(32) __shared__ float Cs[GEMM_BM][GEMM_BN + 4];
+    gemm_tile_tf32(transA, transB, m, n, k, alpha, A + blockIdx.z * strideA, lda, B + blockIdx.z * strideB, ldb,
+                   beta, C + blockIdx.z * strideC, ldc, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs, Cs);
 }
 
 // group_rows returns group g's first row and row count, or false (after

@@ -260,6 +260,9 @@ func (b *Backend) start() error {
 		if b.blasVer, err = b.bl.version(b.blasH); err != nil {
 			return err
 		}
+	} else {
+		// The fallback is the reference, strict float32, unless asked.
+		b.tf32 = b.tf32Env == "1"
 	}
 	return nil
 }
@@ -369,7 +372,11 @@ func (b *Backend) Name() string { return "cuda" }
 
 // Device describes the GPU, its memory, the driver and the GEMM library.
 func (b *Backend) Device() string {
-	gemm := "fallback GEMM kernel (" + b.blasWhy + ")"
+	mode := "fp32"
+	if b.TF32() {
+		mode = "TF32"
+	}
+	gemm := "fallback GEMM kernel (" + b.blasWhy + ", " + mode + ")"
 	if b.bl != nil {
 		mode := "fp32"
 		if b.TF32() {
@@ -411,7 +418,10 @@ func onOff(name, on, off string) (string, error) {
 // (the op tests bound ‖gpu−cpu‖/‖cpu‖ of a GEMM by 2e-3 in TF32 and 1e-5
 // without). New turns it on where the GPU has TF32 (compute capability 8.0
 // and later) unless MOERL_TF32=0; SetTF32(false) gives GEMMs that match the
-// CPU to float32 rounding. The fallback kernel ignores it.
+// CPU to float32 rounding. Our own GEMM kernels follow it too (the
+// grouped expert GEMMs always, the fallback sgemm_tiled when cuBLAS is off,
+// where TF32 is off unless MOERL_TF32=1 or SetTF32 asks): their TF32 twins
+// keep the batch invariance of the float32 kernels.
 func (b *Backend) SetTF32(on bool) error {
 	if !b.usable("SetTF32") {
 		return b.takeErr()
@@ -431,11 +441,11 @@ func (b *Backend) SetTF32(on bool) error {
 	return nil
 }
 
-// TF32 reports whether cuBLAS runs float32 GEMMs in TF32.
+// TF32 reports whether float32 GEMMs run in TF32.
 func (b *Backend) TF32() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.tf32 && b.bl != nil
+	return b.tf32
 }
 
 // HasCublas reports whether GEMMs go through cuBLAS (else the fallback kernel).

@@ -51,9 +51,19 @@ func TestModelOnEmulator(t *testing.T) {
 
 // TestOnPolicyOnEmulator: sampling on the emulated CUDA backend records the
 // log-probs that its training forward recomputes, bit for bit (the decode
-// attention kernel follows attn_fwd's order).
+// attention kernel follows attn_fwd's order, and our GEMM kernels, float32
+// or TF32, sum each output in an order of its own row), with the fallback
+// GEMM kernel in float32 and in TF32.
 func TestOnPolicyOnEmulator(t *testing.T) {
-	paritytest.OnPolicy(t, emulatedBackend(t), paritytest.SmallConfig(false))
+	be := emulatedBackend(t)
+	for _, tf32 := range []bool{false, true} { // the TF32 twins of the GEMM kernels too
+		t.Run(map[bool]string{false: "fp32", true: "tf32"}[tf32], func(t *testing.T) {
+			if err := be.SetTF32(tf32); err != nil {
+				t.Fatal(err)
+			}
+			paritytest.OnPolicy(t, be, paritytest.SmallConfig(false))
+		})
+	}
 }
 
 // TestRLStepOnEmulator runs one GRPO step and one PPO step (critic

@@ -230,13 +230,14 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.GemmGrouped(false, 8, 5, 3, f(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
 	be.GemmGrouped(true, 8, 5, 3, f(8*3), f(8*3*5), 15, 1, f(8*5), offsets, 8)
 	be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
-	if cb, ok := be.(*Backend); ok && cb.HasCublas() { // the grouped kernels' other twins (TF32 needs cuBLAS)
+	if cb, ok := be.(*Backend); ok { // the GEMM kernels' other twins (fp32 or TF32)
 		tf32 := cb.TF32()
 		if err := cb.SetTF32(!tf32); err != nil {
 			t.Fatal(err)
 		}
 		be.GemmGrouped(false, 8, 5, 3, f(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
 		be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
+		be.Gemm(false, true, 5, 6, 7, 1, f(5*7), 0, 7, f(6*7), 0, 7, 0, f(5*6), 0, 6)
 		if err := cb.SetTF32(tf32); err != nil {
 			t.Fatal(err)
 		}
@@ -294,8 +295,8 @@ func TestEveryKernelLaunches(t *testing.T) {
 	if n := f2.launched()["sgemm_tiled"]; n != 1 {
 		t.Errorf("with cuBLAS, the fallback GEMM ran %d times, want once (for k = 0)", n)
 	}
-	if len(fb.computes) != 3 {
-		t.Errorf("cuBLAS got %d GEMM calls, want 3", len(fb.computes))
+	if len(fb.computes) != 4 {
+		t.Errorf("cuBLAS got %d GEMM calls, want 4", len(fb.computes))
 	}
 }
 
@@ -445,11 +446,23 @@ func TestTF32Setting(t *testing.T) {
 	if _, err := newBackend(newFakeDriver(), nil, "", 0); err == nil || !strings.Contains(err.Error(), `MOERL_TF32="maybe"`) {
 		t.Errorf("MOERL_TF32=maybe: %v", err)
 	}
-	// Without cuBLAS, GEMMs run the fallback kernel in float32 whatever the setting.
-	t.Setenv("MOERL_TF32", "1")
-	b, _, _ := newFake(t, false)
-	if b.TF32() {
-		t.Errorf("TF32() without cuBLAS")
+	// Without cuBLAS, the fallback kernel runs float32 unless MOERL_TF32=1
+	// asks for its TF32 twin, whatever the GPU.
+	for _, env := range []string{"", "1"} {
+		t.Setenv("MOERL_TF32", env)
+		b, f, _ := newFake(t, false)
+		b.Gemm(false, false, 2, 2, 2, 1, b.NewF32(4), 0, 2, b.NewF32(4), 0, 2, 0, b.NewF32(4), 0, 2)
+		if err := b.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		want, kernel := env == "1", "sgemm_tiled"
+		if want {
+			kernel += "_tf32"
+		}
+		if b.TF32() != want || f.launched()[kernel] != 1 || strings.Contains(b.Device(), "TF32") != want {
+			t.Errorf("without cuBLAS, MOERL_TF32=%q: TF32() %v, launches %v, Device() %q; want TF32 %v", env, b.TF32(),
+				f.launched(), b.Device(), want)
+		}
 	}
 }
 

@@ -105,10 +105,14 @@ func (b *Backend) gemm(op string, transA, transB bool, m, n, k int, alpha float3
 		return
 	}
 	// The fallback kernel: 64×64 tiles, the batch on grid.z (65535 at most
-	// per launch).
+	// per launch); its TF32 twin in TF32 mode, where there are products.
+	suffix := ""
+	if k > 0 {
+		suffix = b.tf32Suffix()
+	}
 	for z0 := 0; z0 < batch; z0 += 65535 {
 		nz := min(batch-z0, 65535)
-		b.launch("sgemm_tiled", dim3{cdiv(n, 64), cdiv(m, 64), nz}, dim3{256, 1, 1}, 0,
+		b.launch("sgemm_tiled"+suffix, dim3{cdiv(n, 64), cdiv(m, 64), nz}, dim3{256, 1, 1}, 0,
 			boolArg(transA), boolArg(transB), i32Arg(m), i32Arg(n), i32Arg(k), f32Arg(alpha),
 			offsetArg(a, offA+z0*strideA), i32Arg(lda), i64Arg(int64(strideA)),
 			offsetArg(bm, offB+z0*strideB), i32Arg(ldb), i64Arg(int64(strideB)),

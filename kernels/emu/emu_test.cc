@@ -871,6 +871,7 @@ static void test_gemm() {
                 auto A = randn(sA * batch), B = randn(sB * batch), C = randn(sC * batch);
                 if (beta == 0)
                     for (auto& c : C) c = NaN;
+                const auto C0 = C;
                 std::vector<double> want(C.begin(), C.end());
                 float alpha = 1.25f;
                 for (int z = 0; z < batch; z++)
@@ -900,6 +901,40 @@ static void test_gemm() {
                 char name[64];
                 std::snprintf(name, sizeof name, "sgemm_tiled tA=%d tB=%d beta=%g", tA, tB, beta);
                 CHECK_CLOSE(name, got, ref, 1e-6);
+
+                // The TF32 twin, against float64 on the TF32-rounded inputs.
+                auto C2 = C0;
+                std::vector<double> want2(C0.begin(), C0.end());
+                for (int z = 0; z < batch; z++)
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++) {
+                            double s = 0;
+                            for (int p = 0; p < k; p++) {
+                                float a = tA ? A[z * sA + p * lda + i] : A[z * sA + i * lda + p];
+                                float b = tB ? B[z * sB + j * ldb + p] : B[z * sB + p * ldb + j];
+                                s += (double)nvcuda::wmma::__float_to_tf32(a) * nvcuda::wmma::__float_to_tf32(b);
+                            }
+                            double& c = want2[z * sC + i * ldc + j];
+                            c = alpha * s + (beta != 0 ? beta * c : 0.0);
+                        }
+                emu::launch(dim3(cdiv(n, 64), cdiv(m, 64), batch), dim3(256), 0, sgemm_tiled_tf32, tA, tB, m, n, k,
+                            alpha, (const float*)A.data(), lda, sA, (const float*)B.data(), ldb, sB, beta, C2.data(),
+                            ldc, sC);
+                std::vector<float> got2;
+                std::vector<double> ref2;
+                bool kept = true; // what lies between the written elements is left alone
+                for (size_t x = 0; x < C2.size(); x++) {
+                    const long r = (long)(x % sC), i = r / ldc, j = r % ldc;
+                    if (i < m && j < n) {
+                        got2.push_back(C2[x]);
+                        ref2.push_back(want2[x]);
+                    } else if (!(C2[x] == C0[x] || (std::isnan(C2[x]) && std::isnan(C0[x])))) {
+                        kept = false;
+                    }
+                }
+                std::snprintf(name, sizeof name, "sgemm_tiled_tf32 tA=%d tB=%d beta=%g", tA, tB, beta);
+                CHECK_CLOSE(name, got2, ref2, 1e-6);
+                CHECK(kept, "%s wrote outside C's m×n", name);
             }
 }
 
