@@ -93,6 +93,11 @@ type Backend interface {
 	// group's rows of A (rows×m) and B (rows×n), C_g the m×n matrix that
 	// starts at element g·m·n of c: the expert weights' gradients.
 	GemmGroupedT(rows, m, n int, a, b, c, offsets *Tensor, groups int)
+	// GemmGroupedSwiGLU is the MoE experts' first layer in one call: per
+	// group, g = A_g·B1_g and u = A_g·B3_g as GemmGrouped (transB false,
+	// beta 0) computes them, and s = silu(g)·u as SwiGLU does; g, u and s
+	// are rows×n.
+	GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
 
 	// Add computes y += x over n elements. Scale computes x *= s.
 	Add(y, x *Tensor, n int)

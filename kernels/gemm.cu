@@ -36,8 +36,13 @@
 // are applied as in the fp32 tile. An output's sum still depends on its
 // row alone, never on where the row sits, so the batch invariance holds.
 //
+//   sgemm_grouped_swiglu  the experts' first layer: g = A_g·W1_g and
+//                    u = A_g·W3_g from one staging of A, and s = silu(g)·u
+//                    (swiglu.cu's expression) written with them.
+//
 // CPU twin: engine.Backend.Gemm, engine.Backend.GemmBatched,
-// engine.Backend.GemmGrouped, engine.Backend.GemmGroupedT.
+// engine.Backend.GemmGrouped, engine.Backend.GemmGroupedT,
+// engine.Backend.GemmGroupedSwiGLU.
 #include "common.cuh"
 
 #ifndef MOERL_EMU
@@ -50,12 +55,10 @@
 
 using namespace nvcuda;
 
-// gemm_stage copies the 64×16 slice of op(A) and the 16×64 slice of op(B)
-// at k0 into shared memory, k-major (As[kk][r], Bs[kk][c]), zero past the
-// edges.
-__device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n, int k, const float* A, int lda,
-                                           const float* B, int ldb, int row0, int col0, int k0,
-                                           float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
+// stage_a copies the 64×16 slice of op(A) at (row0, k0) into shared memory,
+// k-major (As[kk][r]), zero past the edges.
+__device__ __forceinline__ void stage_a(int transA, int m, int k, const float* A, int lda, int row0, int k0,
+                                        float (*As)[GEMM_BM + 4]) {
     for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BK; idx += blockDim.x) {
         // Walk the stored matrix along its contiguous dimension.
         int r, kk;
@@ -71,6 +74,11 @@ __device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n,
         if (gi < m && gk < k) v = transA ? A[(size_t)gk * lda + gi] : A[(size_t)gi * lda + gk];
         As[kk][r] = v;
     }
+}
+
+// stage_b copies the 16×64 slice of op(B) at (k0, col0), k-major (Bs[kk][c]).
+__device__ __forceinline__ void stage_b(int transB, int n, int k, const float* B, int ldb, int col0, int k0,
+                                        float (*Bs)[GEMM_BN + 4]) {
     for (int idx = threadIdx.x; idx < GEMM_BK * GEMM_BN; idx += blockDim.x) {
         int c, kk;
         if (transB) {
@@ -85,6 +93,14 @@ __device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n,
         if (gk < k && gj < n) v = transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj];
         Bs[kk][c] = v;
     }
+}
+
+// gemm_stage stages both operands' slices at k0.
+__device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n, int k, const float* A, int lda,
+                                           const float* B, int ldb, int row0, int col0, int k0,
+                                           float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
+    stage_a(transA, m, k, A, lda, row0, k0, As);
+    stage_b(transB, n, k, B, ldb, col0, k0, Bs);
 }
 
 // gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
@@ -176,6 +192,121 @@ __device__ __forceinline__ void gemm_tile_tf32(int transA, int transB, int m, in
     }
 }
 
+// gemm_tile_swiglu computes, for the 64×64 tile at (row0, col0), g = A·B1
+// and u = A·B3 (A m×k, B1 and B3 k×n, none transposed) from one staging of
+// A, and writes g, u and s = silu(g)·u, with swiglu_fwd's expression: the
+// bits of gemm_tile twice and swiglu_fwd, in one pass.
+__device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const float* A, int lda, const float* B1,
+                                                 const float* B3, int ldb, float* G, float* U, float* S, int ldc,
+                                                 int row0, int col0, float (*As)[GEMM_BM + 4],
+                                                 float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4]) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    float acc1[4][4], acc3[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc1[i][j] = acc3[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
+        stage_a(0, m, k, A, lda, row0, k0, As);
+        stage_b(0, n, k, B1, ldb, col0, k0, B1s);
+        stage_b(0, n, k, B3, ldb, col0, k0, B3s);
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK; kk++) {
+            float a[4], b1[4], b3[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                b1[j] = B1s[kk][tx + 16 * j];
+                b3[j] = B3s[kk][tx + 16 * j];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    acc1[i][j] += a[i] * b1[j];
+                    acc3[i][j] += a[i] * b3[j];
+                }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int gi = row0 + ty + 16 * i;
+        if (gi >= m) continue;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int gj = col0 + tx + 16 * j;
+            if (gj >= n) continue;
+            const size_t o = (size_t)gi * ldc + gj;
+            const float g = 1.0f * acc1[i][j], u = 1.0f * acc3[i][j]; // alpha 1, as gemm_tile
+            G[o] = g;
+            U[o] = u;
+            S[o] = g / (1.0f + expf(-g)) * u;
+        }
+    }
+}
+
+// gemm_tile_swiglu_tf32 is gemm_tile_swiglu on the tensor cores (as
+// gemm_tile_tf32), C1s and C3s its staging tiles.
+__device__ __forceinline__ void gemm_tile_swiglu_tf32(int m, int n, int k, const float* A, int lda, const float* B1,
+                                                      const float* B3, int ldb, float* G, float* U, float* S,
+                                                      int ldc, int row0, int col0, float (*As)[GEMM_BM + 4],
+                                                      float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4],
+                                                      float (*C1s)[GEMM_BN + 4], float (*C3s)[GEMM_BN + 4]) {
+    const int warp = threadIdx.x >> 5, wr = warp >> 1, wc = warp & 1;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc1[2], acc3[2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        wmma::fill_fragment(acc1[j], 0.0f);
+        wmma::fill_fragment(acc3[j], 0.0f);
+    }
+    for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
+        stage_a(0, m, k, A, lda, row0, k0, As);
+        stage_b(0, n, k, B1, ldb, col0, k0, B1s);
+        stage_b(0, n, k, B3, ldb, col0, k0, B3s);
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK; kk += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
+            wmma::load_matrix_sync(fa, &As[kk][wr * 16], GEMM_BM + 4);
+#pragma unroll
+            for (int t = 0; t < fa.num_elements; t++) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, &B1s[kk][wc * 32 + j * 16], GEMM_BN + 4);
+#pragma unroll
+                for (int t = 0; t < fb.num_elements; t++) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+                wmma::mma_sync(acc1[j], fa, fb, acc1[j]);
+                wmma::load_matrix_sync(fb, &B3s[kk][wc * 32 + j * 16], GEMM_BN + 4);
+#pragma unroll
+                for (int t = 0; t < fb.num_elements; t++) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+                wmma::mma_sync(acc3[j], fa, fb, acc3[j]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        wmma::store_matrix_sync(&C1s[wr * 16][wc * 32 + j * 16], acc1[j], GEMM_BN + 4, wmma::mem_row_major);
+        wmma::store_matrix_sync(&C3s[wr * 16][wc * 32 + j * 16], acc3[j], GEMM_BN + 4, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BN; idx += blockDim.x) {
+        const int i = idx / GEMM_BN, j = idx % GEMM_BN, gi = row0 + i, gj = col0 + j;
+        if (gi >= m || gj >= n) continue;
+        const size_t o = (size_t)gi * ldc + gj;
+        const float g = 1.0f * C1s[i][j], u = 1.0f * C3s[i][j];
+        G[o] = g;
+        U[o] = u;
+        S[o] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) sgemm_tiled(int transA, int transB, int m, int n, int k,
                                                               float alpha, const float* A, int lda, long long strideA,
                                                               const float* B, int ldb, long long strideB, float beta,
@@ -217,6 +348,28 @@ __device__ __forceinline__ bool group_rows(const int* offsets, int g, int rows, 
     return true;
 }
 
+// group_tile finds the (group, 64-row tile) pair of this block's
+// blockIdx.y: the group, the tile's first row and its rows (to the group's
+// end), or false when the block is past the last pair or the offsets are
+// bad (reported).
+__device__ __forceinline__ bool group_tile(const int* offsets, int groups, int rows, int* status, int* group,
+                                           int* r0, int* m) {
+    int t = blockIdx.y;
+    for (int g = 0; g < groups; g++) {
+        int lo, cnt;
+        if (!group_rows(offsets, g, rows, status, &lo, &cnt)) return false;
+        const int tiles = (cnt + GEMM_BM - 1) / GEMM_BM;
+        if (t < tiles) {
+            *group = g;
+            *r0 = lo + t * GEMM_BM;
+            *m = lo + cnt - *r0;
+            return true;
+        }
+        t -= tiles;
+    }
+    return false;
+}
+
 // grouped_rows is sgemm_grouped's body: grid (cdiv(n, 64), cdiv(rows, 64) +
 // groups), 256 threads.
 template <bool TF32>
@@ -226,26 +379,38 @@ __device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k,
     __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
     __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
     __align__(32) __shared__ float Cs[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
-    int t = blockIdx.y;
-    for (int g = 0; g < groups; g++) {
-        int lo, cnt;
-        if (!group_rows(offsets, g, rows, status, &lo, &cnt)) return;
-        const int tiles = (cnt + GEMM_BM - 1) / GEMM_BM;
-        if (t < tiles) {
-            const int r0 = lo + t * GEMM_BM;
-            const float* a = A + (size_t)r0 * k;
-            const float* b = B + g * strideB;
-            float* c = C + (size_t)r0 * n;
-            if (TF32)
-                gemm_tile_tf32(0, transB, lo + cnt - r0, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0,
-                               blockIdx.x * GEMM_BN, As, Bs, Cs);
-            else
-                gemm_tile(0, transB, lo + cnt - r0, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0,
-                          blockIdx.x * GEMM_BN, As, Bs);
-            return;
-        }
-        t -= tiles;
-    }
+    int g, r0, m;
+    if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
+    const float* a = A + (size_t)r0 * k;
+    const float* b = B + g * strideB;
+    float* c = C + (size_t)r0 * n;
+    if (TF32)
+        gemm_tile_tf32(0, transB, m, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0, blockIdx.x * GEMM_BN, As, Bs,
+                       Cs);
+    else
+        gemm_tile(0, transB, m, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0, blockIdx.x * GEMM_BN, As, Bs);
+}
+
+// grouped_swiglu is sgemm_grouped_swiglu's body: g = A_g·B1_g, u = A_g·B3_g
+// and s = silu(g)·u on each group's rows, grid as grouped_rows'.
+template <bool TF32>
+__device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const float* A, const float* B1,
+                                               const float* B3, long long strideB, float* G, float* U, float* S,
+                                               const int* offsets, int groups, int* status) {
+    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __align__(32) __shared__ float B1s[GEMM_BK][GEMM_BN + 4];
+    __align__(32) __shared__ float B3s[GEMM_BK][GEMM_BN + 4];
+    __align__(32) __shared__ float C1s[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
+    __align__(32) __shared__ float C3s[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
+    int g, r0, m;
+    if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
+    const size_t o = (size_t)r0 * n;
+    if (TF32)
+        gemm_tile_swiglu_tf32(m, n, k, A + (size_t)r0 * k, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o,
+                              S + o, n, 0, blockIdx.x * GEMM_BN, As, B1s, B3s, C1s, C3s);
+    else
+        gemm_tile_swiglu(m, n, k, A + (size_t)r0 * k, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o, S + o,
+                         n, 0, blockIdx.x * GEMM_BN, As, B1s, B3s);
 }
 
 // grouped_t is sgemm_grouped_t's body: grid (cdiv(n, 64), cdiv(m, 64),
@@ -285,4 +450,15 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t(GROUPED_T_ARGS
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_tf32(GROUPED_T_ARGS) {
     grouped_t<true>(rows, m, n, A, B, C, offsets, groups, status);
+}
+
+#define GROUPED_SWIGLU_ARGS                                                                                     \
+    int rows, int n, int k, const float *A, const float *B1, const float *B3, long long strideB, float *G, float *U, \
+        float *S, const int *offsets, int groups, int *status
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS) {
+    grouped_swiglu<false>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROUPED_SWIGLU_ARGS) {
+    grouped_swiglu<true>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
 }

@@ -371,13 +371,11 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		}
 		// Each expert's slots are a block of the sorted rows, given by the
 		// offsets on the backend; every expert runs in one grouped product
-		// per projection: y = W2_e(silu(xp·W1_e) ⊙ xp·W3_e). The SwiGLU is
-		// elementwise, so one call covers every expert's rows.
+		// per projection: y = W2_e(silu(xp·W1_e) ⊙ xp·W3_e), the first
+		// two projections and the SwiGLU in one call.
 		be.RouterDispatch(s.perm, s.inv, s.offsets, s.experts, N, E, K)
 		be.Gather(s.xp, s.h2, s.perm, N*K, d)
-		be.GemmGrouped(false, N*K, h, d, s.xp, m.pv[w.w1], d*h, 0, s.g, s.offsets, E)
-		be.GemmGrouped(false, N*K, h, d, s.xp, m.pv[w.w3], d*h, 0, s.u, s.offsets, E)
-		be.SwiGLU(s.s, s.g, s.u, N*K*h)
+		be.GemmGroupedSwiGLU(N*K, h, d, s.xp, m.pv[w.w1], m.pv[w.w3], d*h, s.g, s.u, s.s, s.offsets, E)
 		be.GemmGrouped(false, N*K, d, h, s.s, m.pv[w.w2], h*d, 0, s.y, s.offsets, E)
 		be.Combine(next, s.y, s.weights, s.inv, N, K, d)
 		if aux {

@@ -211,3 +211,22 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor,
 		b.Gemm(true, false, m, n, kk, 1, a, r0*m, m, bm, r0*n, n, 1, c, g*m*n, n)
 	}
 }
+
+// GemmGroupedSwiGLU is GemmGrouped twice and SwiGLU, so its bits are theirs.
+func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, strideB int, g, u, s,
+	offsets *engine.Tensor, groups int) {
+	const op = "GemmGroupedSwiGLU"
+	if rows < 0 || n < 0 || k < 0 || groups < 0 || strideB < 0 {
+		panic(fmt.Sprintf("cpu: %s: negative size rows=%d n=%d k=%d groups=%d strideB=%d", op, rows, n, k, groups, strideB))
+	}
+	groupOffsets(op, offsets, groups, rows)
+	for _, t := range []struct {
+		name string
+		t    *engine.Tensor
+	}{{"g", g}, {"u", u}, {"s", s}} {
+		f32(op, t.name, t.t, rows*n)
+	}
+	b.GemmGrouped(false, rows, n, k, a, b1, strideB, 0, g, offsets, groups)
+	b.GemmGrouped(false, rows, n, k, a, b3, strideB, 0, u, offsets, groups)
+	b.SwiGLU(s, g, u, rows*n)
+}

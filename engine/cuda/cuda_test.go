@@ -375,6 +375,14 @@ func opCases() []opCase {
 				return nil
 			}})
 	}
+	add(opCase{name: "GemmGroupedSwiGLU", tol: tolElementwise,
+		args: []argSpec{spec("a", gRows*gK, in), spec("b1", groups*gK*gN, in), spec("b3", groups*gK*gN, in),
+			spec("g", gRows*gN, out), spec("u", gRows*gN, out), spec("s", gRows*gN, out), offsetsArg},
+		prep: split,
+		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+			be.GemmGroupedSwiGLU(gRows, gN, gK, t["a"], t["b1"], t["b3"], gK*gN, t["g"], t["u"], t["s"], t["offsets"], groups)
+			return nil
+		}})
 	add(opCase{name: "GemmGroupedT", tol: tolGemmF32,
 		args: []argSpec{spec("a", gRows*gK, in), spec("b", gRows*gN, in), spec("c", groups*gK*gN, acc), offsetsArg},
 		prep: split,

@@ -625,6 +625,32 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 		f32Arg(beta), tensorArg(c), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
 
+// GemmGroupedSwiGLU runs both products and the SwiGLU of every group in
+// one launch of sgemm_grouped_swiglu (its _tf32 twin in TF32 mode), which
+// stages each tile of A once for both weights.
+func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, strideB int, g, u, s,
+	offsets *engine.Tensor, groups int) {
+	chk := b.begin("GemmGroupedSwiGLU")
+	b.groupedCheck(chk, rows, n, k, groups)
+	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
+	chk.f32("A", a, int64(rows)*int64(k))
+	chk.f32("B1", b1, extent(0, k, n, n, strideB, groups))
+	chk.f32("B3", b3, extent(0, k, n, n, strideB, groups))
+	for _, t := range []struct {
+		name string
+		t    *engine.Tensor
+	}{{"g", g}, {"u", u}, {"s", s}} {
+		chk.f32(t.name, t.t, int64(rows)*int64(n))
+	}
+	chk.i32("offsets", offsets, int64(groups)+1)
+	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
+		return
+	}
+	b.launch("sgemm_grouped_swiglu"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
+		tensorArg(g), tensorArg(u), tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
+}
+
 // GemmGroupedT accumulates every group's Aᵀ·B in one launch of
 // sgemm_grouped_t, one group per grid.z.
 func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor, groups int) {

@@ -1006,6 +1006,34 @@ static void test_gemm_grouped() {
             CHECK(status == 0, "%s: status %d", name, status);
         }
 
+    // The fused first layer: g and u must be sgemm_grouped's bits and s
+    // swiglu_fwd's of them (fp32), and the TF32 twin within TF32's bound.
+    auto B3 = randn((size_t)G * k * n);
+    for (int tf = 0; tf < 2; tf++) {
+        std::vector<float> g1(rows * n, NaN), u1(rows * n, NaN), s1(rows * n, NaN);
+        std::vector<float> g2(rows * n, NaN), u2(rows * n, NaN), s2(rows * n, NaN);
+        int status = 0;
+        auto grouped = tf ? sgemm_grouped_tf32 : sgemm_grouped;
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, grouped, 0, rows, n, k, (const float*)A.data(),
+                    (const float*)B.data(), (long long)k * n, 0.0f, g1.data(), off.data(), G, &status);
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, grouped, 0, rows, n, k, (const float*)A.data(),
+                    (const float*)B3.data(), (long long)k * n, 0.0f, u1.data(), off.data(), G, &status);
+        emu::launch(dim3(cdiv(rows * n, 256)), dim3(256), 0, swiglu_fwd, s1.data(), (const float*)g1.data(),
+                    (const float*)u1.data(), rows * n);
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0,
+                    tf ? sgemm_grouped_swiglu_tf32 : sgemm_grouped_swiglu, rows, n, k, (const float*)A.data(),
+                    (const float*)B.data(), (const float*)B3.data(), (long long)k * n, g2.data(), u2.data(), s2.data(),
+                    off.data(), G, &status);
+        const char* name = tf ? "sgemm_grouped_swiglu_tf32" : "sgemm_grouped_swiglu";
+        if (tf) {
+            CHECK_CLOSE(name, s2, s1, 1e-6); // the same TF32 products, summed alike
+        } else {
+            CHECK(g2 == g1 && u2 == u1 && s2 == s1, "%s: not the bits of sgemm_grouped twice and swiglu_fwd", name);
+            std::printf("  %-34s bit for bit the unfused kernels\n", name);
+        }
+        CHECK(status == 0, "%s: status %d", name, status);
+    }
+
     auto Bt = randn((size_t)rows * n), Ct = randn((size_t)G * k * n);
     std::vector<double> want(Ct.begin(), Ct.end());
     for (int g = 0; g < G; g++)
