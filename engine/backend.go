@@ -98,6 +98,13 @@ type Backend interface {
 	// beta 0) computes them, and s = silu(g)·u as SwiGLU does; g, u and s
 	// are rows×n.
 	GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
+	// GemmGroupedSwiGLUBackward is the first half of that layer's
+	// backward in one call: ds = dy·B_gᵀ per group, as GemmGrouped
+	// (transB true, beta 0) computes it, with dy rows×k and B_g the n×k
+	// matrix at g·strideB, then dg and du through the SwiGLU of g and u,
+	// as SwiGLUBackward computes them into zeroed gradients (dg and du are
+	// overwritten, not accumulated); ds, g, u, dg and du are rows×n.
+	GemmGroupedSwiGLUBackward(rows, n, k int, dy, b *Tensor, strideB int, g, u, ds, dg, du, offsets *Tensor, groups int)
 
 	// Add computes y += x over n elements. Scale computes x *= s.
 	Add(y, x *Tensor, n int)

@@ -39,10 +39,14 @@
 //   sgemm_grouped_swiglu  the experts' first layer: g = A_g·W1_g and
 //                    u = A_g·W3_g from one staging of A, and s = silu(g)·u
 //                    (swiglu.cu's expression) written with them.
+//   sgemm_grouped_swiglu_bwd  its backward's first half: ds = dy·W2ᵀ as
+//                    sgemm_grouped (transB) computes it, and in the epilogue
+//                    dgate and dup through the SwiGLU (swiglu_bwd's
+//                    expressions), overwritten.
 //
 // CPU twin: engine.Backend.Gemm, engine.Backend.GemmBatched,
 // engine.Backend.GemmGrouped, engine.Backend.GemmGroupedT,
-// engine.Backend.GemmGroupedSwiGLU.
+// engine.Backend.GemmGroupedSwiGLU, engine.Backend.GemmGroupedSwiGLUBackward.
 #include "common.cuh"
 
 #ifndef MOERL_EMU
@@ -103,10 +107,44 @@ __device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n,
     stage_b(transB, n, k, B, ldb, col0, k0, Bs);
 }
 
-// gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
-__device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const float* A,
-                                          int lda, const float* B, int ldb, float beta, float* C, int ldc, int row0,
-                                          int col0, float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
+// store_epi is the plain GEMM epilogue: C = alpha·acc + beta·C (beta 0
+// overwrites without reading).
+struct store_epi {
+    float alpha, beta;
+    float* C;
+    int ldc;
+    __device__ __forceinline__ void operator()(int gi, int gj, float acc) const {
+        float* c = C + (size_t)gi * ldc + gj;
+        float v = alpha * acc;
+        if (beta != 0.0f) v += beta * *c;
+        *c = v;
+    }
+};
+
+// swiglu_bwd_epi is the epilogue of the product ds = dy·W2ᵀ in the experts'
+// backward: it writes ds and, through the SwiGLU, dgate and dup, with
+// swiglu_bwd's expressions added to 0 (the bits of swiglu_bwd accumulating
+// into zeroed gradients).
+struct swiglu_bwd_epi {
+    const float *G, *U;
+    float *DS, *DG, *DU;
+    int ld;
+    __device__ __forceinline__ void operator()(int gi, int gj, float acc) const {
+        const size_t o = (size_t)gi * ld + gj;
+        const float d = 1.0f * acc, g = G[o], u = U[o]; // alpha 1, as store_epi
+        const float s = 1.0f / (1.0f + expf(-g));
+        DS[o] = d;
+        DG[o] = 0.0f + d * u * s * (1.0f + g * (1.0f - s));
+        DU[o] = 0.0f + d * g * s;
+    }
+};
+
+// gemm_tile_epi computes the 64×64 tile of op(A)·op(B) whose first output
+// is (row0, col0) and hands each output in range to epi.
+template <class Epi>
+__device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int n, int k, const float* A, int lda,
+                                              const float* B, int ldb, int row0, int col0, float (*As)[GEMM_BM + 4],
+                                              float (*Bs)[GEMM_BN + 4], const Epi& epi) {
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     float acc[4][4];
 #pragma unroll
@@ -140,20 +178,25 @@ __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, 
         for (int j = 0; j < 4; j++) {
             const int gj = col0 + tx + 16 * j;
             if (gj >= n) continue;
-            float* c = C + (size_t)gi * ldc + gj;
-            float v = alpha * acc[i][j];
-            if (beta != 0.0f) v += beta * *c;
-            *c = v;
+            epi(gi, gj, acc[i][j]);
         }
     }
 }
 
-// gemm_tile_tf32 is gemm_tile on the tensor cores (see the top of the file);
-// Cs is a 64×64 staging tile.
-__device__ __forceinline__ void gemm_tile_tf32(int transA, int transB, int m, int n, int k, float alpha,
-                                               const float* A, int lda, const float* B, int ldb, float beta,
-                                               float* C, int ldc, int row0, int col0, float (*As)[GEMM_BM + 4],
-                                               float (*Bs)[GEMM_BN + 4], float (*Cs)[GEMM_BN + 4]) {
+// gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
+__device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const float* A,
+                                          int lda, const float* B, int ldb, float beta, float* C, int ldc, int row0,
+                                          int col0, float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
+    gemm_tile_epi(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, store_epi{alpha, beta, C, ldc});
+}
+
+// gemm_tile_epi_tf32 is gemm_tile_epi on the tensor cores (see the top of
+// the file); Cs is a 64×64 staging tile.
+template <class Epi>
+__device__ __forceinline__ void gemm_tile_epi_tf32(int transA, int transB, int m, int n, int k, const float* A,
+                                                   int lda, const float* B, int ldb, int row0, int col0,
+                                                   float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4],
+                                                   float (*Cs)[GEMM_BN + 4], const Epi& epi) {
     const int warp = threadIdx.x >> 5, wr = warp >> 1, wc = warp & 1;
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
@@ -185,11 +228,17 @@ __device__ __forceinline__ void gemm_tile_tf32(int transA, int transB, int m, in
     for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BN; idx += blockDim.x) {
         const int i = idx / GEMM_BN, j = idx % GEMM_BN, gi = row0 + i, gj = col0 + j;
         if (gi >= m || gj >= n) continue;
-        float* c = C + (size_t)gi * ldc + gj;
-        float v = alpha * Cs[i][j];
-        if (beta != 0.0f) v += beta * *c;
-        *c = v;
+        epi(gi, gj, Cs[i][j]);
     }
+}
+
+// gemm_tile_tf32 is gemm_tile on the tensor cores.
+__device__ __forceinline__ void gemm_tile_tf32(int transA, int transB, int m, int n, int k, float alpha,
+                                               const float* A, int lda, const float* B, int ldb, float beta,
+                                               float* C, int ldc, int row0, int col0, float (*As)[GEMM_BM + 4],
+                                               float (*Bs)[GEMM_BN + 4], float (*Cs)[GEMM_BN + 4]) {
+    gemm_tile_epi_tf32(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, Cs,
+                       store_epi{alpha, beta, C, ldc});
 }
 
 // gemm_tile_swiglu computes, for the 64×64 tile at (row0, col0), g = A·B1
@@ -452,6 +501,27 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_tf32(GROUPED_T
     grouped_t<true>(rows, m, n, A, B, C, offsets, groups, status);
 }
 
+// grouped_swiglu_bwd is sgemm_grouped_swiglu_bwd's body: ds_g = dy_g·W2_gᵀ
+// (W2_g n×k at g·strideB) on each group's rows, and through the SwiGLU
+// dgate and dup, grid as grouped_rows'.
+template <bool TF32>
+__device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const float* DY, const float* W2,
+                                                   long long strideB, const float* G, const float* U, float* DS,
+                                                   float* DG, float* DU, const int* offsets, int groups, int* status) {
+    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
+    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    __align__(32) __shared__ float Cs[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
+    int g, r0, m;
+    if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
+    const size_t o = (size_t)r0 * n;
+    const swiglu_bwd_epi epi{G + o, U + o, DS + o, DG + o, DU + o, n};
+    if (TF32)
+        gemm_tile_epi_tf32(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs,
+                           Cs, epi);
+    else
+        gemm_tile_epi(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs, epi);
+}
+
 #define GROUPED_SWIGLU_ARGS                                                                                     \
     int rows, int n, int k, const float *A, const float *B1, const float *B3, long long strideB, float *G, float *U, \
         float *S, const int *offsets, int groups, int *status
@@ -461,4 +531,15 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_S
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROUPED_SWIGLU_ARGS) {
     grouped_swiglu<true>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+
+#define GROUPED_SWIGLU_BWD_ARGS                                                                                     \
+    int rows, int n, int k, const float *DY, const float *W2, long long strideB, const float *G, const float *U, \
+        float *DS, float *DG, float *DU, const int *offsets, int groups, int *status
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd(GROUPED_SWIGLU_BWD_ARGS) {
+    grouped_swiglu_bwd<false>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_tf32(GROUPED_SWIGLU_BWD_ARGS) {
+    grouped_swiglu_bwd<true>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
 }

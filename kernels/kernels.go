@@ -41,7 +41,7 @@ var Modules = []Module{
 	}},
 	{"embedding", []string{"embedding_fwd", "embedding_bwd_apply"}},
 	{"gather", []string{"gather_fwd", "gather_bwd", "combine_fwd", "combine_bwd", "scatter_rows"}},
-	{"gemm", []string{"sgemm_tiled", "sgemm_tiled_tf32", "sgemm_grouped", "sgemm_grouped_t", "sgemm_grouped_tf32", "sgemm_grouped_t_tf32", "sgemm_grouped_swiglu", "sgemm_grouped_swiglu_tf32"}},
+	{"gemm", []string{"sgemm_tiled", "sgemm_tiled_tf32", "sgemm_grouped", "sgemm_grouped_t", "sgemm_grouped_tf32", "sgemm_grouped_t_tf32", "sgemm_grouped_swiglu", "sgemm_grouped_swiglu_tf32", "sgemm_grouped_swiglu_bwd", "sgemm_grouped_swiglu_bwd_tf32"}},
 	{"logprob", []string{"logprob_fwd", "logprob_bwd", "entropy"}},
 	{"reduce", []string{"add_f32", "scale_f32", "sumsq_partial", "sumsq_final"}},
 	{"rmsnorm", []string{"rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_dw_reduce"}},

@@ -550,10 +550,7 @@ func (m *Model) backward(a *Acts, entropy bool) {
 			// and W3 into one dxp.
 			NK := N * K
 			be.GemmGroupedT(NK, h, d, s.s, a.dy, m.gv[w.w2], s.offsets, E)
-			be.GemmGrouped(true, NK, h, d, a.dy, m.pv[w.w2], h*d, 0, a.ds, s.offsets, E)
-			be.Zero(a.dg)
-			be.Zero(a.du)
-			be.SwiGLUBackward(a.dg, a.du, a.ds, s.g, s.u, NK*h)
+			be.GemmGroupedSwiGLUBackward(NK, h, d, a.dy, m.pv[w.w2], h*d, s.g, s.u, a.ds, a.dg, a.du, s.offsets, E)
 			be.GemmGroupedT(NK, d, h, s.xp, a.dg, m.gv[w.w1], s.offsets, E)
 			be.GemmGrouped(true, NK, d, h, a.dg, m.pv[w.w1], d*h, 0, a.dxp, s.offsets, E)
 			be.GemmGroupedT(NK, d, h, s.xp, a.du, m.gv[w.w3], s.offsets, E)

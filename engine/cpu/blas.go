@@ -230,3 +230,24 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, st
 	b.GemmGrouped(false, rows, n, k, a, b3, strideB, 0, u, offsets, groups)
 	b.SwiGLU(s, g, u, rows*n)
 }
+
+// GemmGroupedSwiGLUBackward is GemmGrouped and SwiGLUBackward into zeroed
+// gradients, so its bits are theirs.
+func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tensor, strideB int, g, u, ds, dg, du,
+	offsets *engine.Tensor, groups int) {
+	const op = "GemmGroupedSwiGLUBackward"
+	if rows < 0 || n < 0 || k < 0 || groups < 0 || strideB < 0 {
+		panic(fmt.Sprintf("cpu: %s: negative size rows=%d n=%d k=%d groups=%d strideB=%d", op, rows, n, k, groups, strideB))
+	}
+	groupOffsets(op, offsets, groups, rows)
+	for _, t := range []struct {
+		name string
+		t    *engine.Tensor
+	}{{"g", g}, {"u", u}, {"ds", ds}, {"dg", dg}, {"du", du}} {
+		f32(op, t.name, t.t, rows*n)
+	}
+	b.GemmGrouped(true, rows, n, k, dy, bm, strideB, 0, ds, offsets, groups)
+	clear(dg.F[:rows*n])
+	clear(du.F[:rows*n])
+	b.SwiGLUBackward(dg, du, ds, g, u, rows*n)
+}

@@ -30,6 +30,7 @@ func TestMisuseContract(t *testing.T) {
 				{"GemmGrouped", func() { be.GemmGrouped(false, 2, 2, 2, x, x, 4, 0, x, x, 2) }},
 				{"GemmGroupedT", func() { be.GemmGroupedT(2, 2, 2, x, x, x, ids, -1) }},
 				{"GemmGroupedSwiGLU", func() { be.GemmGroupedSwiGLU(2, 2, 2, x, x, x, 4, x, x, ids, x, 2) }},
+				{"GemmGroupedSwiGLUBackward", func() { be.GemmGroupedSwiGLUBackward(2, 2, 2, x, x, 4, x, x, x, ids, x, x, 2) }},
 				{"RouterLoad", func() { be.RouterLoad(x, x, ids, 2, 0) }},
 				{"Sample", func() { be.Sample(ids, x, x, x, 1, 4, -1, 0, 1) }},
 				{"AdamW", func() { be.AdamW(x, x, x, x, 4, 1e-3, 0.9, 0.95, 1e-8, 0, 0) }},

@@ -383,6 +383,15 @@ func opCases() []opCase {
 			be.GemmGroupedSwiGLU(gRows, gN, gK, t["a"], t["b1"], t["b3"], gK*gN, t["g"], t["u"], t["s"], t["offsets"], groups)
 			return nil
 		}})
+	add(opCase{name: "GemmGroupedSwiGLUBackward", tol: tolElementwise,
+		args: []argSpec{spec("dy", gRows*gK, in), spec("b", groups*gN*gK, in), spec("g", gRows*gN, in), spec("u", gRows*gN, in),
+			spec("ds", gRows*gN, out), spec("dg", gRows*gN, out), spec("du", gRows*gN, out), offsetsArg},
+		prep: split,
+		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+			be.GemmGroupedSwiGLUBackward(gRows, gN, gK, t["dy"], t["b"], gK*gN, t["g"], t["u"], t["ds"], t["dg"], t["du"],
+				t["offsets"], groups)
+			return nil
+		}})
 	add(opCase{name: "GemmGroupedT", tol: tolGemmF32,
 		args: []argSpec{spec("a", gRows*gK, in), spec("b", gRows*gN, in), spec("c", groups*gK*gN, acc), offsetsArg},
 		prep: split,

@@ -53,7 +53,7 @@ func statusError(code int32) error {
 	case statusDecodeLen:
 		what = "AttentionDecode: a sequence length is outside [0, maxSeq]"
 	case statusGroups:
-		what = "GemmGrouped/GemmGroupedT/GemmGroupedSwiGLU/RouterLoad: the group offsets fall or pass the rows"
+		what = "GemmGrouped*/RouterLoad: the group offsets fall or pass the rows"
 	default:
 		what = fmt.Sprintf("unknown kernel status %d", code)
 	}

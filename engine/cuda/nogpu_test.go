@@ -231,6 +231,7 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.GemmGrouped(true, 8, 5, 3, f(8*3), f(8*3*5), 15, 1, f(8*5), offsets, 8)
 	be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
 	be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
+	be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
 	if cb, ok := be.(*Backend); ok { // the GEMM kernels' other twins (fp32 or TF32)
 		tf32 := cb.TF32()
 		if err := cb.SetTF32(!tf32); err != nil {
@@ -239,6 +240,7 @@ func exercise(t *testing.T, be engine.Backend) {
 		be.GemmGrouped(false, 8, 5, 3, f(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
 		be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
 		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
+		be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
 		be.Gemm(false, true, 5, 6, 7, 1, f(5*7), 0, 7, f(6*7), 0, 7, 0, f(5*6), 0, 6)
 		if err := cb.SetTF32(tf32); err != nil {
 			t.Fatal(err)

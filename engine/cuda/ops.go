@@ -651,6 +651,31 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, st
 		tensorArg(g), tensorArg(u), tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
 
+// GemmGroupedSwiGLUBackward runs ds = dy·Wᵀ and the SwiGLU's backward of
+// every group in one launch of sgemm_grouped_swiglu_bwd (its _tf32 twin in
+// TF32 mode): the gradients are written by the GEMM's epilogue.
+func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tensor, strideB int, g, u, ds, dg, du,
+	offsets *engine.Tensor, groups int) {
+	chk := b.begin("GemmGroupedSwiGLUBackward")
+	b.groupedCheck(chk, rows, n, k, groups)
+	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
+	chk.f32("dy", dy, int64(rows)*int64(k))
+	chk.f32("B", bm, extent(0, n, k, k, strideB, groups))
+	for _, t := range []struct {
+		name string
+		t    *engine.Tensor
+	}{{"g", g}, {"u", u}, {"ds", ds}, {"dg", dg}, {"du", du}} {
+		chk.f32(t.name, t.t, int64(rows)*int64(n))
+	}
+	chk.i32("offsets", offsets, int64(groups)+1)
+	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
+		return
+	}
+	b.launch("sgemm_grouped_swiglu_bwd"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(dy), tensorArg(bm), i64Arg(int64(strideB)), tensorArg(g),
+		tensorArg(u), tensorArg(ds), tensorArg(dg), tensorArg(du), tensorArg(offsets), i32Arg(groups), b.statusArg())
+}
+
 // GemmGroupedT accumulates every group's Aᵀ·B in one launch of
 // sgemm_grouped_t, one group per grid.z.
 func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor, groups int) {

@@ -1034,6 +1034,29 @@ static void test_gemm_grouped() {
         CHECK(status == 0, "%s: status %d", name, status);
     }
 
+    // Its backward's first half: ds = dy·W2ᵀ and the SwiGLU's gradients,
+    // against sgemm_grouped (transB) and swiglu_bwd into zeroed gradients.
+    // Here dy is A (rows×k) and W2_g the n×k matrix at g·k·n of B.
+    auto Gt = randn((size_t)rows * n), Ut = randn((size_t)rows * n);
+    for (int tf = 0; tf < 2; tf++) {
+        std::vector<float> ds1(rows * n, NaN), dg1(rows * n, 0.0f), du1(rows * n, 0.0f);
+        std::vector<float> ds2(rows * n, NaN), dg2(rows * n, NaN), du2(rows * n, NaN);
+        int status = 0;
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, tf ? sgemm_grouped_tf32 : sgemm_grouped, 1,
+                    rows, n, k, (const float*)A.data(), (const float*)B.data(), (long long)k * n, 0.0f, ds1.data(),
+                    off.data(), G, &status);
+        emu::launch(dim3(cdiv(rows * n, 256)), dim3(256), 0, swiglu_bwd, dg1.data(), du1.data(),
+                    (const float*)ds1.data(), (const float*)Gt.data(), (const float*)Ut.data(), rows * n);
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0,
+                    tf ? sgemm_grouped_swiglu_bwd_tf32 : sgemm_grouped_swiglu_bwd, rows, n, k, (const float*)A.data(),
+                    (const float*)B.data(), (long long)k * n, (const float*)Gt.data(), (const float*)Ut.data(),
+                    ds2.data(), dg2.data(), du2.data(), off.data(), G, &status);
+        const char* name = tf ? "sgemm_grouped_swiglu_bwd_tf32" : "sgemm_grouped_swiglu_bwd";
+        CHECK(ds2 == ds1 && dg2 == dg1 && du2 == du1, "%s: not the bits of sgemm_grouped and swiglu_bwd", name);
+        std::printf("  %-34s bit for bit the unfused kernels\n", name);
+        CHECK(status == 0, "%s: status %d", name, status);
+    }
+
     auto Bt = randn((size_t)rows * n), Ct = randn((size_t)G * k * n);
     std::vector<double> want(Ct.begin(), Ct.end());
     for (int g = 0; g < G; g++)
