@@ -93,8 +93,9 @@ type Sequence struct {
 //
 // Generate keeps its workspaces and KV cache on the model between calls
 // (an RL run samples the same shapes every step) and grows them when a call
-// needs more; FreeSampler releases them. Calls on one model must not
-// overlap.
+// needs more; FreeSampler releases them. On a backend that records graphs
+// (engine.Capturer) each decode step shape becomes a graph on its second
+// step, kept with the workspaces. Calls on one model must not overlap.
 func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.RNG) ([]Sequence, error) {
 	sh, limit, err := m.plan(prompts, G, o)
 	if err != nil {
