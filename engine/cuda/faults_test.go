@@ -187,3 +187,65 @@ func TestGraphFailureStopsGenerate(t *testing.T) {
 		t.Errorf("generate after the reported error: %v", err)
 	}
 }
+
+// TestGraphsFreed: the graphs a model records live as long as the
+// workspaces whose tensors they use. A sampler that grows closes its decode
+// graphs, FreeSampler and Acts.Free close the rest, so none is left on the
+// driver.
+func TestGraphsFreed(t *testing.T) {
+	b, f, _ := faultBackend(t)
+	defer b.Close()
+	m, err := moe.New(tinyModel(), b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.graphs)
+	}
+	gen := func(prompts int) {
+		t.Helper()
+		ps := make([][]int32, prompts)
+		for i := range ps {
+			ps[i] = []int32{1, int32(5 + i)}
+		}
+		if _, err := m.Generate(ps, 2, moe.SampleOptions{Temperature: 1, MaxNew: 5}, engine.NewRNG(1, engine.StreamSample)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen(2)
+	if live() == 0 {
+		t.Fatal("a 5-token generate recorded no graph")
+	}
+	gen(4) // twice the rows: the workspaces grow, the old graphs go
+	after := live()
+	gen(4)
+	if live() != after {
+		t.Errorf("the same shape again: %d graphs live, then %d", after, live())
+	}
+	m.FreeSampler()
+	if n := live(); n != 0 {
+		t.Errorf("after FreeSampler, %d graphs live", n)
+	}
+
+	acts := m.NewActs(2, 8)
+	tc := moe.DefaultTrain
+	tc.Batch, tc.SeqLen, tc.Steps = 2, 8, 3
+	docs := [][]int32{{1, 2, 3, 4, 5, 6, 7, 8, 9}, {9, 8, 7, 6, 5, 4, 3, 2, 1}}
+	for i := range tc.Steps {
+		if _, err := m.TrainStep(acts, moe.NewBatch(docs, 8, 0), tc, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := live(); n != 2 {
+		t.Errorf("after 3 training steps, %d graphs live, want 2 (forward and backward)", n)
+	}
+	acts.Free(b)
+	if n := live(); n != 0 {
+		t.Errorf("after Acts.Free, %d graphs live", n)
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
