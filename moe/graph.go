@@ -25,33 +25,28 @@ func (gs *graphs) run(be engine.Backend, key any, step func()) {
 		step()
 		return
 	}
-	if g := gs.rec[key]; g != nil {
-		if err := g.Launch(); err != nil { // a closed backend: let the ops report it
-			g.Close()
-			delete(gs.rec, key)
-			step()
+	g := gs.rec[key]
+	if g == nil {
+		if gs.tried == nil {
+			gs.rec, gs.tried = map[any]engine.Graph{}, map[any]bool{}
 		}
-		return
+		again, seen := gs.tried[key]
+		if !seen {
+			gs.tried[key] = true
+		}
+		if !seen || !again {
+			step()
+			return
+		}
+		var err error
+		if g, err = c.CaptureGraph(step); err != nil {
+			gs.tried[key] = false
+			step()
+			return
+		}
+		gs.rec[key] = g
 	}
-	if gs.tried == nil {
-		gs.rec, gs.tried = map[any]engine.Graph{}, map[any]bool{}
-	}
-	again, seen := gs.tried[key]
-	if !seen {
-		gs.tried[key] = true
-	}
-	if !seen || !again {
-		step()
-		return
-	}
-	g, err := c.CaptureGraph(step)
-	if err != nil {
-		gs.tried[key] = false
-		step()
-		return
-	}
-	gs.rec[key] = g
-	if err := g.Launch(); err != nil {
+	if err := g.Launch(); err != nil { // a closed backend: let the ops report it
 		g.Close()
 		delete(gs.rec, key)
 		step()

@@ -215,17 +215,7 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor,
 // GemmGroupedSwiGLU is GemmGrouped twice and SwiGLU, so its bits are theirs.
 func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, strideB int, g, u, s,
 	offsets *engine.Tensor, groups int) {
-	const op = "GemmGroupedSwiGLU"
-	if rows < 0 || n < 0 || k < 0 || groups < 0 || strideB < 0 {
-		panic(fmt.Sprintf("cpu: %s: negative size rows=%d n=%d k=%d groups=%d strideB=%d", op, rows, n, k, groups, strideB))
-	}
-	groupOffsets(op, offsets, groups, rows)
-	for _, t := range []struct {
-		name string
-		t    *engine.Tensor
-	}{{"g", g}, {"u", u}, {"s", s}} {
-		f32(op, t.name, t.t, rows*n)
-	}
+	fusedArgs("GemmGroupedSwiGLU", rows, n, k, groups, strideB, offsets, namedF32{"g", g}, namedF32{"u", u}, namedF32{"s", s})
 	b.GemmGrouped(false, rows, n, k, a, b1, strideB, 0, g, offsets, groups)
 	b.GemmGrouped(false, rows, n, k, a, b3, strideB, 0, u, offsets, groups)
 	b.SwiGLU(s, g, u, rows*n)
@@ -235,19 +225,29 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, st
 // gradients, so its bits are theirs.
 func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tensor, strideB int, g, u, ds, dg, du,
 	offsets *engine.Tensor, groups int) {
-	const op = "GemmGroupedSwiGLUBackward"
-	if rows < 0 || n < 0 || k < 0 || groups < 0 || strideB < 0 {
-		panic(fmt.Sprintf("cpu: %s: negative size rows=%d n=%d k=%d groups=%d strideB=%d", op, rows, n, k, groups, strideB))
-	}
-	groupOffsets(op, offsets, groups, rows)
-	for _, t := range []struct {
-		name string
-		t    *engine.Tensor
-	}{{"g", g}, {"u", u}, {"ds", ds}, {"dg", dg}, {"du", du}} {
-		f32(op, t.name, t.t, rows*n)
-	}
+	fusedArgs("GemmGroupedSwiGLUBackward", rows, n, k, groups, strideB, offsets,
+		namedF32{"g", g}, namedF32{"u", u}, namedF32{"ds", ds}, namedF32{"dg", dg}, namedF32{"du", du})
 	b.GemmGrouped(true, rows, n, k, dy, bm, strideB, 0, ds, offsets, groups)
 	clear(dg.F[:rows*n])
 	clear(du.F[:rows*n])
 	b.SwiGLUBackward(dg, du, ds, g, u, rows*n)
+}
+
+// namedF32 is a tensor argument and its name, for checks that list several.
+type namedF32 struct {
+	name string
+	t    *engine.Tensor
+}
+
+// fusedArgs checks what the fused grouped ops check before they call the
+// unfused ones, so that a misuse panics under the fused op's name: the
+// sizes, the offsets, and rows×n elements in each output.
+func fusedArgs(op string, rows, n, k, groups, strideB int, offsets *engine.Tensor, outs ...namedF32) {
+	if rows < 0 || n < 0 || k < 0 || groups < 0 || strideB < 0 {
+		panic(fmt.Sprintf("cpu: %s: negative size rows=%d n=%d k=%d groups=%d strideB=%d", op, rows, n, k, groups, strideB))
+	}
+	groupOffsets(op, offsets, groups, rows)
+	for _, o := range outs {
+		f32(op, o.name, o.t, rows*n)
+	}
 }

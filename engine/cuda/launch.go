@@ -298,3 +298,16 @@ func (b *Backend) scratchPtr(slot scratchSlot, bytes uint64) (uintptr, bool) {
 	*s = scratchBuf{ptr: p, bytes: blockSize(bytes)}
 	return p, true
 }
+
+// named is a tensor argument and its name, for checks that list several.
+type named struct {
+	name string
+	t    *engine.Tensor
+}
+
+// f32s checks that each tensor is a float32 tensor of at least n elements.
+func (c *argCheck) f32s(n int64, ts ...named) {
+	for _, t := range ts {
+		c.f32(t.name, t.t, n)
+	}
+}

@@ -636,12 +636,7 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, st
 	chk.f32("A", a, int64(rows)*int64(k))
 	chk.f32("B1", b1, extent(0, k, n, n, strideB, groups))
 	chk.f32("B3", b3, extent(0, k, n, n, strideB, groups))
-	for _, t := range []struct {
-		name string
-		t    *engine.Tensor
-	}{{"g", g}, {"u", u}, {"s", s}} {
-		chk.f32(t.name, t.t, int64(rows)*int64(n))
-	}
+	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u}, named{"s", s})
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
@@ -661,12 +656,7 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
 	chk.f32("dy", dy, int64(rows)*int64(k))
 	chk.f32("B", bm, extent(0, n, k, k, strideB, groups))
-	for _, t := range []struct {
-		name string
-		t    *engine.Tensor
-	}{{"g", g}, {"u", u}, {"ds", ds}, {"dg", dg}, {"du", du}} {
-		chk.f32(t.name, t.t, int64(rows)*int64(n))
-	}
+	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u}, named{"ds", ds}, named{"dg", dg}, named{"du", du})
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
