@@ -205,9 +205,13 @@ type Backend interface {
 	// given lse and ent of the same logits.
 	EntropyBackward(dlogits, dent, logits, lse, ent *Tensor, rows, vocab int)
 
-	// AdamW updates n parameters in place with decoupled weight decay:
-	// m, v the moments, step ≥ 1 the 1-based step for bias correction.
-	AdamW(p, g, m, v *Tensor, n int, lr, beta1, beta2, eps, weightDecay float32, step int)
+	// AdamW updates n parameters in place with decoupled weight decay,
+	// which applies to the first nDecay of them (a model keeps its matrices
+	// first and its norm gains after, so the whole model is one call): m, v
+	// the moments, step ≥ 1 the 1-based step for bias correction. It reads
+	// the gradient as gradScale·g, rounded to float32 as Scale rounds it,
+	// so global-norm clipping costs no pass of its own; g is not written.
+	AdamW(p, g, m, v *Tensor, n, nDecay int, gradScale, lr, beta1, beta2, eps, weightDecay float32, step int)
 
 	// Sample draws one token per row from softmax(logits/temperature),
 	// restricted to the topK most likely tokens (0: all) and then to the

@@ -91,17 +91,12 @@ func (m *Model) Step(lr float64, o OptConfig) (float64, error) {
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return norm, m.nonFinite("gradient", m.gv)
 	}
-	if s := engine.ClipScale(norm, o.ClipNorm); s != 1 {
-		be.Scale(m.Grads, n, float32(s))
-	}
+	// One AdamW call covers the whole model: the matrices come first and
+	// take weight decay, the norm gains after them do not, and the clip
+	// scale is applied as the gradient is read.
 	m.OptStep++
-	nd := m.lay.nDecay
-	be.AdamW(m.Params.View(0, nd), m.Grads.View(0, nd), m.M.View(0, nd), m.V.View(0, nd), nd,
+	be.AdamW(m.Params, m.Grads, m.M, m.V, n, m.lay.nDecay, float32(engine.ClipScale(norm, o.ClipNorm)),
 		float32(lr), float32(o.Beta1), float32(o.Beta2), float32(o.Eps), float32(o.WeightDecay), m.OptStep)
-	if rest := n - nd; rest > 0 {
-		be.AdamW(m.Params.View(nd, rest), m.Grads.View(nd, rest), m.M.View(nd, rest), m.V.View(nd, rest), rest,
-			float32(lr), float32(o.Beta1), float32(o.Beta2), float32(o.Eps), 0, m.OptStep)
-	}
 	return norm, nil
 }
 

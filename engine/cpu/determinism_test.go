@@ -148,7 +148,7 @@ var determinismCases = []struct {
 		for i := range v {
 			v[i] *= v[i]
 		}
-		b.AdamW(wrap(p), tf(randVec(r, n, 1)), wrap(m), wrap(v), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 7)
+		b.AdamW(wrap(p), tf(randVec(r, n, 1)), wrap(m), wrap(v), n, n/2, 0.5, 1e-3, 0.9, 0.95, 1e-8, 0.1, 7)
 		return bits([][]float32{p, m, v})
 	}},
 	{"Sample", func(b *Backend) []uint32 {

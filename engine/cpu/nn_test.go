@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/moerl/moerl/engine"
 	"github.com/moerl/moerl/engine/cpu/gemm"
 )
 
@@ -351,24 +352,63 @@ func TestTokenLogProbs(t *testing.T) {
 func TestAdamW(t *testing.T) {
 	b := New()
 	r := newRand(12)
-	const n = 50
+	const n, nDecay = 50, 37
 	const lr, b1, b2, eps, wd = 1e-2, 0.9, 0.95, 1e-8, 0.1
 	p := randVec(r, n, 1)
 	m, v := make([]float32, n), make([]float32, n)
 	p64, m64, v64 := f64s(p), make([]float64, n), make([]float64, n)
 	for step := 1; step <= 3; step++ {
 		g := randVec(r, n, 1)
-		b.AdamW(wrap(p), tf(g), wrap(m), wrap(v), n, lr, b1, b2, eps, wd, step)
+		scale := float32(1) / float32(step) // a clip scale on steps 2 and 3
+		b.AdamW(wrap(p), tf(g), wrap(m), wrap(v), n, nDecay, scale, lr, b1, b2, eps, wd, step)
 		for i := range n {
-			gi := float64(g[i])
+			gi := float64(g[i]) * float64(scale)
 			m64[i] = b1*m64[i] + (1-b1)*gi
 			v64[i] = b2*v64[i] + (1-b2)*gi*gi
 			mh := m64[i] / (1 - math.Pow(b1, float64(step)))
 			vh := v64[i] / (1 - math.Pow(b2, float64(step)))
-			p64[i] -= lr * (wd*p64[i] + mh/(math.Sqrt(vh)+eps))
+			decay := wd
+			if i >= nDecay {
+				decay = 0
+			}
+			p64[i] -= lr * (decay*p64[i] + mh/(math.Sqrt(vh)+eps))
 		}
 	}
 	checkClose(t, "AdamW p", p, p64, 1e-6)
 	checkClose(t, "AdamW m", m, m64, 1e-6)
 	checkClose(t, "AdamW v", v, v64, 1e-6)
+}
+
+// TestAdamWOneCall checks that one AdamW call over a model's parameters,
+// with the clip scale and the decay boundary as arguments, gives bit for
+// bit what Scale and one call per decay group gave before.
+func TestAdamWOneCall(t *testing.T) {
+	b := New()
+	r := newRand(13)
+	const n, nDecay = 1000, 700
+	const scale, lr, b1, b2, eps, wd = 0.37, 3e-3, 0.9, 0.95, 1e-8, 0.1
+	p := randVec(r, n, 1)
+	m, v := randVec(r, n, 0.1), make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.Float64())
+	}
+	g := randVec(r, n, 1)
+	one := [][]float32{append([]float32(nil), p...), append([]float32(nil), m...), append([]float32(nil), v...)}
+	two := [][]float32{append([]float32(nil), p...), append([]float32(nil), m...), append([]float32(nil), v...)}
+	b.AdamW(wrap(one[0]), tf(g), wrap(one[1]), wrap(one[2]), n, nDecay, scale, lr, b1, b2, eps, wd, 5)
+
+	gs := append([]float32(nil), g...)
+	b.Scale(wrap(gs), n, scale)
+	view := func(x []float32, lo, hi int) *engine.Tensor { return wrap(x[lo:hi]) }
+	b.AdamW(view(two[0], 0, nDecay), view(gs, 0, nDecay), view(two[1], 0, nDecay), view(two[2], 0, nDecay),
+		nDecay, nDecay, 1, lr, b1, b2, eps, wd, 5)
+	b.AdamW(view(two[0], nDecay, n), view(gs, nDecay, n), view(two[1], nDecay, n), view(two[2], nDecay, n),
+		n-nDecay, 0, 1, lr, b1, b2, eps, wd, 5)
+	for k, name := range []string{"p", "m", "v"} {
+		for i := range n {
+			if math.Float32bits(one[k][i]) != math.Float32bits(two[k][i]) {
+				t.Fatalf("%s[%d]: one call %v, two calls %v", name, i, one[k][i], two[k][i])
+			}
+		}
+	}
 }

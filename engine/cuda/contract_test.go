@@ -33,7 +33,7 @@ func TestMisuseContract(t *testing.T) {
 				{"GemmGroupedSwiGLUBackward", func() { be.GemmGroupedSwiGLUBackward(2, 2, 2, x, x, 4, x, x, x, ids, x, x, 2) }},
 				{"RouterLoad", func() { be.RouterLoad(x, x, ids, 2, 0) }},
 				{"Sample", func() { be.Sample(ids, x, x, x, 1, 4, -1, 0, 1) }},
-				{"AdamW", func() { be.AdamW(x, x, x, x, 4, 1e-3, 0.9, 0.95, 1e-8, 0, 0) }},
+				{"AdamW", func() { be.AdamW(x, x, x, x, 4, 4, 1, 1e-3, 0.9, 0.95, 1e-8, 0, 0) }},
 				{"Gemm", func() { be.Gemm(false, false, 2, 2, 2, 1, x, 0, 1, x, 0, 2, 0, x, 0, 2) }},
 				{"Gemm", func() { be.Gemm(false, false, 4, 5, 1, 1, x, 0, 1, x, 0, 5, 0, x, 0, 5) }},
 				{"Upload", func() { be.Upload(x, []float32{1, 2, 3}) }},

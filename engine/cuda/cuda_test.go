@@ -642,7 +642,7 @@ func opCases() []opCase {
 		args: []argSpec{spec("p", n, inout), spec("g", n, in), argSpec{name: "m", n: n, role: inout, gen: scaled(0.1)},
 			argSpec{name: "v", n: n, role: inout, gen: func(r *rand.Rand, _ int) float64 { return 0.01 * r.Float64() }}},
 		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
-			be.AdamW(t["p"], t["g"], t["m"], t["v"], n, 3e-4, 0.9, 0.95, 1e-8, 0.1, 17)
+			be.AdamW(t["p"], t["g"], t["m"], t["v"], n, 2*n/3, 0.6, 3e-4, 0.9, 0.95, 1e-8, 0.1, 17)
 			return nil
 		}})
 	return cases

@@ -255,7 +255,7 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.TokenLogProbs(f(3), f(3), f(3*11), i(3, 1, 2, 10), 3, 11)
 	be.TokenLogProbsBackward(f(3*11), f(3), f(3*11), f(3), i(3, 1, 2, 10), 3, 11)
 	be.Entropy(f(3), f(3*11), f(3), 3, 11)
-	be.AdamW(f(10), f(10), f(10), f(10), 10, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3)
+	be.AdamW(f(10), f(10), f(10), f(10), 10, 7, 0.5, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3)
 	for _, s := range []struct {
 		vocab, topK int
 		temp, topP  float32
@@ -627,7 +627,8 @@ func TestMisusePanics(t *testing.T) {
 		{"cuda: Add: x is nil", func() { b.Add(x, nil, 4) }},
 		{"cuda: NewF32[2 -1]: negative dimension", func() { b.NewF32(2, -1) }},
 		{"cuda: Sample: topP 0 must lie in (0, 1]", func() { b.Sample(b.NewI32(1), x, x, x, 1, 4, 1, 0, 0) }},
-		{"cuda: AdamW: betas 1, 0.95 must lie in [0, 1)", func() { b.AdamW(x, x, x, x, 4, 1e-3, 1, 0.95, 1e-8, 0, 1) }},
+		{"cuda: AdamW: betas 1, 0.95 must lie in [0, 1)", func() { b.AdamW(x, x, x, x, 4, 4, 1, 1e-3, 1, 0.95, 1e-8, 0, 1) }},
+		{"cuda: AdamW: nDecay 5 must lie in [0, n = 4]", func() { b.AdamW(x, x, x, x, 4, 5, 1, 1e-3, 0.9, 0.95, 1e-8, 0, 1) }},
 	} {
 		before := len(f.launches)
 		mustPanic(t, tc.want, tc.call)

@@ -843,18 +843,16 @@ func (b *Backend) Entropy(ent, logits, lse *engine.Tensor, rows, vocab int) {
 
 // ---------------------------------------------------------------- AdamW
 
-// AdamW updates n parameters in place with decoupled weight decay.
-func (b *Backend) AdamW(p, g, m, v *engine.Tensor, n int, lr, beta1, beta2, eps, weightDecay float32, step int) {
+// AdamW updates n parameters in place with decoupled weight decay on the
+// first nDecay, reading the gradient as gradScale·g: the whole model's
+// update, clipping included, in one launch.
+func (b *Backend) AdamW(p, g, m, v *engine.Tensor, n, nDecay int, gradScale, lr, beta1, beta2, eps, weightDecay float32, step int) {
 	c := b.begin("AdamW")
 	c.nonneg("n", n)
+	c.require(nDecay >= 0 && nDecay <= n, "nDecay %d must lie in [0, n = %d]", nDecay, n)
 	c.require(step >= 1, "step %d must be at least 1", step)
 	c.require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "betas %v, %v must lie in [0, 1)", beta1, beta2)
-	for _, t := range []struct {
-		name string
-		t    *engine.Tensor
-	}{{"p", p}, {"g", g}, {"m", m}, {"v", v}} {
-		c.f32(t.name, t.t, int64(n))
-	}
+	c.f32s(int64(n), named{"p", p}, named{"g", g}, named{"m", m}, named{"v", v})
 	if !b.ok(c) || n == 0 {
 		return
 	}
@@ -862,8 +860,9 @@ func (b *Backend) AdamW(p, g, m, v *engine.Tensor, n int, lr, beta1, beta2, eps,
 	c1 := float32(1 / (1 - math.Pow(float64(beta1), float64(step))))
 	c2 := float32(1 / (1 - math.Pow(float64(beta2), float64(step))))
 	gr, t := elementwise(n)
-	b.launch("adamw", gr, t, 0, tensorArg(p), tensorArg(g), tensorArg(m), tensorArg(v), i32Arg(n), f32Arg(lr),
-		f32Arg(beta1), f32Arg(beta2), f32Arg(eps), f32Arg(weightDecay), f32Arg(c1), f32Arg(c2))
+	b.launch("adamw", gr, t, 0, tensorArg(p), tensorArg(g), tensorArg(m), tensorArg(v), i32Arg(n), i32Arg(nDecay),
+		f32Arg(gradScale), f32Arg(lr), f32Arg(beta1), f32Arg(beta2), f32Arg(eps), f32Arg(weightDecay), f32Arg(c1),
+		f32Arg(c2))
 }
 
 // ---------------------------------------------------------------- sampling

@@ -119,14 +119,18 @@ static void test_adamw_swiglu() {
     int step = 7;
     double bc1 = 1 - std::pow(0.9f, step), bc2 = 1 - std::pow(0.95f, step);
     float c1 = (float)(1 / bc1), c2 = (float)(1 / bc2);
+    // Decay on the first nDecay parameters only, and a clip scale.
+    int nDecay = 2100;
+    float scale = 0.4f;
     emu::launch(dim3(cdiv(n, 256)), dim3(256), 0, adamw, p.data(), (const float*)g.data(), m.data(), v.data(), n,
-                lr, b1, b2, eps, wd, c1, c2);
+                nDecay, scale, lr, b1, b2, eps, wd, c1, c2);
     std::vector<double> wp(n), wm(n), wv(n);
     for (int i = 0; i < n; i++) {
-        double mi = 0.9f * m0[i] + (1 - 0.9f) * g[i], vi = 0.95f * v0[i] + (1 - 0.95f) * (double)g[i] * g[i];
+        double gi = (double)g[i] * scale;
+        double mi = 0.9f * m0[i] + (1 - 0.9f) * gi, vi = 0.95f * v0[i] + (1 - 0.95f) * gi * gi;
         wm[i] = mi;
         wv[i] = vi;
-        wp[i] = p0[i] - 1e-3 * ((mi / bc1) / (std::sqrt(vi / bc2) + 1e-8) + 0.1 * p0[i]);
+        wp[i] = p0[i] - 1e-3 * ((mi / bc1) / (std::sqrt(vi / bc2) + 1e-8) + (i < nDecay ? 0.1 : 0.0) * p0[i]);
     }
     CHECK_CLOSE("adamw p", p, wp, 1e-6);
     CHECK_CLOSE("adamw m", m, wm, 1e-6);
