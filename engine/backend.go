@@ -45,7 +45,10 @@ type Backend interface {
 	Name() string
 	Device() string
 
-	// NewF32 and NewI32 allocate zeroed tensors on the backend.
+	// New allocates a zeroed tensor of dtype d on the backend, its bytes
+	// counted by d.Size(); NewF32 and NewI32 are New(F32, …) and
+	// New(I32, …).
+	New(d DType, shape ...int) *Tensor
 	NewF32(shape ...int) *Tensor
 	NewI32(shape ...int) *Tensor
 	// Free returns a tensor's memory; the tensor must not be used after.
@@ -58,9 +61,18 @@ type Backend interface {
 	UploadI32(dst *Tensor, src []int32)
 	Download(dst []float32, src *Tensor)
 	DownloadI32(dst []int32, src *Tensor)
-	// Zero sets every element to 0. Copy copies src into dst (same length).
+	// BF16 tensors have no host copies of their own: Cast them to F32.
+	//
+	// Zero sets every element to 0. Copy copies src into dst (same dtype
+	// and length).
 	Zero(t *Tensor)
 	Copy(dst, src *Tensor)
+	// Cast converts n elements of src into dst, between F32 and BF16 either
+	// way: to BF16 rounds to nearest, ties to even, as engine.BF16Bits does
+	// (so every backend gives the same bits), and to F32 is exact. It
+	// makes a bf16 working copy of fp32 master weights, and it is the way
+	// a BF16 tensor's values reach the host.
+	Cast(dst, src *Tensor, n int)
 	// Sync waits for queued work and returns the first error since the
 	// previous Sync (see Errors above), clearing it.
 	Sync() error

@@ -32,6 +32,25 @@ enum {
 extern __shared__ __align__(16) unsigned char moerl_smem[];
 #endif
 
+// bf16 is the storage type of a bfloat16 element: its raw bits, the upper
+// half of a float32. bf16_bits rounds to nearest, ties to even (a NaN kept
+// quiet, past the largest finite value to ±Inf), and bf16_float widens
+// exactly; they are engine.BF16Bits and engine.BF16Float bit for bit, so a
+// Cast agrees with the CPU's on every input, NaNs included.
+typedef unsigned short bf16;
+
+__device__ __forceinline__ bf16 bf16_bits(float x) {
+    unsigned b = __float_as_uint(x);
+    if ((b & 0x7f800000u) == 0x7f800000u) {
+        if (b & 0x007fffffu) b |= 0x00400000u;
+        return (bf16)(b >> 16);
+    }
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (bf16)(b >> 16);
+}
+
+__device__ __forceinline__ float bf16_float(bf16 h) { return __uint_as_float((unsigned)h << 16); }
+
 __device__ __forceinline__ void report_status(int* status, int code) {
     atomicCAS(status, 0, code);
 }

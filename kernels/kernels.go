@@ -39,6 +39,7 @@ var Modules = []Module{
 		"attn_fwd_d64", "attn_bwd_dkdv_d64", "attn_bwd_dq_d64", "attn_decode_d64",
 		"attn_fwd_d128", "attn_bwd_dkdv_d128", "attn_bwd_dq_d128", "attn_decode_d128",
 	}},
+	{"cast", []string{"cast_f32_bf16", "cast_bf16_f32"}},
 	{"embedding", []string{"embedding_fwd", "embedding_bwd_apply"}},
 	{"gather", []string{"gather_fwd", "gather_bwd", "combine_fwd", "combine_bwd", "scatter_rows"}},
 	{"gemm", []string{"sgemm_tiled", "sgemm_tiled_tf32", "sgemm_grouped", "sgemm_grouped_t", "sgemm_grouped_tf32", "sgemm_grouped_t_tf32", "sgemm_grouped_swiglu", "sgemm_grouped_swiglu_tf32", "sgemm_grouped_swiglu_bwd", "sgemm_grouped_swiglu_bwd_tf32"}},

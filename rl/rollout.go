@@ -148,8 +148,19 @@ func (t *Trainer) prepareRollout() error {
 			return fmt.Errorf("rollout_staleness %d: step %d samples with the weights after step %d, which the trainer does not hold (a run resumed without them?)", k, t.Step+1, want)
 		}
 	}
-	be.Copy(t.roll.Params, src)
-	if p := a.RolloutPrecision; p != "" && p != algo.PrecisionFP32 {
+	switch p := a.RolloutPrecision; p {
+	case "", algo.PrecisionFP32:
+		be.Copy(t.roll.Params, src)
+	case algo.PrecisionBF16:
+		// Rounded on the backend, through a bf16 tensor and back: the
+		// weights need not travel to the host and back each step.
+		n := src.Len()
+		h := be.New(engine.BF16, n)
+		be.Cast(h, src, n)
+		be.Cast(t.roll.Params, h, n)
+		be.Free(h)
+	default:
+		be.Copy(t.roll.Params, src)
 		w := t.roll.HostParams()
 		if err := algo.RoundWeights(p, w); err != nil {
 			return err

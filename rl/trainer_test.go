@@ -821,6 +821,40 @@ func TestMismatchDial(t *testing.T) {
 	}
 }
 
+// TestRolloutPrecisionWeights: the rollout model's weights are the
+// policy's rounded as algo.RoundWeights rounds them — bf16 by a Cast on
+// the backend, fp16 on the host.
+func TestRolloutPrecisionWeights(t *testing.T) {
+	for _, p := range []string{"bf16", "fp16"} {
+		cfg := tinyRL(t, "grpo")
+		if err := cfg.Algo.Apply("rollout_precision=" + p); err != nil {
+			t.Fatal(err)
+		}
+		tr := newTrainer(t, cfg)
+		if err := tr.prepareRollout(); err != nil {
+			t.Fatal(err)
+		}
+		policy := tr.Policy.HostParams()
+		want := append([]float32(nil), policy...)
+		if err := algo.RoundWeights(algo.RolloutPrecision(p), want); err != nil {
+			t.Fatal(err)
+		}
+		got := tr.RolloutModel().HostParams()
+		rounded := 0
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: rollout weight %d is %v, want %v", p, i, got[i], want[i])
+			}
+			if got[i] != policy[i] {
+				rounded++
+			}
+		}
+		if rounded == 0 {
+			t.Errorf("%s: no weight was rounded", p)
+		}
+	}
+}
+
 // TestRoutingReplay: on an exactly on-policy rollout, replaying its
 // routing changes nothing while the policy is the one that sampled — with
 // one update per rollout, the run's stats and weights are bit for bit

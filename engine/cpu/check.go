@@ -27,6 +27,14 @@ func i32(op, name string, t *engine.Tensor, n int) []int32 {
 	return t.I[:n:n]
 }
 
+// bf16 returns the first n bfloat16 elements of t, panicking if t has fewer.
+func bf16(op, name string, t *engine.Tensor, n int) []uint16 {
+	if n < 0 || len(t.BF) < n {
+		panic(sizeError(op, name, "bfloat16", t, len(t.BF), n))
+	}
+	return t.BF[:n:n]
+}
+
 // f32Exact is f32 for the host copies, whose lengths must match exactly.
 func f32Exact(op, name string, t *engine.Tensor, n int) []float32 {
 	if len(t.F) != n {

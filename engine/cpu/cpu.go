@@ -91,6 +91,9 @@ func simdLevel() string {
 	return "no SIMD"
 }
 
+// New allocates a zeroed host tensor of dtype d.
+func (*Backend) New(d engine.DType, shape ...int) *engine.Tensor { return engine.Host(d, shape...) }
+
 // NewF32 allocates a zeroed host float32 tensor.
 func (*Backend) NewF32(shape ...int) *engine.Tensor { return engine.HostF32(shape...) }
 
@@ -100,8 +103,7 @@ func (*Backend) NewI32(shape ...int) *engine.Tensor { return engine.HostI32(shap
 // Free drops the tensor's buffer, so that a later use fails loudly instead
 // of reading stale data.
 func (*Backend) Free(t *engine.Tensor) {
-	t.F = nil
-	t.I = nil
+	t.F, t.I, t.BF = nil, nil, nil
 }
 
 // Upload copies src into dst, which must have the same length.
@@ -128,15 +130,40 @@ func (*Backend) DownloadI32(dst []int32, src *engine.Tensor) {
 func (*Backend) Zero(t *engine.Tensor) {
 	clear(t.F)
 	clear(t.I)
+	clear(t.BF)
 }
 
 // Copy copies src into dst; both must have the same type and length.
 func (*Backend) Copy(dst, src *engine.Tensor) {
-	if len(dst.F) != len(src.F) || len(dst.I) != len(src.I) {
+	if dst.DType != src.DType || len(dst.F) != len(src.F) || len(dst.I) != len(src.I) || len(dst.BF) != len(src.BF) {
 		panic(fmt.Sprintf("cpu: Copy: dst %v and src %v differ in type or length", dst, src))
 	}
 	copy(dst.F, src.F)
 	copy(dst.I, src.I)
+	copy(dst.BF, src.BF)
+}
+
+// Cast converts n elements between F32 and BF16 (see engine.Backend).
+func (*Backend) Cast(dst, src *engine.Tensor, n int) {
+	const op = "Cast"
+	switch {
+	case src.DType == engine.F32 && dst.DType == engine.BF16:
+		s, d := f32(op, "src", src, n), bf16(op, "dst", dst, n)
+		parallelFor(n, grain(1), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				d[i] = engine.BF16Bits(s[i])
+			}
+		})
+	case src.DType == engine.BF16 && dst.DType == engine.F32:
+		s, d := bf16(op, "src", src, n), f32(op, "dst", dst, n)
+		parallelFor(n, grain(1), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				d[i] = engine.BF16Float(s[i])
+			}
+		})
+	default:
+		panic(fmt.Sprintf("cpu: Cast: from %v to %v; Cast converts between f32 and bf16", src, dst))
+	}
 }
 
 // Sync returns nil: every CPU op has finished when it returns.

@@ -97,6 +97,24 @@ func TestBackendBasics(t *testing.T) {
 	if gi[1] != 8 {
 		t.Errorf("int round trip gave %v", gi)
 	}
+	// A bf16 tensor: Cast rounds to nearest even on the way down, widens
+	// exactly on the way back; Copy and Zero take it too.
+	h := b.New(engine.BF16, 6)
+	b.Upload(x, []float32{1, 1 + 0x1p-8, 1 + 3*0x1p-8, -2.5, 1e-3, 3e38})
+	b.Cast(h, x, 6)
+	h2 := b.New(engine.BF16, 6)
+	b.Copy(h2, h)
+	b.Cast(y, h2, 6)
+	b.Download(got, y)
+	for i, w := range []float32{1, 1, 1 + 0x1p-6, -2.5, engine.BF16Float(engine.BF16Bits(1e-3)), engine.BF16Float(engine.BF16Bits(3e38))} {
+		if got[i] != w {
+			t.Errorf("Cast to bf16 and back: element %d is %v, want %v", i, got[i], w)
+		}
+	}
+	b.Zero(h2)
+	if h2.BF[2] != 0 {
+		t.Errorf("Zero left bf16 bits %#x", h2.BF[2])
+	}
 	if err := b.Sync(); err != nil {
 		t.Errorf("Sync: %v", err)
 	}
@@ -119,6 +137,9 @@ func TestMisusePanics(t *testing.T) {
 		{"cpu: Add: x", func() { b.Add(f(10), f(5), 10) }},
 		{"cpu: Upload", func() { b.Upload(f(3), make([]float32, 4)) }},
 		{"cpu: Copy", func() { b.Copy(f(3), f(4)) }},
+		{"cpu: Copy", func() { b.Copy(engine.HostBF16(3), f(3)) }},
+		{"cpu: Cast: from f32[3]@host to f32[3]@host", func() { b.Cast(f(3), f(3), 3) }},
+		{"cpu: Cast: dst", func() { b.Cast(engine.HostBF16(2), f(3), 3) }},
 		{"cpu: Gemm: C", func() { b.Gemm(false, false, 2, 2, 2, 1, f(4), 0, 2, f(4), 0, 2, 0, f(3), 0, 2) }},
 		{"cpu: Gemm: A row stride", func() { b.Gemm(false, false, 2, 2, 2, 1, f(4), 0, 1, f(4), 0, 2, 0, f(4), 0, 2) }},
 		{"cpu: GemmBatched: B", func() { b.GemmBatched(false, false, 2, 2, 2, 1, f(8), 0, 2, 4, f(7), 0, 2, 4, 0, f(8), 0, 2, 4, 2) }},

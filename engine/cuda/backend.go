@@ -531,6 +531,14 @@ func (b *Backend) hostWork(op string) bool {
 	return true
 }
 
+// New allocates a zeroed tensor of dtype d in device memory.
+func (b *Backend) New(d engine.DType, shape ...int) *engine.Tensor {
+	if d != engine.F32 && d != engine.I32 && d != engine.BF16 {
+		panic(fmt.Sprintf("cuda: New%v: unknown %v", shape, d))
+	}
+	return b.newTensor("New", d, shape)
+}
+
 // NewF32 allocates a zeroed float32 tensor in device memory.
 func (b *Backend) NewF32(shape ...int) *engine.Tensor {
 	return b.newTensor("NewF32", engine.F32, shape)
@@ -557,14 +565,23 @@ func (b *Backend) newTensor(op string, dt engine.DType, shape []int) *engine.Ten
 	if n == 0 || !b.hostWork(op) {
 		return t
 	}
-	p, err := b.alloc.alloc(uint64(n) * 4)
+	p, err := b.alloc.alloc(uint64(n) * uint64(dt.Size()))
 	if err != nil {
 		b.fail(fmt.Errorf("cuda: %s%v: %w", op, shape, err))
 		return t
 	}
 	t.Ptr = p
-	b.post(func() error { return b.drv.memsetD32Async(p, 0, uint64(n), b.stream) })
+	b.memsetZero(p, dt, uint64(n))
 	return t
+}
+
+// memsetZero queues the zeroing of n elements of dtype dt at p.
+func (b *Backend) memsetZero(p uintptr, dt engine.DType, n uint64) {
+	if dt.Size() == 2 {
+		b.post(func() error { return b.drv.memsetD16Async(p, 0, n, b.stream) })
+		return
+	}
+	b.post(func() error { return b.drv.memsetD32Async(p, 0, n, b.stream) })
 }
 
 // Free returns a tensor's memory to the allocator's cache and clears its
@@ -679,8 +696,7 @@ func (b *Backend) Zero(t *engine.Tensor) {
 	if !b.ok(c) || t.Len() == 0 {
 		return
 	}
-	p, n := t.Ptr, uint64(t.Len())
-	b.post(func() error { return b.drv.memsetD32Async(p, 0, n, b.stream) })
+	b.memsetZero(t.Ptr, t.DType, uint64(t.Len()))
 }
 
 // Copy copies src into dst (same length and type).
@@ -696,7 +712,7 @@ func (b *Backend) Copy(dst, src *engine.Tensor) {
 	if !b.ok(c) || src.Len() == 0 {
 		return
 	}
-	d, s, n := dst.Ptr, src.Ptr, uint64(src.Len())*4
+	d, s, n := dst.Ptr, src.Ptr, uint64(src.Len())*uint64(src.DType.Size())
 	b.post(func() error { return b.drv.memcpyDtoDAsync(d, s, n, b.stream) })
 }
 

@@ -39,6 +39,8 @@ func TestMisuseContract(t *testing.T) {
 				{"Upload", func() { be.Upload(x, []float32{1, 2, 3}) }},
 				{"DownloadI32", func() { be.DownloadI32(make([]int32, 5), ids) }},
 				{"Copy", func() { be.Copy(ids, x) }},
+				{"Cast", func() { be.Cast(x, x, 16) }},
+				{"Cast", func() { be.Cast(be.New(engine.BF16, 8), x, 16) }},
 			} {
 				mustPanic(t, be.Name()+": "+tc.op, tc.call)
 			}

@@ -680,6 +680,7 @@ func TestOnEmulator(t *testing.T) {
 	defer be.Close()
 	t.Run("ops", func(t *testing.T) { opsMatchCPU(t, be) })
 	t.Run("sample", func(t *testing.T) { sampleMatchesCPU(t, be) })
+	t.Run("cast", func(t *testing.T) { castMatchesCPU(t, be) })
 	t.Run("allocator", func(t *testing.T) { allocatorWarm(t, be, 256) })
 	t.Run("graph", func(t *testing.T) { graphReplay(t, be) })
 }

@@ -39,6 +39,7 @@ type driver interface {
 	memcpyDtoHAsync(dst unsafe.Pointer, src uintptr, bytes uint64, stream uintptr) error
 	memcpyDtoDAsync(dst, src uintptr, bytes uint64, stream uintptr) error
 	memsetD32Async(dst uintptr, value uint32, n uint64, stream uintptr) error
+	memsetD16Async(dst uintptr, value uint16, n uint64, stream uintptr) error
 
 	streamCreate(flags int) (uintptr, error)
 	streamDestroy(s uintptr) error
@@ -84,6 +85,7 @@ type libcuda struct {
 	cuMemAllocHost, cuMemFreeHost, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD        uintptr
 	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD32           uintptr
 	cuMemsetD32Async, cuStreamCreate, cuStreamDestroy, cuStreamSynchronize         uintptr
+	cuMemsetD16Async                                                               uintptr
 	cuEventCreate, cuEventDestroy, cuEventRecord, cuEventSynchronize               uintptr
 	cuEventElapsedTime, cuStreamBeginCapture, cuStreamEndCapture                   uintptr
 	cuGraphInstantiateWithFlags, cuGraphLaunch, cuGraphDestroy, cuGraphExecDestroy uintptr
@@ -130,6 +132,7 @@ func openLibcuda() (*libcuda, error) {
 		{&l.cuMemcpyDtoDAsync, []string{"cuMemcpyDtoDAsync_v2"}},
 		{&l.cuMemsetD32, []string{"cuMemsetD32_v2"}},
 		{&l.cuMemsetD32Async, []string{"cuMemsetD32Async"}},
+		{&l.cuMemsetD16Async, []string{"cuMemsetD16Async"}},
 		{&l.cuStreamCreate, []string{"cuStreamCreate"}},
 		{&l.cuStreamDestroy, []string{"cuStreamDestroy_v2"}},
 		{&l.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
@@ -354,6 +357,10 @@ func (l *libcuda) memcpyDtoDAsync(dst, src uintptr, bytes uint64, stream uintptr
 
 func (l *libcuda) memsetD32Async(dst uintptr, value uint32, n uint64, stream uintptr) error {
 	return l.call(l.cuMemsetD32Async, "cuMemsetD32Async", itoa(n), dst, uintptr(value), uintptr(n), stream)
+}
+
+func (l *libcuda) memsetD16Async(dst uintptr, value uint16, n uint64, stream uintptr) error {
+	return l.call(l.cuMemsetD16Async, "cuMemsetD16Async", itoa(n), dst, uintptr(value), uintptr(n), stream)
 }
 
 func (l *libcuda) streamCreate(flags int) (uintptr, error) {

@@ -436,6 +436,24 @@ func (f *fakeDriver) memsetD32Async(dst uintptr, value uint32, n uint64, _ uintp
 	return nil
 }
 
+func (f *fakeDriver) memsetD16Async(dst uintptr, value uint16, n uint64, _ uintptr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.lost("cuMemsetD16Async"); err != nil {
+		return err
+	}
+	d := f.resolve(dst, n*2)
+	if d == nil {
+		return fakeErr("cuMemsetD16Async", 1, "CUDA_ERROR_INVALID_VALUE")
+	}
+	f.do(func() {
+		for i := uint64(0); i < n; i++ {
+			binary.LittleEndian.PutUint16(d[2*i:], value)
+		}
+	})
+	return nil
+}
+
 func (f *fakeDriver) streamCreate(int) (uintptr, error) { return 0x5e, nil }
 func (f *fakeDriver) streamDestroy(uintptr) error       { return nil }
 func (f *fakeDriver) streamSynchronize(uintptr) error {

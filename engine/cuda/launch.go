@@ -185,7 +185,7 @@ func (c *argCheck) tensor(name string, t *engine.Tensor, dt engine.DType, n int6
 		c.require(false, "%s is nil", name)
 	case t.DType != dt:
 		c.require(false, "%s is %v, want %v", name, t.DType, dt)
-	case t.F != nil || t.I != nil:
+	case t.F != nil || t.I != nil || t.BF != nil:
 		c.require(false, "%s is a host tensor; the cuda backend computes on its own device tensors", name)
 	case n < 0:
 		c.require(false, "%s: negative size %d", name, n)
@@ -196,8 +196,9 @@ func (c *argCheck) tensor(name string, t *engine.Tensor, dt engine.DType, n int6
 	}
 }
 
-func (c *argCheck) f32(name string, t *engine.Tensor, n int64) { c.tensor(name, t, engine.F32, n) }
-func (c *argCheck) i32(name string, t *engine.Tensor, n int64) { c.tensor(name, t, engine.I32, n) }
+func (c *argCheck) f32(name string, t *engine.Tensor, n int64)  { c.tensor(name, t, engine.F32, n) }
+func (c *argCheck) i32(name string, t *engine.Tensor, n int64)  { c.tensor(name, t, engine.I32, n) }
+func (c *argCheck) bf16(name string, t *engine.Tensor, n int64) { c.tensor(name, t, engine.BF16, n) }
 
 // nonneg checks sizes and that their product fits an int32 (kernels index
 // with int).

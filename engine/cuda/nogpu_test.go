@@ -256,6 +256,11 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.TokenLogProbsBackward(f(3*11), f(3), f(3*11), f(3), i(3, 1, 2, 10), 3, 11)
 	be.Entropy(f(3), f(3*11), f(3), 3, 11)
 	be.AdamW(f(10), f(10), f(10), f(10), 10, 7, 0.5, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3)
+	h := be.New(engine.BF16, 5) // bf16: 2-byte elements in the casts, the copy and an odd view's memset
+	be.Cast(h, f(5), 5)
+	be.Cast(f(5), h, 5)
+	be.Copy(be.New(engine.BF16, 5), h)
+	be.Zero(h.View(1, 3))
 	for _, s := range []struct {
 		vocab, topK int
 		temp, topP  float32
@@ -626,6 +631,8 @@ func TestMisusePanics(t *testing.T) {
 		{"cuda: Add: y is a host tensor", func() { b.Add(host, x, 16) }},
 		{"cuda: Add: x is nil", func() { b.Add(x, nil, 4) }},
 		{"cuda: NewF32[2 -1]: negative dimension", func() { b.NewF32(2, -1) }},
+		{"cuda: Cast: from f32 to i32", func() { b.Cast(b.NewI32(4), x, 4) }},
+		{"cuda: Cast: src is a host tensor", func() { b.Cast(b.New(engine.BF16, 4), host, 4) }},
 		{"cuda: Sample: topP 0 must lie in (0, 1]", func() { b.Sample(b.NewI32(1), x, x, x, 1, 4, 1, 0, 0) }},
 		{"cuda: AdamW: betas 1, 0.95 must lie in [0, 1)", func() { b.AdamW(x, x, x, x, 4, 4, 1, 1e-3, 1, 0.95, 1e-8, 0, 1) }},
 		{"cuda: AdamW: nDecay 5 must lie in [0, n = 4]", func() { b.AdamW(x, x, x, x, 4, 5, 1, 1e-3, 0.9, 0.95, 1e-8, 0, 1) }},

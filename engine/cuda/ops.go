@@ -135,6 +135,33 @@ func (b *Backend) Add(y, x *engine.Tensor, n int) {
 	b.launch("add_f32", g, t, 0, tensorArg(y), tensorArg(x), i32Arg(n))
 }
 
+// Cast converts n elements between F32 and BF16, rounding to nearest
+// even on the way down (kernels/cast.cu).
+func (b *Backend) Cast(dst, src *engine.Tensor, n int) {
+	c := b.begin("Cast")
+	c.nonneg("n", n)
+	kernel := ""
+	switch {
+	case src == nil || dst == nil:
+		c.require(false, "nil tensor")
+	case src.DType == engine.F32 && dst.DType == engine.BF16:
+		kernel = "cast_f32_bf16"
+	case src.DType == engine.BF16 && dst.DType == engine.F32:
+		kernel = "cast_bf16_f32"
+	default:
+		c.require(false, "from %v to %v; Cast converts between f32 and bf16", src.DType, dst.DType)
+	}
+	if kernel != "" {
+		c.tensor("src", src, src.DType, int64(n))
+		c.tensor("dst", dst, dst.DType, int64(n))
+	}
+	if !b.ok(c) || n == 0 {
+		return
+	}
+	g, t := elementwise(n)
+	b.launch(kernel, g, t, 0, tensorArg(dst), tensorArg(src), i32Arg(n))
+}
+
 // Scale computes x *= s over n elements.
 func (b *Backend) Scale(x *engine.Tensor, n int, s float32) {
 	c := b.begin("Scale")

@@ -9,6 +9,7 @@
 
 #include "../adamw.cu"
 #include "../attention.cu"
+#include "../cast.cu"
 #include "../embedding.cu"
 #include "../gather.cu"
 #include "../gemm.cu"
@@ -53,6 +54,7 @@ const std::unordered_map<std::string, Entry>& table() {
         K(rope_fwd), K(router_replay), K(router_topk_bwd), K(router_topk_fwd), K(sample_rows), K(scale_f32), K(scatter_rows),
         K(sgemm_tiled), K(softmax_bwd), K(sort_count), K(sort_keys), K(sort_place), K(sort_scan),
         K(sumsq_final), K(sumsq_partial), K(swiglu_bwd), K(swiglu_fwd),
+        K(cast_f32_bf16), K(cast_bf16_f32),
         K(attn_fwd_d32), K(attn_bwd_dkdv_d32), K(attn_bwd_dq_d32), K(attn_decode_d32),
         K(attn_fwd_d64), K(attn_bwd_dkdv_d64), K(attn_bwd_dq_d64), K(attn_decode_d64),
         K(attn_fwd_d128), K(attn_bwd_dkdv_d128), K(attn_bwd_dq_d128), K(attn_decode_d128),

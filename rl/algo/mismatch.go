@@ -3,6 +3,8 @@ package algo
 import (
 	"fmt"
 	"math"
+
+	"github.com/moerl/moerl/engine"
 )
 
 // The rollout/trainer mismatch dial (SPEC-RL.md, "Rollout vs training
@@ -66,18 +68,9 @@ func RoundWeights(p RolloutPrecision, w []float32) error {
 
 // RoundBF16 is x rounded to the nearest bfloat16 (ties to even), as a
 // float32; NaN stays NaN, a magnitude beyond bfloat16's largest finite
-// value (about 3.39e38) becomes infinite.
-func RoundBF16(x float32) float32 {
-	b := math.Float32bits(x)
-	if b&0x7f800000 == 0x7f800000 { // Inf or NaN: unchanged (a NaN keeps its top payload bit)
-		if b&0x007fffff != 0 {
-			return math.Float32frombits(b | 0x00400000)
-		}
-		return x
-	}
-	b += 0x7fff + (b>>16)&1
-	return math.Float32frombits(b &^ 0xffff)
-}
+// value (about 3.39e38) becomes infinite. It is a Cast to BF16 and back,
+// the rounding every backend's Cast applies.
+func RoundBF16(x float32) float32 { return engine.BF16Float(engine.BF16Bits(x)) }
 
 // RoundFP16 is x rounded to the nearest IEEE binary16 value (ties to even),
 // as a float32: 11 significant bits for |x| ≥ 2⁻¹⁴, a spacing of 2⁻²⁴
