@@ -50,6 +50,7 @@
 #include "common.cuh"
 
 #ifndef MOERL_EMU
+#include <cuda_bf16.h>
 #include <mma.h>
 #endif
 
@@ -59,10 +60,42 @@
 
 using namespace nvcuda;
 
+// The precisions of a GEMM's products. PREC_FP32 is the CUDA-core tile;
+// the others run on the tensor cores (WMMA) and differ in what they stage:
+// TF32 stages fp32 and rounds each fragment it loads (m16n16k8), BF16
+// rounds each input to bfloat16 as it is staged, to nearest even, and
+// stages half the bytes (m16n16k16). Both sum in fp32.
+enum { PREC_FP32, PREC_TF32, PREC_BF16 };
+
+// tc is a precision's staging element, its row padding (a multiple of
+// what WMMA needs of a leading dimension, and off the bank period), its
+// WMMA k and fragment element type, and round, applied to a loaded
+// fragment.
+template <int P> struct tc {
+    typedef float elem;
+    static constexpr int pad = 4, K = 8;
+    typedef wmma::precision::tf32 frag;
+    template <class F> __device__ static void round(F& f) {
+#pragma unroll
+        for (int t = 0; t < f.num_elements; t++) f.x[t] = wmma::__float_to_tf32(f.x[t]);
+    }
+};
+template <> struct tc<PREC_BF16> {
+    typedef __nv_bfloat16 elem;
+    static constexpr int pad = 8, K = 16;
+    typedef __nv_bfloat16 frag;
+    template <class F> __device__ static void round(F&) {} // rounded when staged
+};
+
+// to_elem stores v as a staging element.
+__device__ __forceinline__ void to_elem(float& d, float v) { d = v; }
+__device__ __forceinline__ void to_elem(__nv_bfloat16& d, float v) { d = __float2bfloat16_rn(v); }
+
 // stage_a copies the 64×16 slice of op(A) at (row0, k0) into shared memory,
 // k-major (As[kk][r]), zero past the edges.
+template <class E, int LD>
 __device__ __forceinline__ void stage_a(int transA, int m, int k, const float* A, int lda, int row0, int k0,
-                                        float (*As)[GEMM_BM + 4]) {
+                                        E (*As)[LD]) {
     for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BK; idx += blockDim.x) {
         // Walk the stored matrix along its contiguous dimension.
         int r, kk;
@@ -76,13 +109,14 @@ __device__ __forceinline__ void stage_a(int transA, int m, int k, const float* A
         const int gi = row0 + r, gk = k0 + kk;
         float v = 0.0f;
         if (gi < m && gk < k) v = transA ? A[(size_t)gk * lda + gi] : A[(size_t)gi * lda + gk];
-        As[kk][r] = v;
+        to_elem(As[kk][r], v);
     }
 }
 
 // stage_b copies the 16×64 slice of op(B) at (k0, col0), k-major (Bs[kk][c]).
+template <class E, int LD>
 __device__ __forceinline__ void stage_b(int transB, int n, int k, const float* B, int ldb, int col0, int k0,
-                                        float (*Bs)[GEMM_BN + 4]) {
+                                        E (*Bs)[LD]) {
     for (int idx = threadIdx.x; idx < GEMM_BK * GEMM_BN; idx += blockDim.x) {
         int c, kk;
         if (transB) {
@@ -95,14 +129,15 @@ __device__ __forceinline__ void stage_b(int transB, int n, int k, const float* B
         const int gk = k0 + kk, gj = col0 + c;
         float v = 0.0f;
         if (gk < k && gj < n) v = transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj];
-        Bs[kk][c] = v;
+        to_elem(Bs[kk][c], v);
     }
 }
 
 // gemm_stage stages both operands' slices at k0.
+template <class E, int LD>
 __device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n, int k, const float* A, int lda,
-                                           const float* B, int ldb, int row0, int col0, int k0,
-                                           float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
+                                           const float* B, int ldb, int row0, int col0, int k0, E (*As)[LD],
+                                           E (*Bs)[LD]) {
     stage_a(transA, m, k, A, lda, row0, k0, As);
     stage_b(transB, n, k, B, ldb, col0, k0, Bs);
 }
@@ -190,33 +225,33 @@ __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, 
     gemm_tile_epi(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, store_epi{alpha, beta, C, ldc});
 }
 
-// gemm_tile_epi_tf32 is gemm_tile_epi on the tensor cores (see the top of
-// the file); Cs is a 64×64 staging tile.
-template <class Epi>
-__device__ __forceinline__ void gemm_tile_epi_tf32(int transA, int transB, int m, int n, int k, const float* A,
-                                                   int lda, const float* B, int ldb, int row0, int col0,
-                                                   float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4],
-                                                   float (*Cs)[GEMM_BN + 4], const Epi& epi) {
+// gemm_tile_epi_tc is gemm_tile_epi on the tensor cores in precision P
+// (see the top of the file); Cs is a 64×64 staging tile.
+template <int P, class Epi>
+__device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, int n, int k, const float* A,
+                                                 int lda, const float* B, int ldb, int row0, int col0,
+                                                 typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
+                                                 typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
+                                                 float (*Cs)[GEMM_BN + 4], const Epi& epi) {
+    typedef tc<P> T;
     const int warp = threadIdx.x >> 5, wr = warp >> 1, wc = warp & 1;
-    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+    wmma::fragment<wmma::accumulator, 16, 16, T::K, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
         gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs);
         __syncthreads();
 #pragma unroll
-        for (int kk = 0; kk < GEMM_BK; kk += 8) {
+        for (int kk = 0; kk < GEMM_BK; kk += T::K) {
             // As[kk][r] holds A(r, kk): column-major; Bs[kk][c] holds B(kk, c): row-major.
-            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
-            wmma::load_matrix_sync(fa, &As[kk][wr * 16], GEMM_BM + 4);
-#pragma unroll
-            for (int t = 0; t < fa.num_elements; t++) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+            wmma::fragment<wmma::matrix_a, 16, 16, T::K, typename T::frag, wmma::col_major> fa;
+            wmma::load_matrix_sync(fa, &As[kk][wr * 16], GEMM_BM + T::pad);
+            T::round(fa);
 #pragma unroll
             for (int j = 0; j < 2; j++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-                wmma::load_matrix_sync(fb, &Bs[kk][wc * 32 + j * 16], GEMM_BN + 4);
-#pragma unroll
-                for (int t = 0; t < fb.num_elements; t++) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+                wmma::fragment<wmma::matrix_b, 16, 16, T::K, typename T::frag, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, &Bs[kk][wc * 32 + j * 16], GEMM_BN + T::pad);
+                T::round(fb);
                 wmma::mma_sync(acc[j], fa, fb, acc[j]);
             }
         }
@@ -232,13 +267,16 @@ __device__ __forceinline__ void gemm_tile_epi_tf32(int transA, int transB, int m
     }
 }
 
-// gemm_tile_tf32 is gemm_tile on the tensor cores.
-__device__ __forceinline__ void gemm_tile_tf32(int transA, int transB, int m, int n, int k, float alpha,
-                                               const float* A, int lda, const float* B, int ldb, float beta,
-                                               float* C, int ldc, int row0, int col0, float (*As)[GEMM_BM + 4],
-                                               float (*Bs)[GEMM_BN + 4], float (*Cs)[GEMM_BN + 4]) {
-    gemm_tile_epi_tf32(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, Cs,
-                       store_epi{alpha, beta, C, ldc});
+// gemm_tile_tc is gemm_tile on the tensor cores.
+template <int P>
+__device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int n, int k, float alpha,
+                                             const float* A, int lda, const float* B, int ldb, float beta, float* C,
+                                             int ldc, int row0, int col0,
+                                             typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
+                                             typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
+                                             float (*Cs)[GEMM_BN + 4]) {
+    gemm_tile_epi_tc<P>(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, Cs,
+                        store_epi{alpha, beta, C, ldc});
 }
 
 // gemm_tile_swiglu computes, for the 64×64 tile at (row0, col0), g = A·B1
@@ -299,15 +337,19 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
     }
 }
 
-// gemm_tile_swiglu_tf32 is gemm_tile_swiglu on the tensor cores (as
-// gemm_tile_tf32), C1s and C3s its staging tiles.
-__device__ __forceinline__ void gemm_tile_swiglu_tf32(int m, int n, int k, const float* A, int lda, const float* B1,
-                                                      const float* B3, int ldb, float* G, float* U, float* S,
-                                                      int ldc, int row0, int col0, float (*As)[GEMM_BM + 4],
-                                                      float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4],
-                                                      float (*C1s)[GEMM_BN + 4], float (*C3s)[GEMM_BN + 4]) {
+// gemm_tile_swiglu_tc is gemm_tile_swiglu on the tensor cores (as
+// gemm_tile_tc), C1s and C3s its staging tiles.
+template <int P>
+__device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const float* A, int lda, const float* B1,
+                                                    const float* B3, int ldb, float* G, float* U, float* S, int ldc,
+                                                    int row0, int col0,
+                                                    typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
+                                                    typename tc<P>::elem (*B1s)[GEMM_BN + tc<P>::pad],
+                                                    typename tc<P>::elem (*B3s)[GEMM_BN + tc<P>::pad],
+                                                    float (*C1s)[GEMM_BN + 4], float (*C3s)[GEMM_BN + 4]) {
+    typedef tc<P> T;
     const int warp = threadIdx.x >> 5, wr = warp >> 1, wc = warp & 1;
-    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc1[2], acc3[2];
+    wmma::fragment<wmma::accumulator, 16, 16, T::K, float> acc1[2], acc3[2];
 #pragma unroll
     for (int j = 0; j < 2; j++) {
         wmma::fill_fragment(acc1[j], 0.0f);
@@ -319,21 +361,18 @@ __device__ __forceinline__ void gemm_tile_swiglu_tf32(int m, int n, int k, const
         stage_b(0, n, k, B3, ldb, col0, k0, B3s);
         __syncthreads();
 #pragma unroll
-        for (int kk = 0; kk < GEMM_BK; kk += 8) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
-            wmma::load_matrix_sync(fa, &As[kk][wr * 16], GEMM_BM + 4);
-#pragma unroll
-            for (int t = 0; t < fa.num_elements; t++) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+        for (int kk = 0; kk < GEMM_BK; kk += T::K) {
+            wmma::fragment<wmma::matrix_a, 16, 16, T::K, typename T::frag, wmma::col_major> fa;
+            wmma::load_matrix_sync(fa, &As[kk][wr * 16], GEMM_BM + T::pad);
+            T::round(fa);
 #pragma unroll
             for (int j = 0; j < 2; j++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-                wmma::load_matrix_sync(fb, &B1s[kk][wc * 32 + j * 16], GEMM_BN + 4);
-#pragma unroll
-                for (int t = 0; t < fb.num_elements; t++) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+                wmma::fragment<wmma::matrix_b, 16, 16, T::K, typename T::frag, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, &B1s[kk][wc * 32 + j * 16], GEMM_BN + T::pad);
+                T::round(fb);
                 wmma::mma_sync(acc1[j], fa, fb, acc1[j]);
-                wmma::load_matrix_sync(fb, &B3s[kk][wc * 32 + j * 16], GEMM_BN + 4);
-#pragma unroll
-                for (int t = 0; t < fb.num_elements; t++) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+                wmma::load_matrix_sync(fb, &B3s[kk][wc * 32 + j * 16], GEMM_BN + T::pad);
+                T::round(fb);
                 wmma::mma_sync(acc3[j], fa, fb, acc3[j]);
             }
         }
@@ -366,20 +405,31 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_tiled(int transA, int tr
               C + blockIdx.z * strideC, ldc, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
 }
 
-// sgemm_tiled_tf32 is sgemm_tiled on the tensor cores, for the fallback
-// in TF32 mode: like every kernel of this file, an output's sum depends
-// only on its row of op(A) and column of op(B), so a decode step and a
-// training forward give the same bits, which cuBLAS does not promise.
-extern "C" __global__ void __launch_bounds__(256) sgemm_tiled_tf32(int transA, int transB, int m, int n, int k,
-                                                                   float alpha, const float* A, int lda,
-                                                                   long long strideA, const float* B, int ldb,
-                                                                   long long strideB, float beta, float* C, int ldc,
-                                                                   long long strideC) {
-    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+// tiled is the fallback tile kernel's body on the tensor cores in
+// precision P: sgemm_tiled_tf32 and sgemm_tiled_bf16. Like every kernel of
+// this file, an output's sum depends only on its row of op(A) and column
+// of op(B), so a decode step and a training forward give the same bits,
+// which cuBLAS does not promise.
+template <int P>
+__device__ __forceinline__ void tiled_tc(int transA, int transB, int m, int n, int k, float alpha, const float* A,
+                                         int lda, long long strideA, const float* B, int ldb, long long strideB,
+                                         float beta, float* C, int ldc, long long strideC) {
+    __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
+    __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
     __align__(32) __shared__ float Cs[GEMM_BM][GEMM_BN + 4];
-    gemm_tile_tf32(transA, transB, m, n, k, alpha, A + blockIdx.z * strideA, lda, B + blockIdx.z * strideB, ldb,
-                   beta, C + blockIdx.z * strideC, ldc, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs, Cs);
+    gemm_tile_tc<P>(transA, transB, m, n, k, alpha, A + blockIdx.z * strideA, lda, B + blockIdx.z * strideB, ldb,
+                    beta, C + blockIdx.z * strideC, ldc, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs, Cs);
+}
+
+#define TILED_ARGS                                                                                                 \
+    int transA, int transB, int m, int n, int k, float alpha, const float *A, int lda, long long strideA,         \
+        const float *B, int ldb, long long strideB, float beta, float *C, int ldc, long long strideC
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_tiled_tf32(TILED_ARGS) {
+    tiled_tc<PREC_TF32>(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_tiled_bf16(TILED_ARGS) {
+    tiled_tc<PREC_BF16>(transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC);
 }
 
 // group_rows returns group g's first row and row count, or false (after
@@ -421,20 +471,20 @@ __device__ __forceinline__ bool group_tile(const int* offsets, int groups, int r
 
 // grouped_rows is sgemm_grouped's body: grid (cdiv(n, 64), cdiv(rows, 64) +
 // groups), 256 threads.
-template <bool TF32>
+template <int P>
 __device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k, const float* A, const float* B,
                                              long long strideB, float beta, float* C, const int* offsets,
                                              int groups, int* status) {
-    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
-    __align__(32) __shared__ float Cs[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
+    __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
+    __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
+    __align__(32) __shared__ float Cs[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
     const float* a = A + (size_t)r0 * k;
     const float* b = B + g * strideB;
     float* c = C + (size_t)r0 * n;
-    if (TF32)
-        gemm_tile_tf32(0, transB, m, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0, blockIdx.x * GEMM_BN, As, Bs,
+    if constexpr (P != PREC_FP32)
+        gemm_tile_tc<P>(0, transB, m, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0, blockIdx.x * GEMM_BN, As, Bs,
                        Cs);
     else
         gemm_tile(0, transB, m, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0, blockIdx.x * GEMM_BN, As, Bs);
@@ -442,20 +492,20 @@ __device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k,
 
 // grouped_swiglu is sgemm_grouped_swiglu's body: g = A_g·B1_g, u = A_g·B3_g
 // and s = silu(g)·u on each group's rows, grid as grouped_rows'.
-template <bool TF32>
+template <int P>
 __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const float* A, const float* B1,
                                                const float* B3, long long strideB, float* G, float* U, float* S,
                                                const int* offsets, int groups, int* status) {
-    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __align__(32) __shared__ float B1s[GEMM_BK][GEMM_BN + 4];
-    __align__(32) __shared__ float B3s[GEMM_BK][GEMM_BN + 4];
-    __align__(32) __shared__ float C1s[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
-    __align__(32) __shared__ float C3s[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
+    __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
+    __align__(32) __shared__ typename tc<P>::elem B1s[GEMM_BK][GEMM_BN + tc<P>::pad];
+    __align__(32) __shared__ typename tc<P>::elem B3s[GEMM_BK][GEMM_BN + tc<P>::pad];
+    __align__(32) __shared__ float C1s[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
+    __align__(32) __shared__ float C3s[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
     const size_t o = (size_t)r0 * n;
-    if (TF32)
-        gemm_tile_swiglu_tf32(m, n, k, A + (size_t)r0 * k, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o,
+    if constexpr (P != PREC_FP32)
+        gemm_tile_swiglu_tc<P>(m, n, k, A + (size_t)r0 * k, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o,
                               S + o, n, 0, blockIdx.x * GEMM_BN, As, B1s, B3s, C1s, C3s);
     else
         gemm_tile_swiglu(m, n, k, A + (size_t)r0 * k, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o, S + o,
@@ -464,19 +514,19 @@ __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const flo
 
 // grouped_t is sgemm_grouped_t's body: grid (cdiv(n, 64), cdiv(m, 64),
 // groups), 256 threads.
-template <bool TF32>
+template <int P>
 __device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A, const float* B, float* C,
                                           const int* offsets, int groups, int* status) {
-    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
-    __align__(32) __shared__ float Cs[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
+    __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
+    __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
+    __align__(32) __shared__ float Cs[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     const int g = blockIdx.z;
     int lo, cnt;
     if (g >= groups || !group_rows(offsets, g, rows, status, &lo, &cnt) || cnt == 0) return;
     const float *a = A + (size_t)lo * m, *b = B + (size_t)lo * n;
     float* c = C + (size_t)g * m * n;
-    if (TF32)
-        gemm_tile_tf32(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As,
+    if constexpr (P != PREC_FP32)
+        gemm_tile_tc<P>(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As,
                        Bs, Cs);
     else
         gemm_tile(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
@@ -489,34 +539,40 @@ __device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A
     int rows, int m, int n, const float *A, const float *B, float *C, const int *offsets, int groups, int *status
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(GROUPED_ROWS_ARGS) {
-    grouped_rows<false>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+    grouped_rows<PREC_FP32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_tf32(GROUPED_ROWS_ARGS) {
-    grouped_rows<true>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+    grouped_rows<PREC_TF32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_bf16(GROUPED_ROWS_ARGS) {
+    grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t(GROUPED_T_ARGS) {
-    grouped_t<false>(rows, m, n, A, B, C, offsets, groups, status);
+    grouped_t<PREC_FP32>(rows, m, n, A, B, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_tf32(GROUPED_T_ARGS) {
-    grouped_t<true>(rows, m, n, A, B, C, offsets, groups, status);
+    grouped_t<PREC_TF32>(rows, m, n, A, B, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_bf16(GROUPED_T_ARGS) {
+    grouped_t<PREC_BF16>(rows, m, n, A, B, C, offsets, groups, status);
 }
 
 // grouped_swiglu_bwd is sgemm_grouped_swiglu_bwd's body: ds_g = dy_g·W2_gᵀ
 // (W2_g n×k at g·strideB) on each group's rows, and through the SwiGLU
 // dgate and dup, grid as grouped_rows'.
-template <bool TF32>
+template <int P>
 __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const float* DY, const float* W2,
                                                    long long strideB, const float* G, const float* U, float* DS,
                                                    float* DG, float* DU, const int* offsets, int groups, int* status) {
-    __align__(32) __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __align__(32) __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
-    __align__(32) __shared__ float Cs[TF32 ? GEMM_BM : 1][GEMM_BN + 4];
+    __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
+    __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
+    __align__(32) __shared__ float Cs[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
     const size_t o = (size_t)r0 * n;
     const swiglu_bwd_epi epi{G + o, U + o, DS + o, DG + o, DU + o, n};
-    if (TF32)
-        gemm_tile_epi_tf32(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs,
+    if constexpr (P != PREC_FP32)
+        gemm_tile_epi_tc<P>(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs,
                            Cs, epi);
     else
         gemm_tile_epi(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs, epi);
@@ -527,10 +583,13 @@ __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const
         float *S, const int *offsets, int groups, int *status
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS) {
-    grouped_swiglu<false>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+    grouped_swiglu<PREC_FP32>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROUPED_SWIGLU_ARGS) {
-    grouped_swiglu<true>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+    grouped_swiglu<PREC_TF32>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bf16(GROUPED_SWIGLU_ARGS) {
+    grouped_swiglu<PREC_BF16>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 
 #define GROUPED_SWIGLU_BWD_ARGS                                                                                     \
@@ -538,8 +597,11 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROU
         float *DS, float *DG, float *DU, const int *offsets, int groups, int *status
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd(GROUPED_SWIGLU_BWD_ARGS) {
-    grouped_swiglu_bwd<false>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
+    grouped_swiglu_bwd<PREC_FP32>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_tf32(GROUPED_SWIGLU_BWD_ARGS) {
-    grouped_swiglu_bwd<true>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
+    grouped_swiglu_bwd<PREC_TF32>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_bf16(GROUPED_SWIGLU_BWD_ARGS) {
+    grouped_swiglu_bwd<PREC_BF16>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
 }

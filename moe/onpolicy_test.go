@@ -67,11 +67,11 @@ func TestOnPolicyExact(t *testing.T) {
 // TestCUDAOnPolicyExact is TestOnPolicyExact on the GPU, with cuBLAS (TF32
 // off) and with the fallback GEMM kernel.
 func TestCUDAOnPolicyExact(t *testing.T) {
-	// cuBLAS in float32, and our own kernels (MOERL_CUBLAS=off) in float32
-	// and in TF32: whether cuBLAS picks the same summation order for a
+	// cuBLAS in float32, and our own kernels (MOERL_CUBLAS=off) in float32,
+	// TF32 and bf16: whether cuBLAS picks the same summation order for a
 	// decode step's few rows as for a training forward's many is for the
 	// card to say; our kernels sum each output in an order of its own row.
-	for _, mode := range []string{"cublas", "fallback", "fallback-tf32"} {
+	for _, mode := range []string{"cublas", "fallback", "fallback-tf32", "fallback-bf16"} {
 		t.Run(mode, func(t *testing.T) {
 			if mode != "cublas" {
 				t.Setenv("MOERL_CUBLAS", "off")
@@ -81,7 +81,8 @@ func TestCUDAOnPolicyExact(t *testing.T) {
 				t.Skip(err.Error()) // "CUDA unavailable: ..."
 			}
 			defer be.Close()
-			if err := be.SetTF32(mode == "fallback-tf32"); err != nil {
+			p := map[string]cuda.GEMMPrecision{"fallback-tf32": cuda.GEMMTF32, "fallback-bf16": cuda.GEMMBF16}[mode]
+			if err := be.SetGEMMPrecision(p); err != nil {
 				t.Fatal(err)
 			}
 			for _, c := range onPolicyCases() {

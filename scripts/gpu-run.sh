@@ -11,7 +11,9 @@
 #   4. a 100-step moe-tiny pretraining run;
 #   5. moe-tiny train and generate again with MOERL_CUDA_GRAPHS=0
 #      (nographs-moe-tiny.json): what the CUDA graphs save;
-#   6. ncu on two moe-tiny training steps: every kernel's GPU time
+#   6. moe-tiny and moe-small train and generate with the GEMM products in
+#      bf16 (--bf16, bf16-moe.json), against the peer's bf16 column;
+#   7. ncu on two moe-tiny training steps: every kernel's GPU time
 #      (ncu.csv), so docs/benchmarks.md can say where a step's time goes.
 #
 # Every step runs under `timeout` (its own limit, and never past the run's
@@ -20,8 +22,8 @@
 # test binary, moerl's tokens/s beside the peer's for every workload, peak
 # memory, the end of every failing step's log. $OUT also gets gpu.log (all
 # the logs), moerl_bench.json, the peer's torch_moe_bench.json,
-# nographs-moe-tiny.json and ncu.csv: seven files, within the device
-# tool's eight.
+# nographs-moe-tiny.json, bf16-moe.json and ncu.csv: eight files, the
+# device tool's limit.
 #
 # MOERL_REQUIRE_CUDA=1 makes a GPU test that cannot reach CUDA fail instead
 # of skipping. This script sets it where nvidia-smi names a GPU, unless the
@@ -116,6 +118,13 @@ if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   [ -f "$work/nographs-moe-tiny.json" ] && cp "$work/nographs-moe-tiny.json" "$OUT/"
 else
   skip "bench moe-tiny, MOERL_CUDA_GRAPHS=0" bench "no NVIDIA device on this machine"
+fi
+if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
+  STDOUT="$work/bf16-moe.json" step "bench moe-tiny, moe-small, --bf16" bench 70 \
+    ./moerl bench --device cuda --bf16 --config moe-tiny,moe-small --workloads train,generate --steps 10 --warmup 2 --json
+  [ -f "$work/bf16-moe.json" ] && cp "$work/bf16-moe.json" "$OUT/"
+else
+  skip "bench moe-tiny, moe-small, --bf16" bench "no NVIDIA device on this machine"
 fi
 if [ "$MOERL_REQUIRE_CUDA" = 1 ] && command -v ncu > /dev/null; then
   # One metric, kernel replay: about 0.2 s a kernel, ~450 kernels.

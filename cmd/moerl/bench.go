@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/moerl/moerl/bench"
+	"github.com/moerl/moerl/engine/cuda"
 )
 
-// tf32Switch is a backend whose float32 GEMMs may run in TF32 (cuda.Backend).
-type tf32Switch interface {
-	SetTF32(on bool) error
-	TF32() bool
+// gemmSwitch is a backend whose GEMMs may run in TF32 or bf16 (cuda.Backend).
+type gemmSwitch interface {
+	SetGEMMPrecision(p cuda.GEMMPrecision) error
+	GEMMPrecision() cuda.GEMMPrecision
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -37,12 +38,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object with a workloads list")
 	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
 	tf32 := fs.Bool("tf32", true, "float32 GEMMs in TF32 on GPUs that have it (compute capability 8.0 and later), as the PyTorch peer's allow_tf32; false: full float32 (also MOERL_TF32=0)")
+	bf16 := fs.Bool("bf16", false, "GEMM products in bfloat16 on the tensor cores (inputs rounded to bf16, sums and storage fp32), as the peer's bf16 autocast does to a matmul; true or false (also MOERL_BF16=1)")
 	profile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	tf32Set := false
-	fs.Visit(func(f *flag.Flag) { tf32Set = tf32Set || f.Name == "tf32" })
+	tf32Set, bf16Set := false, false
+	fs.Visit(func(f *flag.Flag) {
+		tf32Set = tf32Set || f.Name == "tf32"
+		bf16Set = bf16Set || f.Name == "bf16"
+	})
+	if *bf16 && tf32Set && *tf32 {
+		return usagef("--bf16 and --tf32 ask for two GEMM precisions: give one")
+	}
 	if *profile != "" {
 		f, err := os.Create(*profile)
 		if err != nil {
@@ -86,8 +94,21 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	if sw, ok := be.(tf32Switch); ok && tf32Set {
-		if err := sw.SetTF32(*tf32); err != nil {
+	if sw, ok := be.(gemmSwitch); ok && (tf32Set || bf16Set) {
+		p := sw.GEMMPrecision()
+		switch {
+		case *bf16:
+			p = cuda.GEMMBF16
+		case tf32Set && *tf32:
+			p = cuda.GEMMTF32
+		case tf32Set:
+			p = cuda.GEMMFP32
+		case p == cuda.GEMMBF16:
+			// --bf16=false against MOERL_BF16=1: TF32, the default on
+			// every GPU moerl's PTX (compute capability 8.0) runs on.
+			p = cuda.GEMMTF32
+		}
+		if err := sw.SetGEMMPrecision(p); err != nil {
 			return err
 		}
 	}
@@ -99,8 +120,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		for _, w := range wl {
 			r := bench.Run(be, name, w, *warm, *steps)
 			r.Device, r.GEMM = be.Device(), "fp32"
-			if sw, ok := be.(tf32Switch); ok && sw.TF32() {
-				r.GEMM = "tf32"
+			if sw, ok := be.(gemmSwitch); ok {
+				r.GEMM = strings.ToLower(sw.GEMMPrecision().String())
 			}
 			results = append(results, r)
 			if r.Error != "" {

@@ -67,8 +67,9 @@ type Backend struct {
 	err       error       // first error since the last Sync
 	hasErr    atomic.Bool // err != nil
 	capturing bool
-	tf32      bool
+	precision GEMMPrecision
 	tf32Env   string // MOERL_TF32 as New read it ("" where unset)
+	bf16Env   string // MOERL_BF16 likewise
 	noGraphs  bool   // MOERL_CUDA_GRAPHS=0: CaptureGraph refuses
 	closed    bool
 }
@@ -133,12 +134,19 @@ func newBackend(drv driver, bl blas, blasWhy string, ordinal int) (*Backend, err
 	if err != nil {
 		return nil, err
 	}
+	bf16, err := onOff("MOERL_BF16", "GEMM products in bfloat16", "TF32 or float32 as MOERL_TF32 says")
+	if err != nil {
+		return nil, err
+	}
+	if bf16 == "1" && tf32 == "1" {
+		return nil, fmt.Errorf("MOERL_BF16=1 and MOERL_TF32=1 ask for two GEMM precisions: set one")
+	}
 	graphs, err := onOff("MOERL_CUDA_GRAPHS", "CUDA graphs for repeated steps", "every op launched by the host")
 	if err != nil {
 		return nil, err
 	}
 	b := &Backend{drv: drv, bl: bl, blasWhy: blasWhy, ordinal: ordinal, kernels: map[string]*kernel{}, w: startWorker(),
-		tf32Env: tf32, noGraphs: graphs == "0"}
+		tf32Env: tf32, bf16Env: bf16, noGraphs: graphs == "0"}
 	b.alloc = newAllocator(
 		func(n uint64) (uintptr, error) {
 			var p uintptr
@@ -241,28 +249,29 @@ func (b *Backend) start() error {
 		}
 		// TF32 by default where the tensor cores have it (compute
 		// capability 8.0, Ampere, and later), as PyTorch's peer runs its
-		// "fp32" (allow_tf32); MOERL_TF32 overrides.
-		on := b.cc[0] >= 8
-		switch b.tf32Env {
-		case "0":
-			on = false
-		case "1":
-			on = true
+		// "fp32" (allow_tf32); MOERL_TF32 and MOERL_BF16 override.
+		p := GEMMFP32
+		if b.cc[0] >= 8 && b.tf32Env != "0" || b.tf32Env == "1" {
+			p = GEMMTF32
 		}
-		mode := blasDefaultMath
-		if on {
-			mode = blasTF32TensorOpMath
+		if b.bf16Env == "1" {
+			p = GEMMBF16
 		}
-		if err := b.bl.setMathMode(b.blasH, mode); err != nil {
+		if err := b.bl.setMathMode(b.blasH, p.mathMode()); err != nil {
 			return err
 		}
-		b.tf32 = on
+		b.precision = p
 		if b.blasVer, err = b.bl.version(b.blasH); err != nil {
 			return err
 		}
 	} else {
 		// The fallback is the reference, strict float32, unless asked.
-		b.tf32 = b.tf32Env == "1"
+		switch {
+		case b.bf16Env == "1":
+			b.precision = GEMMBF16
+		case b.tf32Env == "1":
+			b.precision = GEMMTF32
+		}
 	}
 	return nil
 }
@@ -372,16 +381,9 @@ func (b *Backend) Name() string { return "cuda" }
 
 // Device describes the GPU, its memory, the driver and the GEMM library.
 func (b *Backend) Device() string {
-	mode := "fp32"
-	if b.TF32() {
-		mode = "TF32"
-	}
+	mode := b.GEMMPrecision().String()
 	gemm := "fallback GEMM kernel (" + b.blasWhy + ", " + mode + ")"
 	if b.bl != nil {
-		mode := "fp32"
-		if b.TF32() {
-			mode = "TF32"
-		}
 		gemm = fmt.Sprintf("cuBLAS %d.%d.%d (%s, %s)", b.blasVer/10000, b.blasVer/100%100, b.blasVer%100, b.bl.library(), mode)
 	}
 	graphs := "CUDA graphs"
@@ -412,41 +414,107 @@ func onOff(name, on, off string) (string, error) {
 	return "", fmt.Errorf("%s=%q: want 1 (%s) or 0 (%s)", name, env, on, off)
 }
 
-// SetTF32 lets cuBLAS run float32 GEMMs on the tensor cores in TF32 (inputs
-// rounded to 10 mantissa bits, products summed in float32): several times
-// faster, with a relative error around 1e-3 per product instead of 1e-7
-// (the op tests bound ‖gpu−cpu‖/‖cpu‖ of a GEMM by 2e-3 in TF32 and 1e-5
-// without). New turns it on where the GPU has TF32 (compute capability 8.0
-// and later) unless MOERL_TF32=0; SetTF32(false) gives GEMMs that match the
-// CPU to float32 rounding. Our own GEMM kernels follow it too (the
-// grouped expert GEMMs always, the fallback sgemm_tiled when cuBLAS is off,
-// where TF32 is off unless MOERL_TF32=1 or SetTF32 asks): their TF32 twins
-// keep the batch invariance of the float32 kernels.
-func (b *Backend) SetTF32(on bool) error {
-	if !b.usable("SetTF32") {
+// GEMMPrecision is what the backend's GEMMs multiply in: their inputs
+// and outputs stay float32 in memory, each input is rounded to the
+// precision as it is read, and the products are summed in float32.
+type GEMMPrecision uint8
+
+const (
+	// GEMMFP32 is full float32, matching the CPU to float32 rounding (the
+	// op tests bound ‖gpu−cpu‖/‖cpu‖ of a GEMM by 1e-5).
+	GEMMFP32 GEMMPrecision = iota
+	// GEMMTF32 runs the products on the tensor cores in TF32 (10 mantissa
+	// bits, round to nearest): several times faster, about 1e-3 relative
+	// error per product (bound 2e-3). New's default where the GPU has it
+	// (compute capability 8.0 and later) and cuBLAS is there, as PyTorch's
+	// allow_tf32 for its "fp32".
+	GEMMTF32
+	// GEMMBF16 runs them in bfloat16 (7 stored mantissa bits, round to
+	// nearest even): the tensor cores' rate is twice TF32's, the error
+	// about 3e-3 per GEMM (bound 1e-2), what PyTorch's bf16 autocast does
+	// to a matmul. MOERL_BF16=1 chooses it.
+	GEMMBF16
+)
+
+func (p GEMMPrecision) String() string {
+	switch p {
+	case GEMMTF32:
+		return "TF32"
+	case GEMMBF16:
+		return "bf16"
+	}
+	return "fp32"
+}
+
+// mathMode and computeType are cuBLAS's names for the precision.
+func (p GEMMPrecision) mathMode() int {
+	if p == GEMMTF32 {
+		return blasTF32TensorOpMath
+	}
+	return blasDefaultMath
+}
+
+func (p GEMMPrecision) computeType() int {
+	switch p {
+	case GEMMTF32:
+		return blasComputeF32TF32
+	case GEMMBF16:
+		return blasComputeF32BF16
+	}
+	return blasComputeF32
+}
+
+// suffix is the kernel-name suffix of our own GEMM kernels' twin in the
+// precision: "" (fp32), "_tf32" or "_bf16".
+func (p GEMMPrecision) suffix() string {
+	switch p {
+	case GEMMTF32:
+		return "_tf32"
+	case GEMMBF16:
+		return "_bf16"
+	}
+	return ""
+}
+
+// SetGEMMPrecision sets what every GEMM multiplies in, cuBLAS's and our
+// own kernels' alike (the grouped expert GEMMs always, the fallback
+// sgemm_tiled when cuBLAS is off); the twins of our kernels keep the
+// batch invariance of the float32 ones in every precision.
+func (b *Backend) SetGEMMPrecision(p GEMMPrecision) error {
+	if !b.usable("SetGEMMPrecision") {
 		return b.takeErr()
 	}
-	mode := blasDefaultMath
-	if on {
-		mode = blasTF32TensorOpMath
+	if p > GEMMBF16 {
+		panic(fmt.Sprintf("cuda: SetGEMMPrecision(%d): not a precision", p))
 	}
 	if b.bl != nil {
-		if err := b.w.do(func() error { return b.bl.setMathMode(b.blasH, mode) }); err != nil {
-			return fmt.Errorf("cuda: SetTF32(%v): %w", on, err)
+		if err := b.w.do(func() error { return b.bl.setMathMode(b.blasH, p.mathMode()) }); err != nil {
+			return fmt.Errorf("cuda: SetGEMMPrecision(%v): %w", p, err)
 		}
 	}
 	b.mu.Lock()
-	b.tf32 = on
+	b.precision = p
 	b.mu.Unlock()
 	return nil
 }
 
-// TF32 reports whether float32 GEMMs run in TF32.
-func (b *Backend) TF32() bool {
+// GEMMPrecision reports what GEMMs multiply in.
+func (b *Backend) GEMMPrecision() GEMMPrecision {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.tf32
+	return b.precision
 }
+
+// SetTF32 is SetGEMMPrecision(GEMMTF32) when on, GEMMFP32 when not.
+func (b *Backend) SetTF32(on bool) error {
+	if on {
+		return b.SetGEMMPrecision(GEMMTF32)
+	}
+	return b.SetGEMMPrecision(GEMMFP32)
+}
+
+// TF32 reports whether GEMMs run in TF32.
+func (b *Backend) TF32() bool { return b.GEMMPrecision() == GEMMTF32 }
 
 // HasCublas reports whether GEMMs go through cuBLAS (else the fallback kernel).
 func (b *Backend) HasCublas() bool { return b.bl != nil }

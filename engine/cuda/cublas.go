@@ -35,6 +35,7 @@ const (
 	blasTF32TensorOpMath = 3  // CUBLAS_TF32_TENSOR_OP_MATH
 	blasComputeF32       = 68 // CUBLAS_COMPUTE_32F
 	blasComputeF32TF32   = 77 // CUBLAS_COMPUTE_32F_FAST_TF32
+	blasComputeF32BF16   = 75 // CUBLAS_COMPUTE_32F_FAST_16BF
 	cudaR32F             = 0  // CUDA_R_32F
 	blasGemmDefault      = -1 // CUBLAS_GEMM_DEFAULT
 )

@@ -303,14 +303,16 @@ func firstDiff(a, b []float64) int {
 // float32 (TF32 off) rounds like the CPU, to about 1e-7 per product; TF32
 // rounds both inputs to 10 mantissa bits, about 1e-3 per product (2^−11 per
 // input, random in sign, so near 3e-4 over a whole product), bounded here
-// with room: 2e-3. Only GEMMs run on the tensor cores; every other op is
-// the same in both modes.
+// with room: 2e-3; bf16 to 7 stored bits, 2^−9 per input, near 3e-3 over
+// a product (the emulator measures 2.3e-3), bounded by 1e-2. Only GEMMs
+// run on the tensor cores; every other op is the same in every mode.
 const (
 	tolElementwise = 1e-5
 	tolReduction   = 1e-4
 	tolAttention   = 1e-4
 	tolGemmF32     = 1e-5
 	tolGemmTF32    = 2e-3
+	tolGemmBF16    = 1e-2
 )
 
 // ------------------------------------------------------------------ cases
@@ -706,6 +708,28 @@ func TestGemmFallbackAndTF32(t *testing.T) {
 		}
 		c.tol = tolGemmTF32
 		t.Run("tf32/"+c.name, func(t *testing.T) { checkCase(t, be, c, uint64(3000+i)) })
+	}
+}
+
+// TestGemmBF16: every GEMM op in bf16, with cuBLAS
+// (CUBLAS_COMPUTE_32F_FAST_16BF) and with our kernels' bf16 twins, within
+// bf16's bound of the CPU's float32 product.
+func TestGemmBF16(t *testing.T) {
+	for _, be := range []*Backend{gpuBackend(t), gpuFallback(t)} {
+		was := be.GEMMPrecision()
+		if err := be.SetGEMMPrecision(GEMMBF16); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range opCases() {
+			if len(c.name) < 4 || c.name[:4] != "Gemm" {
+				continue
+			}
+			c.tol = tolGemmBF16
+			t.Run(fmt.Sprintf("cublas=%v/%s", be.HasCublas(), c.name), func(t *testing.T) { checkCase(t, be, c, uint64(4000+i)) })
+		}
+		if err := be.SetGEMMPrecision(was); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

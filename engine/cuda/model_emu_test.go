@@ -40,25 +40,34 @@ func emulatedBackend(t *testing.T) *Backend {
 // TestModelOnEmulator runs the whole model through the CUDA backend's
 // launchers and kernels on the emulator and compares it with the CPU
 // backend: forward log-probs and every gradient (MoE and dense), three
-// training steps, and sampling.
+// training steps, and sampling; and the three training steps again with
+// the GEMM products in bf16, whose losses stay within bf16's rounding of
+// the CPU's.
 func TestModelOnEmulator(t *testing.T) {
 	gpu := emulatedBackend(t)
 	cfg := paritytest.SmallConfig(false)
 	paritytest.Model(t, gpu, cfg)
 	paritytest.Training(t, gpu, cfg, 2, 3, 1e-4)
 	paritytest.Sampling(t, gpu, cfg)
+	t.Run("bf16", func(t *testing.T) {
+		if err := gpu.SetGEMMPrecision(GEMMBF16); err != nil {
+			t.Fatal(err)
+		}
+		defer gpu.SetGEMMPrecision(GEMMFP32)
+		paritytest.Training(t, gpu, cfg, 2, 3, 5e-3)
+	})
 }
 
 // TestOnPolicyOnEmulator: sampling on the emulated CUDA backend records the
 // log-probs that its training forward recomputes, bit for bit (the decode
-// attention kernel follows attn_fwd's order, and our GEMM kernels, float32
-// or TF32, sum each output in an order of its own row), with the fallback
-// GEMM kernel in float32 and in TF32.
+// attention kernel follows attn_fwd's order, and our GEMM kernels, in
+// every precision, sum each output in an order of its own row), with the fallback
+// GEMM kernel in float32, TF32 and bf16.
 func TestOnPolicyOnEmulator(t *testing.T) {
 	be := emulatedBackend(t)
-	for _, tf32 := range []bool{false, true} { // the TF32 twins of the GEMM kernels too
-		t.Run(map[bool]string{false: "fp32", true: "tf32"}[tf32], func(t *testing.T) {
-			if err := be.SetTF32(tf32); err != nil {
+	for _, p := range []GEMMPrecision{GEMMFP32, GEMMTF32, GEMMBF16} { // the tensor-core twins of the GEMM kernels too
+		t.Run(p.String(), func(t *testing.T) {
+			if err := be.SetGEMMPrecision(p); err != nil {
 				t.Fatal(err)
 			}
 			paritytest.OnPolicy(t, be, paritytest.SmallConfig(false))

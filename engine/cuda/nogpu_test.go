@@ -232,17 +232,22 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
 	be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
 	be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
-	if cb, ok := be.(*Backend); ok { // the GEMM kernels' other twins (fp32 or TF32)
-		tf32 := cb.TF32()
-		if err := cb.SetTF32(!tf32); err != nil {
-			t.Fatal(err)
+	if cb, ok := be.(*Backend); ok { // the GEMM kernels' twins in the other precisions
+		was := cb.GEMMPrecision()
+		for _, p := range []GEMMPrecision{GEMMFP32, GEMMTF32, GEMMBF16} {
+			if p == was {
+				continue
+			}
+			if err := cb.SetGEMMPrecision(p); err != nil {
+				t.Fatal(err)
+			}
+			be.GemmGrouped(false, 8, 5, 3, f(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
+			be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
+			be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
+			be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
+			be.Gemm(false, true, 5, 6, 7, 1, f(5*7), 0, 7, f(6*7), 0, 7, 0, f(5*6), 0, 6)
 		}
-		be.GemmGrouped(false, 8, 5, 3, f(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
-		be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
-		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
-		be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
-		be.Gemm(false, true, 5, 6, 7, 1, f(5*7), 0, 7, f(6*7), 0, 7, 0, f(5*6), 0, 6)
-		if err := cb.SetTF32(tf32); err != nil {
+		if err := cb.SetGEMMPrecision(was); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -304,8 +309,8 @@ func TestEveryKernelLaunches(t *testing.T) {
 	if n := f2.launched()["sgemm_tiled"]; n != 1 {
 		t.Errorf("with cuBLAS, the fallback GEMM ran %d times, want once (for k = 0)", n)
 	}
-	if len(fb.computes) != 4 {
-		t.Errorf("cuBLAS got %d GEMM calls, want 4", len(fb.computes))
+	if len(fb.computes) != 5 { // exercise's 3, and its 2 in the other precisions
+		t.Errorf("cuBLAS got %d GEMM calls, want 5", len(fb.computes))
 	}
 }
 
@@ -412,21 +417,43 @@ func TestGemmRowMajorThroughCublas(t *testing.T) {
 	if !strings.Contains(b.Device(), "TF32") {
 		t.Errorf("Device() = %q does not say TF32", b.Device())
 	}
+	if err := b.SetGEMMPrecision(GEMMBF16); err != nil {
+		t.Fatal(err)
+	}
+	b.Gemm(false, false, 1, 1, 1, 1, b.NewF32(1), 0, 1, b.NewF32(1), 0, 1, 0, b.NewF32(1), 0, 1)
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if fb.mathMode != blasDefaultMath || fb.computes[len(fb.computes)-1] != blasComputeF32BF16 || !strings.Contains(b.Device(), "bf16") {
+		t.Errorf("SetGEMMPrecision(GEMMBF16): math mode %d, compute type %d, Device() %q", fb.mathMode,
+			fb.computes[len(fb.computes)-1], b.Device())
+	}
 }
 
-// TestTF32Setting: TF32 is on by default from compute capability 8.0 (the
-// peer's "fp32" runs TF32 too), off before, and MOERL_TF32 overrides it;
-// an unknown value is an error from New, not a guess.
-func TestTF32Setting(t *testing.T) {
+// TestGEMMPrecisionSetting: TF32 is on by default from compute capability
+// 8.0 (the peer's "fp32" runs TF32 too), off before; MOERL_TF32 and
+// MOERL_BF16 override it, and an unknown value, or both asking, is an
+// error from New, not a guess.
+func TestGEMMPrecisionSetting(t *testing.T) {
 	for _, tc := range []struct {
-		cc   [2]int
-		env  string
-		want bool
+		cc        [2]int
+		tf32, bf  string
+		want      GEMMPrecision
+		mode, cmp int
 	}{
-		{[2]int{9, 0}, "", true}, {[2]int{8, 0}, "", true}, {[2]int{7, 5}, "", false},
-		{[2]int{9, 0}, "0", false}, {[2]int{9, 0}, "off", false}, {[2]int{7, 5}, "1", true}, {[2]int{9, 0}, "true", true},
+		{[2]int{9, 0}, "", "", GEMMTF32, blasTF32TensorOpMath, blasComputeF32TF32},
+		{[2]int{8, 0}, "", "", GEMMTF32, blasTF32TensorOpMath, blasComputeF32TF32},
+		{[2]int{7, 5}, "", "", GEMMFP32, blasDefaultMath, blasComputeF32},
+		{[2]int{9, 0}, "0", "", GEMMFP32, blasDefaultMath, blasComputeF32},
+		{[2]int{9, 0}, "off", "", GEMMFP32, blasDefaultMath, blasComputeF32},
+		{[2]int{7, 5}, "1", "", GEMMTF32, blasTF32TensorOpMath, blasComputeF32TF32},
+		{[2]int{9, 0}, "true", "", GEMMTF32, blasTF32TensorOpMath, blasComputeF32TF32},
+		{[2]int{9, 0}, "", "1", GEMMBF16, blasDefaultMath, blasComputeF32BF16},
+		{[2]int{9, 0}, "0", "on", GEMMBF16, blasDefaultMath, blasComputeF32BF16},
+		{[2]int{9, 0}, "", "0", GEMMTF32, blasTF32TensorOpMath, blasComputeF32TF32},
 	} {
-		t.Setenv("MOERL_TF32", tc.env)
+		t.Setenv("MOERL_TF32", tc.tf32)
+		t.Setenv("MOERL_BF16", tc.bf)
 		f := newFakeDriver()
 		f.cc = tc.cc
 		fb := &fakeBlas{drv: f}
@@ -434,43 +461,47 @@ func TestTF32Setting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantMode, wantCompute := blasDefaultMath, blasComputeF32
-		if tc.want {
-			wantMode, wantCompute = blasTF32TensorOpMath, blasComputeF32TF32
-		}
 		b.Gemm(false, false, 1, 1, 1, 1, b.NewF32(1), 0, 1, b.NewF32(1), 0, 1, 0, b.NewF32(1), 0, 1)
 		if err := b.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		if b.TF32() != tc.want || fb.mathMode != wantMode || fb.computes[0] != wantCompute {
-			t.Errorf("sm_%d%d MOERL_TF32=%q: TF32() %v, math mode %d, compute type %d; want %v", tc.cc[0], tc.cc[1], tc.env,
-				b.TF32(), fb.mathMode, fb.computes[0], tc.want)
+		if b.GEMMPrecision() != tc.want || fb.mathMode != tc.mode || fb.computes[0] != tc.cmp {
+			t.Errorf("sm_%d%d MOERL_TF32=%q MOERL_BF16=%q: %v, math mode %d, compute type %d; want %v", tc.cc[0], tc.cc[1],
+				tc.tf32, tc.bf, b.GEMMPrecision(), fb.mathMode, fb.computes[0], tc.want)
 		}
-		if got := strings.Contains(b.Device(), "TF32"); got != tc.want {
-			t.Errorf("Device() = %q", b.Device())
+		if !strings.Contains(b.Device(), ", "+tc.want.String()+")") {
+			t.Errorf("Device() = %q does not say %v", b.Device(), tc.want)
 		}
 		b.Close()
 	}
-	t.Setenv("MOERL_TF32", "maybe")
-	if _, err := newBackend(newFakeDriver(), nil, "", 0); err == nil || !strings.Contains(err.Error(), `MOERL_TF32="maybe"`) {
-		t.Errorf("MOERL_TF32=maybe: %v", err)
+	for _, tc := range []struct{ tf32, bf, want string }{
+		{"maybe", "", `MOERL_TF32="maybe"`},
+		{"", "half", `MOERL_BF16="half"`},
+		{"1", "1", "MOERL_BF16=1 and MOERL_TF32=1"},
+	} {
+		t.Setenv("MOERL_TF32", tc.tf32)
+		t.Setenv("MOERL_BF16", tc.bf)
+		if _, err := newBackend(newFakeDriver(), nil, "", 0); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("MOERL_TF32=%q MOERL_BF16=%q: %v, want an error naming %s", tc.tf32, tc.bf, err, tc.want)
+		}
 	}
 	// Without cuBLAS, the fallback kernel runs float32 unless MOERL_TF32=1
-	// asks for its TF32 twin, whatever the GPU.
-	for _, env := range []string{"", "1"} {
-		t.Setenv("MOERL_TF32", env)
+	// or MOERL_BF16=1 asks for a twin, whatever the GPU.
+	for _, tc := range []struct {
+		tf32, bf string
+		want     GEMMPrecision
+	}{{"", "", GEMMFP32}, {"1", "", GEMMTF32}, {"", "1", GEMMBF16}} {
+		t.Setenv("MOERL_TF32", tc.tf32)
+		t.Setenv("MOERL_BF16", tc.bf)
 		b, f, _ := newFake(t, false)
 		b.Gemm(false, false, 2, 2, 2, 1, b.NewF32(4), 0, 2, b.NewF32(4), 0, 2, 0, b.NewF32(4), 0, 2)
 		if err := b.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		want, kernel := env == "1", "sgemm_tiled"
-		if want {
-			kernel += "_tf32"
-		}
-		if b.TF32() != want || f.launched()[kernel] != 1 || strings.Contains(b.Device(), "TF32") != want {
-			t.Errorf("without cuBLAS, MOERL_TF32=%q: TF32() %v, launches %v, Device() %q; want TF32 %v", env, b.TF32(),
-				f.launched(), b.Device(), want)
+		kernel := "sgemm_tiled" + tc.want.suffix()
+		if b.GEMMPrecision() != tc.want || f.launched()[kernel] != 1 || !strings.Contains(b.Device(), tc.want.String()) {
+			t.Errorf("without cuBLAS, MOERL_TF32=%q MOERL_BF16=%q: %v, launches %v, Device() %q; want %v", tc.tf32, tc.bf,
+				b.GEMMPrecision(), f.launched(), b.Device(), tc.want)
 		}
 	}
 }

@@ -91,10 +91,7 @@ func (b *Backend) gemm(op string, transA, transB bool, m, n, k int, alpha float3
 		pA := bm.Ptr + uintptr(offB)*4 // cuBLAS A
 		pB := a.Ptr + uintptr(offA)*4  // cuBLAS B
 		pC := c.Ptr + uintptr(offC)*4
-		compute := blasComputeF32
-		if b.TF32() {
-			compute = blasComputeF32TF32
-		}
+		compute := b.GEMMPrecision().computeType()
 		b.post(func() error {
 			if batch == 1 {
 				return b.bl.gemmEx(b.blasH, opB, opA, n, m, k, alpha, pA, ldb, pB, lda, beta, pC, ldc, compute)
@@ -108,7 +105,7 @@ func (b *Backend) gemm(op string, transA, transB bool, m, n, k int, alpha float3
 	// per launch); its TF32 twin in TF32 mode, where there are products.
 	suffix := ""
 	if k > 0 {
-		suffix = b.tf32Suffix()
+		suffix = b.GEMMPrecision().suffix()
 	}
 	for z0 := 0; z0 < batch; z0 += 65535 {
 		nz := min(batch-z0, 65535)
@@ -647,7 +644,7 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		boolArg(transB), i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(bm), i64Arg(int64(strideB)),
 		f32Arg(beta), tensorArg(c), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -668,7 +665,7 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, st
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_swiglu"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_swiglu"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
 		tensorArg(g), tensorArg(u), tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -688,7 +685,7 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_swiglu_bwd"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_swiglu_bwd"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(dy), tensorArg(bm), i64Arg(int64(strideB)), tensorArg(g),
 		tensorArg(u), tensorArg(ds), tensorArg(dg), tensorArg(du), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -705,18 +702,9 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor,
 	if !b.ok(chk) || m == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_t"+b.tf32Suffix(), dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_t"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(m), i32Arg(n), tensorArg(a), tensorArg(bm), tensorArg(c), tensorArg(offsets),
 		i32Arg(groups), b.statusArg())
-}
-
-// tf32Suffix is "_tf32" in TF32 mode, where our GEMM kernels launch their
-// tensor-core twins, and "" otherwise.
-func (b *Backend) tf32Suffix() string {
-	if b.TF32() {
-		return "_tf32"
-	}
-	return ""
 }
 
 // groupedCheck checks the sizes of a grouped product and states the

@@ -295,8 +295,22 @@ inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); retu
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline int __clz(unsigned v) { return v ? __builtin_clz(v) : 32; }
 
-// The WMMA subset the TF32 GEMM tiles use (nvcuda::wmma, m16n16k8 with
-// precision::tf32). On a GPU a fragment is spread over the warp's lanes;
+// __nv_bfloat16 (cuda_bf16.h): the bits of a bfloat16, converted to
+// nearest even as the GPU's cvt.rn.bf16.f32 does (a NaN becomes a quiet
+// NaN; the GPU's is the canonical one, which no GEMM input here is).
+struct __nv_bfloat16 {
+    unsigned short x;
+};
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7f800000u) == 0x7f800000u) return {(unsigned short)((u | ((u & 0x007fffffu) ? 0x00400000u : 0u)) >> 16)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return {(unsigned short)(u >> 16)};
+}
+inline float __bfloat162float(__nv_bfloat16 h) { return __uint_as_float((unsigned)h.x << 16); }
+
+// The WMMA subset the tensor-core GEMM tiles use (nvcuda::wmma, m16n16k8
+// with precision::tf32 and m16n16k16 with __nv_bfloat16). On a GPU a fragment is spread over the warp's lanes;
 // here every thread holds the whole tile, so num_elements is the tile's
 // size and an elementwise loop over x[] (the TF32 rounding) touches every
 // element, as the warp does together. mma_sync adds the products in k
@@ -322,12 +336,15 @@ template <class Use, int M, int N, int K, class T, class Layout = void> struct f
     float x[num_elements]; // row-major
 };
 
-template <class Use, int M, int N, int K, class T, class L>
-inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const float* p, unsigned ldm) {
+inline float elem_float(float v) { return v; }
+inline float elem_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class Use, int M, int N, int K, class T, class L, class E>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const E* p, unsigned ldm) {
     using F = fragment<Use, M, N, K, T, L>;
     for (int r = 0; r < F::rows; r++)
         for (int c = 0; c < F::cols; c++)
-            f.x[r * F::cols + c] = std::is_same_v<L, row_major> ? p[r * ldm + c] : p[c * ldm + r];
+            f.x[r * F::cols + c] = elem_float(std::is_same_v<L, row_major> ? p[r * ldm + c] : p[c * ldm + r]);
 }
 
 template <int M, int N, int K>
@@ -335,9 +352,9 @@ inline void fill_fragment(fragment<accumulator, M, N, K, float>& f, float v) {
     for (auto& x : f.x) x = v;
 }
 
-template <int M, int N, int K, class LA, class LB>
-inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, precision::tf32, LA>& a,
-                     const fragment<matrix_b, M, N, K, precision::tf32, LB>& b,
+template <int M, int N, int K, class T, class LA, class LB>
+inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+                     const fragment<matrix_b, M, N, K, T, LB>& b,
                      const fragment<accumulator, M, N, K, float>& c) {
     float out[M * N];
     for (int i = 0; i < M; i++)

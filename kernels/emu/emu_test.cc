@@ -11,6 +11,7 @@
 
 #include "../adamw.cu"
 #include "../attention.cu"
+#include "../cast.cu"
 #include "../embedding.cu"
 #include "../gather.cu"
 #include "../gemm.cu"
@@ -1101,6 +1102,148 @@ static void test_gemm_grouped() {
     CHECK(kept, "sgemm_grouped wrote rows past offsets that fall");
 }
 
+// test_gemm_bf16 checks the bf16 twins: against float64 on the
+// bf16-rounded inputs (the indexing and staging, to fp32 summation error),
+// within bf16's bound of the unrounded product, and the fused kernels
+// against the unfused bf16 kernels. It also checks the casts.
+static void test_gemm_bf16() {
+    std::printf("gemm bf16, cast\n");
+    auto bf = [](std::vector<float> v) {
+        for (auto& x : v) x = __bfloat162float(__float2bfloat16_rn(x));
+        return v;
+    };
+    {
+        // cast_f32_bf16 and back is the rounding, bf16_bits is __float2bfloat16_rn on finite inputs.
+        auto x = randn(5000, 30.0f);
+        std::vector<bf16> h(x.size());
+        std::vector<float> back(x.size(), NaN);
+        emu::launch(dim3(cdiv(x.size(), 256)), dim3(256), 0, cast_f32_bf16, h.data(), (const float*)x.data(),
+                    (int)x.size());
+        emu::launch(dim3(cdiv(x.size(), 256)), dim3(256), 0, cast_bf16_f32, back.data(), (const bf16*)h.data(),
+                    (int)x.size());
+        CHECK(back == bf(x), "cast_f32_bf16 then cast_bf16_f32: not the nearest-even bf16 values");
+        std::printf("  %-34s bit for bit the rounding\n", "cast_f32_bf16, cast_bf16_f32");
+    }
+
+    // sgemm_tiled_bf16, every transpose, beta 0 over NaN and beta 1.
+    for (int tA = 0; tA < 2; tA++)
+        for (int tB = 0; tB < 2; tB++)
+            for (float beta : {0.0f, 1.0f}) {
+                const int m = 70, n = 45, k = 37;
+                auto A = randn((size_t)m * k), B = randn((size_t)k * n), C = randn((size_t)m * n);
+                if (beta == 0)
+                    for (auto& c : C) c = NaN;
+                const auto Ar = bf(A), Br = bf(B);
+                const int lda = tA ? m : k, ldb = tB ? k : n;
+                std::vector<double> want(C.begin(), C.end()), exact(C.begin(), C.end());
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        double s = 0, e = 0;
+                        for (int p = 0; p < k; p++) {
+                            const size_t ai = tA ? (size_t)p * lda + i : (size_t)i * lda + p;
+                            const size_t bi = tB ? (size_t)j * ldb + p : (size_t)p * ldb + j;
+                            s += (double)Ar[ai] * Br[bi];
+                            e += (double)A[ai] * B[bi];
+                        }
+                        want[i * n + j] = 0.5 * s + (beta != 0 ? want[i * n + j] : 0.0);
+                        exact[i * n + j] = 0.5 * e + (beta != 0 ? exact[i * n + j] : 0.0);
+                    }
+                emu::launch(dim3(cdiv(n, 64), cdiv(m, 64), 1), dim3(256), 0, sgemm_tiled_bf16, tA, tB, m, n, k, 0.5f,
+                            (const float*)A.data(), lda, 0LL, (const float*)B.data(), ldb, 0LL, beta, C.data(), n, 0LL);
+                char name[64];
+                std::snprintf(name, sizeof name, "sgemm_tiled_bf16 tA=%d tB=%d beta=%g", tA, tB, beta);
+                CHECK_CLOSE(name, C, want, 1e-6);
+                std::snprintf(name, sizeof name, "  ... against fp32 inputs");
+                CHECK_CLOSE(name, C, exact, 1e-2);
+            }
+
+    // The grouped twins on uneven groups (one empty, one over two row tiles).
+    const std::vector<int> off = {0, 37, 37, 120, 165, 170};
+    const int G = (int)off.size() - 1, rows = off[G], n = 70, k = 33;
+    auto A = randn((size_t)rows * k), B = randn((size_t)G * k * n), B3 = randn((size_t)G * k * n);
+    const auto Ar = bf(A), Br = bf(B);
+    for (int tB = 0; tB < 2; tB++) {
+        std::vector<float> C(rows * n, NaN);
+        std::vector<double> want(C.size()), exact(C.size());
+        for (int g = 0; g < G; g++)
+            for (int i = off[g]; i < off[g + 1]; i++)
+                for (int j = 0; j < n; j++) {
+                    double s = 0, e = 0;
+                    for (int p = 0; p < k; p++) {
+                        const size_t bi = tB ? g * k * n + j * k + p : g * k * n + p * n + j;
+                        s += (double)Ar[i * k + p] * Br[bi];
+                        e += (double)A[i * k + p] * B[bi];
+                    }
+                    want[i * n + j] = s;
+                    exact[i * n + j] = e;
+                }
+        int status = 0;
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_bf16, tB, rows, n, k,
+                    (const float*)A.data(), (const float*)B.data(), (long long)k * n, 0.0f, C.data(), off.data(), G,
+                    &status);
+        char name[64];
+        std::snprintf(name, sizeof name, "sgemm_grouped_bf16 tB=%d", tB);
+        CHECK_CLOSE(name, C, want, 1e-6);
+        std::snprintf(name, sizeof name, "  ... against fp32 inputs");
+        CHECK_CLOSE(name, C, exact, 1e-2);
+        CHECK(status == 0, "sgemm_grouped_bf16: status %d", status);
+    }
+    {
+        // The fused first layer and its backward against the unfused bf16 kernels.
+        std::vector<float> g1(rows * n, NaN), u1(rows * n, NaN), s1(rows * n, NaN);
+        std::vector<float> g2(rows * n, NaN), u2(rows * n, NaN), s2(rows * n, NaN);
+        int status = 0;
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_bf16, 0, rows, n, k,
+                    (const float*)A.data(), (const float*)B.data(), (long long)k * n, 0.0f, g1.data(), off.data(), G,
+                    &status);
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_bf16, 0, rows, n, k,
+                    (const float*)A.data(), (const float*)B3.data(), (long long)k * n, 0.0f, u1.data(), off.data(), G,
+                    &status);
+        emu::launch(dim3(cdiv(rows * n, 256)), dim3(256), 0, swiglu_fwd, s1.data(), (const float*)g1.data(),
+                    (const float*)u1.data(), rows * n);
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_swiglu_bf16, rows, n, k,
+                    (const float*)A.data(), (const float*)B.data(), (const float*)B3.data(), (long long)k * n,
+                    g2.data(), u2.data(), s2.data(), off.data(), G, &status);
+        CHECK_CLOSE("sgemm_grouped_swiglu_bf16", s2, s1, 1e-6);
+        CHECK(status == 0, "sgemm_grouped_swiglu_bf16: status %d", status);
+
+        auto Gt = randn((size_t)rows * n), Ut = randn((size_t)rows * n);
+        std::vector<float> ds1(rows * n, NaN), dg1(rows * n, 0.0f), du1(rows * n, 0.0f);
+        std::vector<float> ds2(rows * n, NaN), dg2(rows * n, NaN), du2(rows * n, NaN);
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_bf16, 1, rows, n, k,
+                    (const float*)A.data(), (const float*)B.data(), (long long)k * n, 0.0f, ds1.data(), off.data(), G,
+                    &status);
+        emu::launch(dim3(cdiv(rows * n, 256)), dim3(256), 0, swiglu_bwd, dg1.data(), du1.data(),
+                    (const float*)ds1.data(), (const float*)Gt.data(), (const float*)Ut.data(), rows * n);
+        emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_swiglu_bwd_bf16, rows, n, k,
+                    (const float*)A.data(), (const float*)B.data(), (long long)k * n, (const float*)Gt.data(),
+                    (const float*)Ut.data(), ds2.data(), dg2.data(), du2.data(), off.data(), G, &status);
+        CHECK(ds2 == ds1 && dg2 == dg1 && du2 == du1,
+              "sgemm_grouped_swiglu_bwd_bf16: not the bits of sgemm_grouped_bf16 and swiglu_bwd");
+        std::printf("  %-34s bit for bit the unfused kernels\n", "sgemm_grouped_swiglu_bwd_bf16");
+        CHECK(status == 0, "sgemm_grouped_swiglu_bwd_bf16: status %d", status);
+    }
+    {
+        // The weight gradients: C_g += A_gᵀ·B_g over each group's rows.
+        auto Bt = randn((size_t)rows * n), Ct = randn((size_t)G * k * n);
+        const auto Btr = bf(Bt);
+        std::vector<double> want(Ct.begin(), Ct.end()), exact(Ct.begin(), Ct.end());
+        for (int g = 0; g < G; g++)
+            for (int p = 0; p < k; p++)
+                for (int j = 0; j < n; j++)
+                    for (int i = off[g]; i < off[g + 1]; i++) {
+                        want[(size_t)g * k * n + p * n + j] += (double)Ar[i * k + p] * Btr[i * n + j];
+                        exact[(size_t)g * k * n + p * n + j] += (double)A[i * k + p] * Bt[i * n + j];
+                    }
+        int status = 0;
+        emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, sgemm_grouped_t_bf16, rows, k, n,
+                    (const float*)A.data(), (const float*)Bt.data(), Ct.data(), off.data(), G, &status);
+        CHECK_CLOSE("sgemm_grouped_t_bf16", Ct, want, 1e-6);
+        CHECK_CLOSE("  ... against fp32 inputs", Ct, exact, 1e-2);
+        CHECK(status == 0, "sgemm_grouped_t_bf16: status %d", status);
+    }
+}
+
 int main() {
     test_reduce();
     test_adamw_swiglu();
@@ -1116,6 +1259,7 @@ int main() {
     test_sampling();
     test_gemm();
     test_gemm_grouped();
+    test_gemm_bf16();
     if (failures) {
         std::printf("emu-test: %d failures\n", failures);
         return 1;

@@ -69,7 +69,8 @@ type Summary struct {
 	Seconds     int          `json:"seconds"`
 	Steps       []Step       `json:"steps"`
 	Bench       []BenchRow   `json:"bench"`
-	Moerl       []MoerlBench `json:"moerl_bench"` // every moerl bench workload, raw
+	BenchBF16   []BenchRow   `json:"bench_bf16,omitempty"` // moerl --bf16 (bf16-moe.json) beside the peer
+	Moerl       []MoerlBench `json:"moerl_bench"`          // every moerl bench workload, raw
 	Peer        PeerInfo     `json:"peer"`
 }
 
@@ -185,6 +186,15 @@ func collect(work string, require bool, gpu string, budget int) (*Summary, error
 	}
 	s.Peer = info
 	s.Bench = benchRows(s.Moerl, peer, require)
+	// The bf16 run's rows, where it measured them: a table of its own,
+	// against the peer's bf16 (train) and its one generate number.
+	if rs, err := readMoerlBench(filepath.Join(work, "bf16-moe.json")); err == nil {
+		for _, r := range benchRows(rs, peer, false) {
+			if r.MoerlError != "not measured" {
+				s.BenchBF16 = append(s.BenchBF16, r)
+			}
+		}
+	}
 	s.Verdict = verdict(s)
 	return s, nil
 }
@@ -540,6 +550,23 @@ func markdown(w io.Writer, s *Summary) {
 			mem(r.MoerlPeakMem), peer, rate(r.PeerBF16), num(r.RatioFP32, "%.2f×"), num(r.RatioBF16, "%.2f×"))
 	}
 	fmt.Fprintf(w, "\nPeak memory: moerl's caching allocator's blocks in use (the model included); the peer does not report its own.\n")
+	if len(s.BenchBF16) > 0 {
+		fmt.Fprintf(w, "\n### moerl with --bf16 (GEMM products in bf16, bf16-moe.json)\n\n")
+		fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | peak mem | peer tok/s (train: bf16) | × peer |\n")
+		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|\n")
+		for _, r := range s.BenchBF16 {
+			moerl := rate(r.Moerl)
+			if r.MoerlError != "" {
+				moerl = "**" + cell(short(r.MoerlError)) + "**"
+			}
+			peer, x := rate(r.PeerFP32), num(r.RatioFP32, "%.2f×") // generate: the peer's one number
+			if r.Workload == "train" {
+				peer, x = rate(r.PeerBF16), num(r.RatioBF16, "%.2f×")
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, num(r.MoerlMs, "%.1f"),
+				r.MoerlGEMM, mem(r.MoerlPeakMem), peer, x)
+		}
+	}
 	var fails []string
 	for _, st := range s.Steps {
 		if t := st.Tests; t != nil {

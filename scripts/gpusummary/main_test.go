@@ -81,6 +81,7 @@ func TestSummaryOfAFailedGPURun(t *testing.T) {
 		"pretrain moe-tiny\trun\tskip\t0\t\t0\tno time left in the 560 s budget\n"
 	s, md := runDir(t, true, steps, map[string]string{
 		"bench-moe-tiny.json": benchTiny, "torch_moe_bench.json": peerJSON, "cuda.log": cudaLog,
+		"bf16-moe.json": `{"workloads": [{"workload": "train", "config": "moe-tiny", "gemm": "bf16", "tokens_per_s": 1200000, "ms_per_step": 13.6}]}`,
 		"moe.log":            "=== RUN   TestCUDATrainingCurveMatchesCPU\npanic: test timed out after 2m20s\n",
 		"bench-moe-tiny.log": "moe-tiny rl-step: FAILED\n",
 	})
@@ -119,6 +120,7 @@ func TestSummaryOfAFailedGPURun(t *testing.T) {
 		"# moerl GPU run, ", ": FAIL", "| cuda.test | **fail (exit 1)** | 30 s | 2 / 2 / 1 |",
 		"| moe-tiny | train | 700.0 k | 23.4 | tf32 | 2.00 GiB | 350.0 k | 384.0 k | 2.00× | 1.82× |",
 		"- cuda.test: TestOpsMatchCPU/Add", "## Log of moe.test (its end)", "no time left in the 560 s budget",
+		"| moe-tiny | train | 1.20 M | 13.6 | bf16 |  | 384.0 k | 3.14× |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary.md lacks %q:\n%s", want, md)
