@@ -81,7 +81,7 @@ func TestSummaryOfAFailedGPURun(t *testing.T) {
 		"pretrain moe-tiny\trun\tskip\t0\t\t0\tno time left in the 560 s budget\n"
 	s, md := runDir(t, true, steps, map[string]string{
 		"bench-moe-tiny.json": benchTiny, "torch_moe_bench.json": peerJSON, "cuda.log": cudaLog,
-		"bf16-moe.json": `{"workloads": [{"workload": "train", "config": "moe-tiny", "gemm": "bf16", "tokens_per_s": 1200000, "ms_per_step": 13.6}]}`,
+		"bf16-moe.json":      `{"workloads": [{"workload": "train", "config": "moe-tiny", "gemm": "bf16", "tokens_per_s": 1200000, "ms_per_step": 13.6}]}`,
 		"moe.log":            "=== RUN   TestCUDATrainingCurveMatchesCPU\npanic: test timed out after 2m20s\n",
 		"bench-moe-tiny.log": "moe-tiny rl-step: FAILED\n",
 	})
