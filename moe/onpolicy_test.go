@@ -3,6 +3,7 @@ package moe
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"runtime"
 	"slices"
 	"testing"
@@ -257,4 +258,47 @@ func firstDiff(a, b []float32) int {
 		}
 	}
 	return -1
+}
+
+// TestBlockStepsSameSamples: decoding in blocks of several steps per host
+// visit gives every sequence the tokens, log-probs, stop flags and router
+// choices of one step at a time, and leaves the sampling stream where one
+// step at a time leaves it — across compactions (33 sequences stopping
+// early), the end of every sequence inside a block, and per-prompt caps.
+func TestBlockStepsSameSamples(t *testing.T) {
+	cases := onPolicyCases()
+	// Every sequence ends on a stop token, the last one inside a block.
+	allStop := cases[1]
+	allStop.name, allStop.o.MaxNew, allStop.o.Stop = "moe/every sequence stops", 40, []int32{0, 1, 2, 3, 4, 5, 6, 7}
+	for _, c := range append(cases, allStop) {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := New(c.cfg, cpu.New(), 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.FreeSampler()
+			var want []Sequence
+			var wantNext uint64
+			for _, k := range []int{1, 2, 3, 8, 64} {
+				o := c.o
+				o.BlockSteps = k
+				rng := engine.NewRNG(5, engine.StreamSample)
+				got, err := m.Generate(c.prompts, c.G, o, rng)
+				if err != nil {
+					t.Fatal(err)
+				}
+				next := rng.Uint64()
+				if k == 1 {
+					want, wantNext = got, next
+					continue
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("BlockSteps %d: the samples differ from one step at a time", k)
+				}
+				if next != wantNext {
+					t.Errorf("BlockSteps %d: the sampling stream is left elsewhere than one step at a time leaves it", k)
+				}
+			}
+		})
+	}
 }

@@ -63,7 +63,22 @@ type SampleOptions struct {
 	// chose for every token the sampler fed (Sequence.Routing): what
 	// routing replay replays and the routing metrics compare with.
 	RecordRouting bool
+	// BlockSteps is how many decode steps run between two visits of the
+	// host: 0 is the backend's default (DefaultBlockSteps on a backend that
+	// records graphs, 1 on the CPU); RecordRouting runs one at a time. The
+	// samples are the same bits whatever it is (see Generate).
+	BlockSteps int
 }
+
+// DefaultBlockSteps is the decode steps a backend that records graphs runs
+// per host round trip: one graph launch, one wait and one copy of the
+// tokens back for every 8 tokens, instead of for every token. The price:
+// Generate throws away the steps of a block past a compaction or the last
+// sequence's end, at most 7 and about 3.5 each time; a rollout of 256
+// sequences compacts at most 5 times. While the host waited for every
+// step, the GPU idled for the host's part of each; see docs/benchmarks.md,
+// change 7, for the arithmetic.
+const DefaultBlockSteps = 8
 
 // Sequence is one sampled continuation.
 type Sequence struct {
@@ -96,6 +111,15 @@ type Sequence struct {
 // needs more; FreeSampler releases them. On a backend that records graphs
 // (engine.Capturer) each decode step shape becomes a graph on its second
 // step, kept with the workspaces. Calls on one model must not overlap.
+//
+// Decode steps run in blocks of o.BlockSteps, whose positions and uniforms
+// the host lays out ahead, so the host waits once per block. A block is
+// exactly the steps one at a time would run, as long as the decode rows
+// stay the same: when sequences finish and the rows are compacted, or
+// when every sequence has finished, the steps queued past that point are
+// thrown away and the sampling stream and the cache lengths are put back
+// to where that point left them. So the tokens, their log-probs and the
+// state rng is left in are the same bits for every BlockSteps.
 func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.RNG) ([]Sequence, error) {
 	sh, limit, err := m.plan(prompts, G, o)
 	if err != nil {
@@ -128,6 +152,17 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	for r := range row {
 		row[r] = r
 	}
+	k := o.BlockSteps
+	if k <= 0 {
+		k = 1
+		if _, ok := m.be.(engine.Capturer); ok {
+			k = DefaultBlockSteps
+		}
+	}
+	if rec != nil {
+		k = 1 // the recorder copies each step's choices as it runs
+	}
+	var queued block                            // decode steps run ahead, not yet taken
 	tok, lp := m.sampleNext(w, w.first, o, rng) // from each prompt's last hidden state
 	for {
 		active := 0
@@ -147,13 +182,25 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 			}
 		}
 		if active == 0 {
+			queued.rewind(rng)
 			break
 		}
 		if len(row) >= 8 && active <= len(row)/2 {
+			queued.rewind(rng) // those steps were for the rows before compaction
 			w, row = m.compact(w, row, done, tok)
-			tok = w.hostTok
+			tok = tok[:len(row)]
 		}
-		tok, lp = m.decodeNext(w, tok, o, rng)
+		if queued.taken == queued.n {
+			// No more steps than the longest-running sequence still needs.
+			n := 0
+			for _, s := range row {
+				if !done[s] {
+					n = max(n, limit[s]-len(out[s].Tokens))
+				}
+			}
+			queued = m.decodeBlock(w, tok, o, rng, min(k, n))
+		}
+		tok, lp = queued.next()
 		if rec != nil {
 			rec.step(w, row)
 		}
@@ -376,6 +423,7 @@ type generator struct {
 	hostIDs, hostIdx, hostLast []int32
 	hostTok, hostPos, hostSlot []int32
 	hostU, hostLp              []float32
+	blk                        *blockBufs // decode blocks' inputs and outputs
 
 	// steps holds each decode step shape's graph. A graph holds the
 	// addresses of the tensors above: resizing them closes every graph.
@@ -388,6 +436,33 @@ type generator struct {
 type stepKey struct {
 	S, Seq, topK int
 	temp, topP   float64
+}
+
+// blockBufs holds a block of decode steps' inputs and outputs, step j's
+// rows at j·S: the positions, cache slots, cache lengths and uniforms the
+// host lays out ahead, and the tokens and log-probs drawn. steps and rows
+// are the block length and rows per step they are sized for.
+type blockBufs struct {
+	steps, rows          int
+	pos, slot, lens, tok *engine.Tensor
+	u, lp                *engine.Tensor
+	hostPos, hostSlot    []int32
+	hostLens, hostTok    []int32
+	hostU, hostLp        []float32
+	states               [][]byte  // the sampling stream before each step's uniforms
+	lensBefore           [][]int32 // the cache lengths before each step
+}
+
+func (b *blockBufs) free(be engine.Backend) {
+	for _, t := range []*engine.Tensor{b.pos, b.slot, b.lens, b.tok, b.u, b.lp} {
+		be.Free(t)
+	}
+}
+
+// blockKey is a block of decode steps' graph key.
+type blockKey struct {
+	stepKey
+	n int
 }
 
 // closeGraphs frees every recorded decode step.
@@ -413,6 +488,9 @@ func (w *generator) free(be engine.Backend) {
 		if t != nil {
 			be.Free(t)
 		}
+	}
+	if w.blk != nil {
+		w.blk.free(be)
 	}
 }
 
@@ -462,6 +540,27 @@ func (m *Model) sampler(sh genShape) sampling {
 		hostIDs: w.hostIDs[:P*sh.Tp], hostIdx: w.hostIdx[:P*sh.Tp], hostLast: w.hostLast[:S],
 		hostTok: w.hostTok[:S], hostPos: w.hostPos[:S], hostSlot: w.hostSlot[:S],
 		hostU: w.hostU[:S], hostLp: w.hostLp[:S]}}
+}
+
+// blockBuffers returns the generator's block buffers, grown to hold n
+// steps of rows rows (and never shrunk, so that alternating shapes
+// settle); growing closes the graphs that use the old ones.
+func (m *Model) blockBuffers(n, rows int) *blockBufs {
+	be, g := m.be, m.gen
+	if b := g.blk; b != nil {
+		if b.steps >= n && b.rows >= rows {
+			return b
+		}
+		n, rows = max(n, b.steps), max(rows, b.rows)
+		g.closeGraphs()
+		b.free(be)
+	}
+	c := n * rows
+	g.blk = &blockBufs{steps: n, rows: rows,
+		pos: be.NewI32(c), slot: be.NewI32(c), lens: be.NewI32(c), tok: be.NewI32(c), u: be.NewF32(c), lp: be.NewF32(c),
+		hostPos: make([]int32, c), hostSlot: make([]int32, c), hostLens: make([]int32, c), hostTok: make([]int32, c),
+		hostU: make([]float32, c), hostLp: make([]float32, c)}
+	return g.blk
 }
 
 // prefill runs the training forward over the prompts, right-padded.
@@ -520,6 +619,99 @@ func (m *Model) decodeNext(w sampling, tok []int32, o SampleOptions, rng *engine
 		m.draw(w, w.dec.x[m.Cfg.Layers], o)
 	})
 	return m.fetch(w)
+}
+
+// block is a run of decode steps whose tokens the host takes one step at
+// a time: n steps queued, taken of them handed out.
+type block struct {
+	tok      [][]int32 // each step's tokens, one per row
+	lp       [][]float32
+	states   [][]byte  // the sampling stream before each step's uniforms
+	lens     [][]int32 // the cache lengths before each step
+	kvLens   []int32   // the cache lengths the steps advance
+	n, taken int
+}
+
+// next returns the tokens and log-probs of the next queued step.
+func (b *block) next() ([]int32, []float32) {
+	j := b.taken
+	b.taken++
+	return b.tok[j], b.lp[j]
+}
+
+// rewind gives back what the steps queued but not taken used: the
+// uniforms they drew from rng and the cache positions they advanced.
+// Their keys and values stay in the cache past the lengths, where the
+// next steps overwrite them.
+func (b *block) rewind(rng *engine.RNG) {
+	if b.taken >= b.n {
+		return
+	}
+	if err := rng.SetState(b.states[b.taken]); err != nil {
+		panic(err) // a state that State returned cannot fail to restore
+	}
+	copy(b.kvLens, b.lens[b.taken])
+	b.taken = b.n
+}
+
+// decodeBlock runs n decode steps from the tokens tok: the first as
+// decodeNext does, the others each feeding the tokens the step before
+// drew. The host lays out every step's positions, cache slots, cache
+// lengths and uniforms first, in the order n calls of decodeNext would
+// draw them, and fetches the n steps' tokens and log-probs in one copy;
+// on a backend that records graphs the block is one graph.
+func (m *Model) decodeBlock(w sampling, tok []int32, o SampleOptions, rng *engine.RNG, n int) block {
+	be, kv, S := m.be, w.kv, w.S
+	b := block{n: n, kvLens: kv.Lens}
+	if n <= 1 {
+		b.states, b.lens = [][]byte{rng.State()}, [][]int32{slices.Clone(kv.Lens)}
+		t, l := m.decodeNext(w, tok, o, rng)
+		b.tok, b.lp = [][]int32{t}, [][]float32{l}
+		return b
+	}
+	bb := m.blockBuffers(n, S)
+	for j := range n {
+		b.states = append(b.states, rng.State())
+		b.lens = append(b.lens, slices.Clone(kv.Lens))
+		for s := range S {
+			p := min(kv.Lens[s], int32(kv.MaxSeq-1))
+			bb.hostPos[j*S+s], bb.hostSlot[j*S+s] = p, int32(s*kv.MaxSeq)+p
+			kv.Lens[s] = p + 1
+			bb.hostLens[j*S+s] = p + 1
+		}
+		for s := range S {
+			bb.hostU[j*S+s] = float32(rng.Float64())
+		}
+	}
+	c := n * S
+	be.UploadI32(w.dec.ids, tok)
+	be.UploadI32(bb.pos.View(0, c), bb.hostPos[:c])
+	be.UploadI32(bb.slot.View(0, c), bb.hostSlot[:c])
+	be.UploadI32(bb.lens.View(0, c), bb.hostLens[:c])
+	be.Upload(bb.u.View(0, c), bb.hostU[:c])
+	key := blockKey{stepKey{S: S, Seq: kv.MaxSeq, topK: o.TopK, temp: o.Temperature, topP: o.TopP}, n}
+	m.gen.steps.run(be, key, func() {
+		for j := range n {
+			if j > 0 {
+				be.Copy(w.dec.ids, w.tok)
+			}
+			be.Copy(w.dec.pos, bb.pos.View(j*S, S))
+			be.Copy(kv.slots, bb.slot.View(j*S, S))
+			be.Copy(kv.lens, bb.lens.View(j*S, S))
+			be.Copy(w.u, bb.u.View(j*S, S))
+			m.forward(w.dec, kv, false)
+			m.draw(w, w.dec.x[m.Cfg.Layers], o)
+			be.Copy(bb.tok.View(j*S, S), w.tok)
+			be.Copy(bb.lp.View(j*S, S), w.lp)
+		}
+	})
+	be.DownloadI32(bb.hostTok[:c], bb.tok.View(0, c))
+	be.Download(bb.hostLp[:c], bb.lp.View(0, c))
+	for j := range n {
+		b.tok = append(b.tok, bb.hostTok[j*S:(j+1)*S])
+		b.lp = append(b.lp, bb.hostLp[j*S:(j+1)*S])
+	}
+	return b
 }
 
 // uniforms uploads one uniform draw per row for Sample.

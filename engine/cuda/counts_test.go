@@ -36,16 +36,6 @@ func (c hostCost) minus(d hostCost) hostCost {
 		c.graphs - d.graphs}
 }
 
-// per divides a cost over n steps.
-func (c hostCost) per(n int) hostCost {
-	return hostCost{c.launches / n, c.gemms / n, c.syncs / n, c.d2h / n, c.h2d / n, c.graphs / n}
-}
-
-// times multiplies a cost by n.
-func (c hostCost) times(n int) hostCost {
-	return hostCost{c.launches * n, c.gemms * n, c.syncs * n, c.d2h * n, c.h2d * n, c.graphs * n}
-}
-
 // exceeds reports whether any count of c is above d's.
 func (c hostCost) exceeds(d hostCost) bool {
 	return c.launches > d.launches || c.gemms > d.gemms || c.syncs > d.syncs || c.d2h > d.d2h || c.h2d > d.h2d ||
@@ -55,31 +45,33 @@ func (c hostCost) exceeds(d hostCost) bool {
 // Pinned counts, moe-tiny (4 layers, 8 experts, top-2), every expert
 // receiving tokens, with CUDA graphs and with MOERL_CUDA_GRAPHS=0 (what
 // the graphs hold). Lower them when a change lowers the counts.
-var pinned = map[string]struct{ trainStep, decodeToken hostCost }{
+var pinned = map[string]struct{ trainStep, decodeBlock hostCost }{
 	"graphs": {
 		trainStep:   hostCost{launches: 3, gemms: 0, syncs: 3, d2h: 3, h2d: 5, graphs: 2},
-		decodeToken: hostCost{launches: 0, gemms: 0, syncs: 2, d2h: 2, h2d: 5, graphs: 1},
+		decodeBlock: hostCost{launches: 0, gemms: 0, syncs: 2, d2h: 2, h2d: 5, graphs: 1},
 	},
 	"no graphs": {
 		trainStep:   hostCost{launches: 186, gemms: 47, syncs: 3, d2h: 3, h2d: 5},
-		decodeToken: hostCost{launches: 83, gemms: 13, syncs: 2, d2h: 2, h2d: 5},
+		decodeBlock: hostCost{launches: 8 * 83, gemms: 8 * 13, syncs: 2, d2h: 2, h2d: 5},
 	},
 }
 
 // TestHostCostPinned counts, on the fake driver with cuBLAS, the launches,
-// GEMMs and host syncs of one moe-tiny training step and of one decode
-// token, with CUDA graphs and without.
+// GEMMs and host syncs of one moe-tiny training step and of one block of
+// moe.DefaultBlockSteps (8) decode tokens, with CUDA graphs and without.
 //
 // The training step is Model.TrainStep's third: its forward and backward
 // are graphs recorded by the second, holding the 183 launches and 47 GEMMs
 // that MOERL_CUDA_GRAPHS=0 makes one by one; the gradient norm (2
 // launches, and a sync for the clip and the finiteness check) and AdamW
 // (1 launch for the whole model, clip scale included) stay outside, and
-// the run loop's Sync and weight check add the other 2 syncs. The decode token is the difference between two Generate calls,
-// per token: a decode step runs as one graph from its shape's third step
-// on (the first runs directly, the second is recorded), so a token costs
-// the host one graph launch, its inputs' uploads and the sampled tokens'
-// download; the graph holds the 83 launches and 13 GEMMs that
+// the run loop's Sync and weight check add the other 2 syncs.
+//
+// Generate runs its decode steps 8 to a block, laid out by the host ahead
+// (positions, cache slots and lengths, uniforms) and recorded as one
+// graph, so 8 tokens cost the host one graph launch, those inputs'
+// uploads and one download each of the tokens and their log-probs; the
+// graph holds the 8 × 83 launches and 8 × 13 GEMMs that
 // MOERL_CUDA_GRAPHS=0 makes one by one.
 //
 // The counts do not depend on the batch or the context, as long as every
@@ -90,12 +82,12 @@ func TestHostCostPinned(t *testing.T) {
 			if mode == "no graphs" {
 				t.Setenv("MOERL_CUDA_GRAPHS", "0")
 			}
-			step, tok := hostCosts(t)
+			step, blk := hostCosts(t)
 			want := pinned[mode]
 			for _, c := range []struct {
 				what      string
 				got, want hostCost
-			}{{"train step", step, want.trainStep}, {"decode token", tok, want.decodeToken}} {
+			}{{"train step", step, want.trainStep}, {"block of 8 decode tokens", blk, want.decodeBlock}} {
 				if c.got.exceeds(c.want) {
 					t.Errorf("a moe-tiny %s costs %+v, more than the pinned %+v", c.what, c.got, c.want)
 				} else if c.got != c.want {
@@ -106,8 +98,9 @@ func TestHostCostPinned(t *testing.T) {
 	}
 }
 
-// hostCosts measures one moe-tiny training step and one decode token.
-func hostCosts(t *testing.T) (step, tok hostCost) {
+// hostCosts measures one moe-tiny training step and one block of
+// moe.DefaultBlockSteps decode tokens.
+func hostCosts(t *testing.T) (step, blk hostCost) {
 	b, f, fb := faultBackend(t)
 	defer b.Close()
 	cfg, _ := moe.Preset("moe-tiny")
@@ -146,6 +139,12 @@ func hostCosts(t *testing.T) (step, tok hostCost) {
 		t.Fatal(err)
 	}
 
+	// A block of decode steps is the difference between two Generate
+	// calls one block apart: 1 + 8 and 1 + 16 tokens (the first token
+	// comes from the prefill). A block's graph is keyed by the cache
+	// length too, which differs between the two: the calls before them
+	// record both (the first block of a key runs directly, the second is
+	// recorded).
 	prompts := [][]int32{{1, 5, 6}, {1, 7, 8}, {1, 9}, {1, 10, 11, 12}} // 4 sequences, 8 slots
 	gen := func(n int) hostCost {
 		before := costNow(f, fb)
@@ -154,29 +153,27 @@ func hostCosts(t *testing.T) (step, tok hostCost) {
 		}
 		return costNow(f, fb).minus(before)
 	}
-	gen(2)
-	const n1, n2 = 3, 7
+	const k = moe.DefaultBlockSteps
+	gen(1 + 2*k) // first: it grows the cache, which closes the graphs of the old one
+	gen(1 + k)
+	gen(1 + k)
 	l1 := f.launched()
-	c1 := gen(n1)
+	c1 := gen(1 + k)
 	l2 := f.launched()
-	c2 := gen(n2)
+	c2 := gen(1 + 2*k)
 	l3 := f.launched()
-	d := c2.minus(c1)
-	perToken := map[string]int{}
-	for k := range l3 {
-		if n := (l3[k] - l2[k]) - (l2[k] - l1[k]); n != 0 {
-			perToken[k] = n / (n2 - n1)
+	blk = c2.minus(c1)
+	perBlock := map[string]int{}
+	for name := range l3 {
+		if n := (l3[name] - l2[name]) - (l2[name] - l1[name]); n != 0 {
+			perBlock[name] = n
 		}
 	}
-	t.Logf("moe-tiny decode token, launches by kernel: %v", perToken)
-	tok = d.per(n2 - n1)
-	if d != tok.times(n2-n1) {
-		t.Errorf("the decode tokens differ in cost: %+v over %d tokens", d, n2-n1)
-	}
+	t.Logf("moe-tiny block of %d decode tokens, launches by kernel: %v", k, perBlock)
 	if err := b.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("moe-tiny train step: %+v", step)
-	t.Logf("moe-tiny decode token: %+v", tok)
-	return step, tok
+	t.Logf("moe-tiny block of %d decode tokens: %+v", k, blk)
+	return step, blk
 }

@@ -165,7 +165,9 @@ func TestGraphFailureStopsGenerate(t *testing.T) {
 		t.Fatal(err)
 	}
 	gen := func() error {
-		_, err := m.Generate([][]int32{{1, 5, 6}, {1, 7}}, 2, moe.SampleOptions{Temperature: 1, MaxNew: 6},
+		// 1 + 3 blocks of 4 tokens: the first block runs directly, the
+		// second is recorded, the third replays it.
+		_, err := m.Generate([][]int32{{1, 5, 6}, {1, 7}}, 2, moe.SampleOptions{Temperature: 1, MaxNew: 13, BlockSteps: 4},
 			engine.NewRNG(1, engine.StreamSample))
 		return err
 	}
@@ -173,7 +175,7 @@ func TestGraphFailureStopsGenerate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if f.graphLaunches == 0 {
-		t.Fatalf("a 6-token generate replayed no graph")
+		t.Fatalf("a 13-token generate replayed no graph")
 	}
 	f.inject("cuGraphLaunch", 2, 719, "CUDA_ERROR_LAUNCH_FAILED", false)
 	err = gen()
@@ -210,13 +212,14 @@ func TestGraphsFreed(t *testing.T) {
 		for i := range ps {
 			ps[i] = []int32{1, int32(5 + i)}
 		}
-		if _, err := m.Generate(ps, 2, moe.SampleOptions{Temperature: 1, MaxNew: 5}, engine.NewRNG(1, engine.StreamSample)); err != nil {
+		o := moe.SampleOptions{Temperature: 1, MaxNew: 13, BlockSteps: 4} // the second block is recorded
+		if _, err := m.Generate(ps, 2, o, engine.NewRNG(1, engine.StreamSample)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	gen(2)
 	if live() == 0 {
-		t.Fatal("a 5-token generate recorded no graph")
+		t.Fatal("a 13-token generate recorded no graph")
 	}
 	gen(4) // twice the rows: the workspaces grow, the old graphs go
 	after := live()
