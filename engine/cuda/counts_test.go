@@ -22,34 +22,38 @@ type hostCost struct {
 	d2h      int // cuMemcpyDtoHAsync (each is followed by a sync)
 	h2d      int // cuMemcpyHtoDAsync (from pageable memory: staged before it returns)
 	graphs   int // cuGraphLaunch: a recorded step replayed by one call
+	d2d      int // cuMemcpyDtoDAsync (Copy): a host call like a launch, and a pass over memory
+	memsets  int // cuMemsetD32Async (Zero)
 }
 
 func costNow(f *fakeDriver, fb *fakeBlas) hostCost {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return hostCost{launches: len(f.launches), gemms: len(fb.computes), syncs: f.syncs, d2h: f.d2h, h2d: f.h2d,
-		graphs: f.graphLaunches}
+		graphs: f.graphLaunches, d2d: f.d2d, memsets: f.memsets}
 }
 
 func (c hostCost) minus(d hostCost) hostCost {
 	return hostCost{c.launches - d.launches, c.gemms - d.gemms, c.syncs - d.syncs, c.d2h - d.d2h, c.h2d - d.h2d,
-		c.graphs - d.graphs}
+		c.graphs - d.graphs, c.d2d - d.d2d, c.memsets - d.memsets}
 }
 
 // per divides a cost over n steps.
 func (c hostCost) per(n int) hostCost {
-	return hostCost{c.launches / n, c.gemms / n, c.syncs / n, c.d2h / n, c.h2d / n, c.graphs / n}
+	return hostCost{c.launches / n, c.gemms / n, c.syncs / n, c.d2h / n, c.h2d / n, c.graphs / n, c.d2d / n,
+		c.memsets / n}
 }
 
 // times multiplies a cost by n.
 func (c hostCost) times(n int) hostCost {
-	return hostCost{c.launches * n, c.gemms * n, c.syncs * n, c.d2h * n, c.h2d * n, c.graphs * n}
+	return hostCost{c.launches * n, c.gemms * n, c.syncs * n, c.d2h * n, c.h2d * n, c.graphs * n, c.d2d * n,
+		c.memsets * n}
 }
 
 // exceeds reports whether any count of c is above d's.
 func (c hostCost) exceeds(d hostCost) bool {
 	return c.launches > d.launches || c.gemms > d.gemms || c.syncs > d.syncs || c.d2h > d.d2h || c.h2d > d.h2d ||
-		c.graphs > d.graphs
+		c.graphs > d.graphs || c.d2d > d.d2d || c.memsets > d.memsets
 }
 
 // Pinned counts, moe-tiny (4 layers, 8 experts, top-2), every expert
@@ -57,29 +61,29 @@ func (c hostCost) exceeds(d hostCost) bool {
 // the graphs hold). Lower them when a change lowers the counts.
 var pinned = map[string]struct{ trainStep, decodeToken hostCost }{
 	"graphs": {
-		trainStep:   hostCost{launches: 4, gemms: 0, syncs: 3, d2h: 3, h2d: 5, graphs: 2},
+		trainStep:   hostCost{launches: 4, gemms: 0, syncs: 3, d2h: 3, h2d: 5, graphs: 2, memsets: 1},
 		decodeToken: hostCost{launches: 0, gemms: 0, syncs: 2, d2h: 2, h2d: 5, graphs: 1},
 	},
 	"no graphs": {
-		trainStep:   hostCost{launches: 187, gemms: 47, syncs: 3, d2h: 3, h2d: 5},
-		decodeToken: hostCost{launches: 83, gemms: 13, syncs: 2, d2h: 2, h2d: 5},
+		trainStep:   hostCost{launches: 187, gemms: 47, syncs: 3, d2h: 3, h2d: 5, d2d: 8, memsets: 39},
+		decodeToken: hostCost{launches: 83, gemms: 13, syncs: 2, d2h: 2, h2d: 5, d2d: 8},
 	},
 }
 
 // TestHostCostPinned counts, on the fake driver with cuBLAS, the launches,
-// GEMMs and host syncs of one moe-tiny training step and of one decode
-// token, with CUDA graphs and without.
+// GEMMs, device copies and memsets, and host syncs of one moe-tiny training
+// step and of one decode token, with CUDA graphs and without.
 //
 // The training step is Model.TrainStep's third: its forward and backward
-// are graphs recorded by the second, holding the 183 launches and 47 GEMMs
-// that MOERL_CUDA_GRAPHS=0 makes one by one; the gradient norm and AdamW
-// stay outside (the run loop's Sync and weight check add 2 launches and 3
-// syncs). The decode token is the difference between two Generate calls,
-// per token: a decode step runs as one graph from its shape's third step
-// on (the first runs directly, the second is recorded), so a token costs
-// the host one graph launch, its inputs' uploads and the sampled tokens'
-// download; the graph holds the 83 launches and 13 GEMMs that
-// MOERL_CUDA_GRAPHS=0 makes one by one.
+// are graphs recorded by the second, holding the 183 launches, 47 GEMMs,
+// 8 copies and 38 memsets that MOERL_CUDA_GRAPHS=0 makes one by one;
+// zeroing the gradients, their norm and AdamW stay outside (the run loop's
+// Sync and weight check add 2 launches and 3 syncs). The decode token is
+// the difference between two Generate calls, per token: a decode step runs
+// as one graph from its shape's third step on (the first runs directly,
+// the second is recorded), so a token costs the host one graph launch, its
+// inputs' uploads and the sampled tokens' download; the graph holds the 83
+// launches, 13 GEMMs and 8 copies that MOERL_CUDA_GRAPHS=0 makes one by one.
 //
 // The counts do not depend on the batch or the context, as long as every
 // expert receives tokens, so a small batch stands for BENCH.md's 64×256.
