@@ -65,8 +65,8 @@ var pinned = map[string]struct{ trainStep, decodeToken hostCost }{
 		decodeToken: hostCost{launches: 0, gemms: 0, syncs: 2, d2h: 2, h2d: 5, graphs: 1},
 	},
 	"no graphs": {
-		trainStep:   hostCost{launches: 187, gemms: 47, syncs: 3, d2h: 3, h2d: 5, d2d: 8, memsets: 39},
-		decodeToken: hostCost{launches: 83, gemms: 13, syncs: 2, d2h: 2, h2d: 5, d2d: 8},
+		trainStep:   hostCost{launches: 187, gemms: 47, syncs: 3, d2h: 3, h2d: 5, d2d: 4, memsets: 39},
+		decodeToken: hostCost{launches: 83, gemms: 13, syncs: 2, d2h: 2, h2d: 5, d2d: 4},
 	},
 }
 
@@ -76,14 +76,14 @@ var pinned = map[string]struct{ trainStep, decodeToken hostCost }{
 //
 // The training step is Model.TrainStep's third: its forward and backward
 // are graphs recorded by the second, holding the 183 launches, 47 GEMMs,
-// 8 copies and 38 memsets that MOERL_CUDA_GRAPHS=0 makes one by one;
+// 4 copies and 38 memsets that MOERL_CUDA_GRAPHS=0 makes one by one;
 // zeroing the gradients, their norm and AdamW stay outside (the run loop's
 // Sync and weight check add 2 launches and 3 syncs). The decode token is
 // the difference between two Generate calls, per token: a decode step runs
 // as one graph from its shape's third step on (the first runs directly,
 // the second is recorded), so a token costs the host one graph launch, its
 // inputs' uploads and the sampled tokens' download; the graph holds the 83
-// launches, 13 GEMMs and 8 copies that MOERL_CUDA_GRAPHS=0 makes one by one.
+// launches, 13 GEMMs and 4 copies that MOERL_CUDA_GRAPHS=0 makes one by one.
 //
 // The counts do not depend on the batch or the context, as long as every
 // expert receives tokens, so a small batch stands for BENCH.md's 64×256.
