@@ -18,9 +18,10 @@ package engine
 //     negative size, a host tensor given to a device backend or a freed
 //     tensor, an argument outside the range its op documents (k above
 //     nExperts, step below 1, an odd head dimension, offsets of the wrong
-//     length). Nothing is queued, so the backend stays usable. What users
-//     give — flags, prompts, configurations, checkpoints — is validated
-//     above the backend (moe.Config.Validate, Model.Generate, the commands),
+//     length), outputs that overlap where the op forbids it. Nothing is
+//     queued, so the backend stays usable. What users give — flags,
+//     prompts, configurations, checkpoints — is validated above the
+//     backend (moe.Config.Validate, Model.Generate, the commands),
 //     so a user's input never reaches one of these panics.
 //   - An index out of range inside the data (a token id, a target, an
 //     expert, a row of Gather or ScatterRows, a decode length) is a bug of
@@ -134,6 +135,17 @@ type Backend interface {
 	// the reciprocal rms per row in rstd for the backward.
 	RMSNorm(out, rstd, x, w *Tensor, rows, dim int, eps float32)
 	RMSNormBackward(dx, dw, dout, x, w, rstd *Tensor, rows, dim int)
+	// ResidualRMSNorm adds a branch to the residual stream and normalises
+	// the result in one pass over the rows, so that a device reads them
+	// once: sum = x + r (rows×dim), then out and rstd from sum as RMSNorm
+	// computes them, bit for bit what Add and RMSNorm give on the same
+	// backend. sum may be x or r itself (an in-place residual add): each of
+	// its elements depends on the same element of x and r alone. Otherwise
+	// the tensors it writes (sum, out, rstd) share no memory with one
+	// another or with x, r and w, because out depends on a whole row of sum
+	// and writing it over an input would be right under one order of the
+	// reads and writes only.
+	ResidualRMSNorm(sum, out, rstd, x, r, w *Tensor, rows, dim int, eps float32)
 
 	// RoPE rotates x in place: x is rows×heads×headDim, row r at position
 	// pos[r]; the first and second halves of each head form the pairs

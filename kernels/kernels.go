@@ -51,7 +51,7 @@ var Modules = []Module{
 	}},
 	{"logprob", []string{"logprob_fwd", "logprob_bwd", "entropy"}},
 	{"reduce", []string{"add_f32", "scale_f32", "sumsq_partial", "sumsq_final"}},
-	{"rmsnorm", []string{"rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_dw_reduce"}},
+	{"rmsnorm", []string{"rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_dw_reduce", "residual_rmsnorm"}},
 	{"rope", []string{"rope_fwd", "rope_bwd"}},
 	{"router", []string{"router_topk_fwd", "router_topk_bwd", "softmax_bwd", "dispatch_offsets", "dispatch_finalize", "router_load"}},
 	{"routing", []string{"router_replay", "entropy_bwd"}},

@@ -1,4 +1,4 @@
-// rmsnorm.cu: RMSNorm and its backward.
+// rmsnorm.cu: RMSNorm, its backward, and a residual add fused with it.
 //
 // Forward, one warp per row: rstd = 1/sqrt(mean(x²) + eps), out = x·rstd·w;
 // it fuses the row reduction, the normalization and the weight, writes out
@@ -12,10 +12,25 @@
 // rmsnorm_dw_reduce adds the partials in block order. The number of blocks
 // depends only on rows (see the Go launcher).
 //
-// CPU twin: engine.Backend.RMSNorm, engine.Backend.RMSNormBackward.
+// Residual add and forward (residual_rmsnorm): sum = x + r, stored, and the
+// forward of sum in the same pass, one warp per row as in rmsnorm_fwd. The
+// model adds each attention branch to the residual stream and normalises the
+// result for the FFN; fused, the stream is read once, and no copy of it is
+// made first. sum may be x or r itself: a lane reads an element of x and r
+// before it writes that element of sum, and reads it back only after.
+//
+// CPU twin: engine.Backend.RMSNorm, engine.Backend.RMSNormBackward,
+// engine.Backend.ResidualRMSNorm.
 #include "common.cuh"
 
 #define RMS_MAXC 16 // columns per thread in the backward: dim <= 16·blockDim.x
+
+// row_rstd is a row's 1/sqrt(mean(x²) + eps) from its warp's partial sums
+// of squares, in float64 as on the CPU: the one formula both forwards use.
+__device__ __forceinline__ float row_rstd(double ss, int dim, float eps) {
+    ss = warp_sum_d(ss);
+    return (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+}
 
 // rmsnorm_fwd: 256 threads, 8 rows per block.
 extern "C" __global__ void __launch_bounds__(256) rmsnorm_fwd(float* out, float* rstd, const float* x,
@@ -29,11 +44,34 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_fwd(float* out, float*
         const double v = xr[d];
         ss += v * v;
     }
-    ss = warp_sum_d(ss);
-    const float rs = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+    const float rs = row_rstd(ss, dim, eps);
     float* o = out + (size_t)r * dim;
     for (int d = lane; d < dim; d += 32) o[d] = xr[d] * rs * w[d];
     if (lane == 0) rstd[r] = rs;
+}
+
+// residual_rmsnorm: rmsnorm_fwd of sum = x + r, which it writes on the way;
+// 256 threads, 8 rows per block. The pointers are not __restrict__: sum may
+// be x or r.
+extern "C" __global__ void __launch_bounds__(256) residual_rmsnorm(float* sum, float* out, float* rstd, const float* x,
+                                                                   const float* r, const float* w, int rows, int dim,
+                                                                   float eps) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return; // whole warps leave together
+    const size_t base = (size_t)row * dim;
+    float* sr = sum + base;
+    double ss = 0.0;
+    for (int d = lane; d < dim; d += 32) {
+        const float s = x[base + d] + r[base + d];
+        sr[d] = s;
+        const double v = s;
+        ss += v * v;
+    }
+    const float rs = row_rstd(ss, dim, eps);
+    float* o = out + base;
+    for (int d = lane; d < dim; d += 32) o[d] = sr[d] * rs * w[d]; // the lane's own writes: no barrier
+    if (lane == 0) rstd[row] = rs;
 }
 
 // rmsnorm_bwd: block b handles rows [b·rowsPerBlock, (b+1)·rowsPerBlock);

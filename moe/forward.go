@@ -345,13 +345,16 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 			be.ScatterRows(cache.V[l], s.v, cache.slots, N, d)
 			be.AttentionDecode(s.att, s.qr, cache.K[l], cache.V[l], cache.lens, N, cache.MaxSeq, H, hd)
 		}
-		// x2 = x + att·Wo
-		be.Copy(s.x2, x)
-		m.linear(s.x2, s.att, m.pv[w.wo], N, d, d, true)
+		// x2 = x + att·Wo and h2 = RMSNorm(x2): the product lands in x2 and
+		// the norm's pass adds the residual in place, so x is not copied
+		// first and x2 is read once. (On the CPU, a product accumulated into
+		// a copy of x, Gemm's beta = 1, would round the same only while
+		// d_model fits one of Gemm's k blocks, 256.)
+		m.linear(s.x2, s.att, m.pv[w.wo], N, d, d, false)
+		be.ResidualRMSNorm(s.x2, s.h2, s.rstd2, x, s.x2, m.pv[w.ffnNorm], N, d, eps)
 
-		// FFN block: pre-norm, route, experts, combine.
+		// FFN block on h2: route, experts, combine.
 		next := a.x[l+1]
-		be.RMSNorm(s.h2, s.rstd2, s.x2, m.pv[w.ffnNorm], N, d, eps)
 		be.Copy(next, s.x2)
 		if c.DenseFFN {
 			// next += W2(silu(h2·W1) ⊙ h2·W3)

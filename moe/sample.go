@@ -692,17 +692,20 @@ func (m *Model) decodeBlock(w sampling, tok []int32, o SampleOptions, rng *engin
 	key := blockKey{stepKey{S: S, Seq: kv.MaxSeq, topK: o.TopK, temp: o.Temperature, topP: o.TopP}, n}
 	m.gen.steps.run(be, key, func() {
 		for j := range n {
+			// Step j reads its inputs from the block's rows j, and the
+			// tokens from the step before's, and writes its draws into
+			// the block's rows j: shallow copies of the step workspace,
+			// cache and sampler with those views swapped in, so the block
+			// copies nothing.
+			dec, c, g := *w.dec, *kv, *w.generator
+			dec.pos = bb.pos.View(j*S, S)
 			if j > 0 {
-				be.Copy(w.dec.ids, w.tok)
+				dec.ids = bb.tok.View((j-1)*S, S)
 			}
-			be.Copy(w.dec.pos, bb.pos.View(j*S, S))
-			be.Copy(kv.slots, bb.slot.View(j*S, S))
-			be.Copy(kv.lens, bb.lens.View(j*S, S))
-			be.Copy(w.u, bb.u.View(j*S, S))
-			m.forward(w.dec, kv, false)
-			m.draw(w, w.dec.x[m.Cfg.Layers], o)
-			be.Copy(bb.tok.View(j*S, S), w.tok)
-			be.Copy(bb.lp.View(j*S, S), w.lp)
+			c.slots, c.lens = bb.slot.View(j*S, S), bb.lens.View(j*S, S)
+			g.dec, g.u, g.tok, g.lp = &dec, bb.u.View(j*S, S), bb.tok.View(j*S, S), bb.lp.View(j*S, S)
+			m.forward(&dec, &c, false)
+			m.draw(sampling{genShape: w.genShape, generator: &g}, dec.x[m.Cfg.Layers], o)
 		}
 	})
 	be.DownloadI32(bb.hostTok[:c], bb.tok.View(0, c))

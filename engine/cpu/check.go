@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/moerl/moerl/engine"
 )
@@ -61,5 +62,37 @@ func sizeError(op, name, kind string, t *engine.Tensor, have, need int) string {
 func checkIndex(op, what string, i int32, n int) {
 	if i < 0 || int(i) >= n {
 		panic(fmt.Sprintf("cpu: %s: %s %d out of range [0, %d)", op, what, i, n))
+	}
+}
+
+// addrs is the address range [lo, hi) of s's elements.
+func addrs(s []float32) (lo, hi uintptr) {
+	lo = uintptr(unsafe.Pointer(unsafe.SliceData(s)))
+	return lo, lo + uintptr(len(s))*unsafe.Sizeof(float32(0))
+}
+
+// sameStart reports whether a and b begin at the same element (an op that
+// allows an output to be its input exactly checks this first).
+func sameStart(a, b []float32) bool {
+	return len(a) > 0 && len(b) > 0 && unsafe.SliceData(a) == unsafe.SliceData(b)
+}
+
+// region is a named argument's elements, for the overlap checks.
+type region struct {
+	name string
+	s    []float32
+}
+
+// disjoint panics unless a and b share no element: an output over another
+// argument of an op that forbids it, which Go's bounds checks would never
+// catch.
+func disjoint(op string, a, b region) {
+	if len(a.s) == 0 || len(b.s) == 0 {
+		return
+	}
+	alo, ahi := addrs(a.s)
+	blo, bhi := addrs(b.s)
+	if alo < bhi && blo < ahi {
+		panic(fmt.Sprintf("cpu: %s: %s overlaps %s", op, a.name, b.name))
 	}
 }

@@ -71,6 +71,14 @@ var determinismCases = []struct {
 		b.RMSNormBackward(wrap(dx), wrap(dw), tf(randVec(r, rows*dim, 1)), tf(x), tf(w), wrap(rstd), rows, dim)
 		return bits([][]float32{out, rstd, dx, dw})
 	}},
+	{"ResidualRMSNorm", func(b *Backend) []uint32 {
+		r := newRand(120)
+		const rows, dim = 2048, 128
+		x, res, w := randVec(r, rows*dim, 2), randVec(r, rows*dim, 1), randVec(r, dim, 1)
+		sum, out, rstd := zeros(rows*dim), zeros(rows*dim), zeros(rows)
+		b.ResidualRMSNorm(wrap(sum), wrap(out), wrap(rstd), tf(x), tf(res), tf(w), rows, dim, 1e-6)
+		return bits([][]float32{sum, out, rstd})
+	}},
 	{"RoPE", func(b *Backend) []uint32 {
 		r := newRand(106)
 		const rows, heads, hd = 512, 4, 32

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"sync"
 
@@ -52,14 +53,55 @@ func (*Backend) RMSNorm(out, rstd, x, w *engine.Tensor, rows, dim int, eps float
 	xs, ws := f32("RMSNorm", "x", x, n), f32("RMSNorm", "w", w, dim)
 	parallelFor(rows, grain(3*dim), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			xr, or := xs[r*dim:(r+1)*dim], os[r*dim:(r+1)*dim]
-			rinv := float32(1 / math.Sqrt(sumSquares(xr)/float64(dim)+float64(eps)))
-			rs[r] = rinv
-			or = or[:len(xr)]
-			ws := ws[:len(xr)]
-			for j, v := range xr {
-				or[j] = v * rinv * ws[j]
+			rs[r] = rmsNormRow(os[r*dim:(r+1)*dim], xs[r*dim:(r+1)*dim], ws, eps)
+		}
+	})
+}
+
+// rmsNormRow normalises one row x into out (both dim long, w at least as
+// long) and returns its rstd: the one place RMSNorm's arithmetic is
+// written, so that ResidualRMSNorm gives RMSNorm's bits.
+func rmsNormRow(out, x, w []float32, eps float32) float32 {
+	rinv := float32(1 / math.Sqrt(sumSquares(x)/float64(len(x))+float64(eps)))
+	out = out[:len(x)]
+	w = w[:len(x)]
+	for j, v := range x {
+		out[j] = v * rinv * w[j]
+	}
+	return rinv
+}
+
+// ResidualRMSNorm computes sum = x + r and then RMSNorm of sum, row by row
+// while the row is in cache. Its adds are Add's float32 adds and its norm
+// is RMSNorm's row code, so its bits are theirs.
+func (*Backend) ResidualRMSNorm(sum, out, rstd, x, r, w *engine.Tensor, rows, dim int, eps float32) {
+	const op = "ResidualRMSNorm"
+	switch {
+	case rows < 0 || dim < 0:
+		panic(fmt.Sprintf("cpu: %s: negative size rows=%d dim=%d", op, rows, dim))
+	case rows > 0 && dim == 0:
+		panic(fmt.Sprintf("cpu: %s: dim must be positive", op))
+	}
+	n := rows * dim
+	ss, os, rs := f32(op, "sum", sum, n), f32(op, "out", out, n), f32(op, "rstd", rstd, rows)
+	xs, res, ws := f32(op, "x", x, n), f32(op, "r", r, n), f32(op, "w", w, dim)
+	writes := []region{{"sum", ss}, {"out", os}, {"rstd", rs}}
+	all := append(writes, region{"x", xs}, region{"r", res}, region{"w", ws})
+	for i, o := range writes {
+		for _, a := range all[i+1:] {
+			// sum may be x or r exactly: each element reads its own before it is written.
+			if !(o.name == "sum" && (a.name == "x" || a.name == "r") && sameStart(ss, a.s)) {
+				disjoint(op, o, a)
 			}
+		}
+	}
+	parallelFor(rows, grain(4*dim), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			sr, xr, rr := ss[i*dim:(i+1)*dim], xs[i*dim:(i+1)*dim], res[i*dim:(i+1)*dim]
+			for j := range sr {
+				sr[j] = xr[j] + rr[j]
+			}
+			rs[i] = rmsNormRow(os[i*dim:(i+1)*dim], sr, ws, eps)
 		}
 	})
 }

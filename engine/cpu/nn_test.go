@@ -31,6 +31,38 @@ func TestEmbedding(t *testing.T) {
 	checkAccumulates(t, "EmbeddingBackward", backward, dtable)
 }
 
+// TestResidualRMSNorm: the fused op gives, bit for bit, what Add and then
+// RMSNorm give, out of place and in place over x or over r, at sizes that
+// split the rows among goroutines.
+func TestResidualRMSNorm(t *testing.T) {
+	b := New()
+	for _, sz := range []struct{ rows, dim int }{{6, 16}, {7, 13}, {700, 96}} {
+		r := newRand(uint64(31 + sz.dim))
+		rows, dim, n := sz.rows, sz.dim, sz.rows*sz.dim
+		x, res, w := randVec(r, n, 2), randVec(r, n, 1), randVec(r, dim, 0.5)
+		wantSum := slices.Clone(x)
+		b.Add(wrap(wantSum), tf(res), n)
+		wantOut, wantR := make([]float32, n), make([]float32, rows)
+		b.RMSNorm(wrap(wantOut), wrap(wantR), tf(wantSum), tf(w), rows, dim, 1e-5)
+		for _, alias := range []string{"none", "x", "r"} {
+			xs, rs := slices.Clone(x), slices.Clone(res)
+			sum := make([]float32, n)
+			switch alias {
+			case "x":
+				sum = xs
+			case "r":
+				sum = rs
+			}
+			out, rstd := make([]float32, n), make([]float32, rows)
+			b.ResidualRMSNorm(wrap(sum), wrap(out), wrap(rstd), wrap(xs), wrap(rs), tf(w), rows, dim, 1e-5)
+			name := fmt.Sprintf("ResidualRMSNorm %d×%d, sum over %s", rows, dim, alias)
+			if !slices.Equal(bits([][]float32{sum, out, rstd}), bits([][]float32{wantSum, wantOut, wantR})) {
+				t.Errorf("%s: not the bits of Add and RMSNorm", name)
+			}
+		}
+	}
+}
+
 func TestRMSNorm(t *testing.T) {
 	b := New()
 	for _, dim := range []int{16, 13} {

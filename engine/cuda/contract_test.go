@@ -15,7 +15,7 @@ func TestMisuseContract(t *testing.T) {
 	gpu, _, _ := newFake(t, true)
 	for _, be := range []engine.Backend{cpu.New(), gpu} {
 		t.Run(be.Name(), func(t *testing.T) {
-			x := be.NewF32(16)
+			x, y, z, w := be.NewF32(16), be.NewF32(16), be.NewF32(8), be.NewF32(4)
 			ids := be.NewI32(4)
 			for _, tc := range []struct {
 				op   string
@@ -41,6 +41,10 @@ func TestMisuseContract(t *testing.T) {
 				{"Copy", func() { be.Copy(ids, x) }},
 				{"Cast", func() { be.Cast(x, x, 16) }},
 				{"Cast", func() { be.Cast(be.New(engine.BF16, 8), x, 16) }},
+				// out over x; sum one element past x's start (only sum = x exactly is allowed); dim 0.
+				{"ResidualRMSNorm", func() { be.ResidualRMSNorm(y.View(0, 8), x.View(0, 8), y.View(8, 2), x.View(0, 8), z, w, 2, 4, 1e-5) }},
+				{"ResidualRMSNorm", func() { be.ResidualRMSNorm(x.View(1, 8), y.View(0, 8), y.View(8, 2), x.View(0, 8), z, w, 2, 4, 1e-5) }},
+				{"ResidualRMSNorm", func() { be.ResidualRMSNorm(x, y, w, z, z, w, 2, 0, 1e-5) }},
 			} {
 				mustPanic(t, be.Name()+": "+tc.op, tc.call)
 			}

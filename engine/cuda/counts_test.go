@@ -22,24 +22,26 @@ type hostCost struct {
 	d2h      int // cuMemcpyDtoHAsync (each is followed by a sync)
 	h2d      int // cuMemcpyHtoDAsync (from pageable memory: staged before it returns)
 	graphs   int // cuGraphLaunch: a recorded step replayed by one call
+	d2d      int // cuMemcpyDtoDAsync (Copy): a host call like a launch, and a pass over memory
+	memsets  int // cuMemsetD32Async, cuMemsetD16Async (Zero)
 }
 
 func costNow(f *fakeDriver, fb *fakeBlas) hostCost {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return hostCost{launches: len(f.launches), gemms: len(fb.computes), syncs: f.syncs, d2h: f.d2h, h2d: f.h2d,
-		graphs: f.graphLaunches}
+		graphs: f.graphLaunches, d2d: f.d2d, memsets: f.memsets}
 }
 
 func (c hostCost) minus(d hostCost) hostCost {
 	return hostCost{c.launches - d.launches, c.gemms - d.gemms, c.syncs - d.syncs, c.d2h - d.d2h, c.h2d - d.h2d,
-		c.graphs - d.graphs}
+		c.graphs - d.graphs, c.d2d - d.d2d, c.memsets - d.memsets}
 }
 
 // exceeds reports whether any count of c is above d's.
 func (c hostCost) exceeds(d hostCost) bool {
 	return c.launches > d.launches || c.gemms > d.gemms || c.syncs > d.syncs || c.d2h > d.d2h || c.h2d > d.h2d ||
-		c.graphs > d.graphs
+		c.graphs > d.graphs || c.d2d > d.d2d || c.memsets > d.memsets
 }
 
 // Pinned counts, moe-tiny (4 layers, 8 experts, top-2), every expert
@@ -47,32 +49,35 @@ func (c hostCost) exceeds(d hostCost) bool {
 // the graphs hold). Lower them when a change lowers the counts.
 var pinned = map[string]struct{ trainStep, decodeBlock hostCost }{
 	"graphs": {
-		trainStep:   hostCost{launches: 3, gemms: 0, syncs: 3, d2h: 3, h2d: 5, graphs: 2},
+		trainStep:   hostCost{launches: 3, gemms: 0, syncs: 3, d2h: 3, h2d: 5, graphs: 2, memsets: 1},
 		decodeBlock: hostCost{launches: 0, gemms: 0, syncs: 2, d2h: 2, h2d: 5, graphs: 1},
 	},
 	"no graphs": {
-		trainStep:   hostCost{launches: 186, gemms: 47, syncs: 3, d2h: 3, h2d: 5},
-		decodeBlock: hostCost{launches: 8 * 83, gemms: 8 * 13, syncs: 2, d2h: 2, h2d: 5},
+		trainStep:   hostCost{launches: 186, gemms: 47, syncs: 3, d2h: 3, h2d: 5, d2d: 4, memsets: 39},
+		decodeBlock: hostCost{launches: 8 * 83, gemms: 8 * 13, syncs: 2, d2h: 2, h2d: 5, d2d: 8 * 4},
 	},
 }
 
 // TestHostCostPinned counts, on the fake driver with cuBLAS, the launches,
-// GEMMs and host syncs of one moe-tiny training step and of one block of
-// moe.DefaultBlockSteps (8) decode tokens, with CUDA graphs and without.
+// GEMMs, device copies and memsets, and host syncs of one moe-tiny training
+// step and of one block of moe.DefaultBlockSteps (8) decode tokens, with
+// CUDA graphs and without.
 //
 // The training step is Model.TrainStep's third: its forward and backward
-// are graphs recorded by the second, holding the 183 launches and 47 GEMMs
-// that MOERL_CUDA_GRAPHS=0 makes one by one; the gradient norm (2
-// launches, and a sync for the clip and the finiteness check) and AdamW
-// (1 launch for the whole model, clip scale included) stay outside, and
-// the run loop's Sync and weight check add the other 2 syncs.
+// are graphs recorded by the second, holding the 183 launches, 47 GEMMs, 4
+// copies and 38 memsets that MOERL_CUDA_GRAPHS=0 makes one by one;
+// zeroing the gradients (a memset), their norm (2 launches, and a sync for
+// the clip and the finiteness check) and AdamW (1 launch for the whole
+// model, clip scale included) stay outside, and the run loop's Sync and
+// weight check add the other 2 syncs.
 //
 // Generate runs its decode steps 8 to a block, laid out by the host ahead
 // (positions, cache slots and lengths, uniforms) and recorded as one
 // graph, so 8 tokens cost the host one graph launch, those inputs'
 // uploads and one download each of the tokens and their log-probs; the
-// graph holds the 8 × 83 launches and 8 × 13 GEMMs that
-// MOERL_CUDA_GRAPHS=0 makes one by one.
+// graph holds the 8 × 83 launches, 8 × 13 GEMMs and 8 × 4 copies that
+// MOERL_CUDA_GRAPHS=0 makes one by one (the steps read and write the
+// block's buffers in place, without copies of their own).
 //
 // The counts do not depend on the batch or the context, as long as every
 // expert receives tokens, so a small batch stands for BENCH.md's 64×256.

@@ -447,6 +447,28 @@ func opCases() []opCase {
 				be.RMSNorm(t["out"], t["rstd"], t["x"], t["w"], r, d, 1e-6)
 				return nil
 			}})
+		// sum is float32 adds, the same bits on either backend; out and rstd
+		// are RMSNorm's of it. In place, sum overwrites x or r.
+		for _, over := range []string{"", "x", "r"} {
+			args := []argSpec{spec("x", r*d, in), spec("r", r*d, in), spec("w", d, in), spec("out", r*d, out), spec("rstd", r, out)}
+			name, dst := fmt.Sprintf("ResidualRMSNorm/dim=%d", d), "sum"
+			switch over {
+			case "":
+				args = append(args, argSpec{name: "sum", n: r * d, role: out, exact: true})
+			case "x":
+				args[0].role, args[0].exact, dst = inout, true, "x"
+			case "r":
+				args[1].role, args[1].exact, dst = inout, true, "r"
+			}
+			if over != "" {
+				name += ",sum=" + over
+			}
+			add(opCase{name: name, tol: tolElementwise, args: args,
+				run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+					be.ResidualRMSNorm(t[dst], t["out"], t["rstd"], t["x"], t["r"], t["w"], r, d, 1e-6)
+					return nil
+				}})
+		}
 		add(opCase{name: fmt.Sprintf("RMSNormBackward/dim=%d", d), tol: tolReduction,
 			args: []argSpec{spec("x", r*d, in), spec("w", d, in), spec("rstd", r, in), spec("dout", r*d, in),
 				spec("dx", r*d, acc), spec("dw", d, acc)},

@@ -45,6 +45,7 @@ type fakeDriver struct {
 
 	cc           [2]int                         // compute capability it reports (default 9.0)
 	d2h, h2d     int                            // cuMemcpyDtoHAsync and cuMemcpyHtoDAsync calls
+	d2d, memsets int                            // cuMemcpyDtoDAsync and cuMemset{D32,D16}Async calls
 	syncs        int                            // cuStreamSynchronize calls
 	hooks        map[string]func(args []uint64) // kernel name → what its launch does to device memory
 	faults       []*fault                       // injected failures
@@ -410,6 +411,7 @@ func (f *fakeDriver) memcpyDtoDAsync(dst, src uintptr, bytes uint64, _ uintptr) 
 	if err := f.lost("cuMemcpyDtoDAsync_v2"); err != nil {
 		return err
 	}
+	f.d2d++
 	d, s := f.resolve(dst, bytes), f.resolve(src, bytes)
 	if d == nil || s == nil {
 		return fakeErr("cuMemcpyDtoDAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE")
@@ -424,6 +426,7 @@ func (f *fakeDriver) memsetD32Async(dst uintptr, value uint32, n uint64, _ uintp
 	if err := f.lost("cuMemsetD32Async"); err != nil {
 		return err
 	}
+	f.memsets++
 	d := f.resolve(dst, n*4)
 	if d == nil {
 		return fakeErr("cuMemsetD32Async", 1, "CUDA_ERROR_INVALID_VALUE")
@@ -442,6 +445,7 @@ func (f *fakeDriver) memsetD16Async(dst uintptr, value uint16, n uint64, _ uintp
 	if err := f.lost("cuMemsetD16Async"); err != nil {
 		return err
 	}
+	f.memsets++
 	d := f.resolve(dst, n*2)
 	if d == nil {
 		return fakeErr("cuMemsetD16Async", 1, "CUDA_ERROR_INVALID_VALUE")

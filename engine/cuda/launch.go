@@ -312,3 +312,20 @@ func (c *argCheck) f32s(n int64, ts ...named) {
 		c.f32(t.name, t.t, n)
 	}
 }
+
+// region is the first n elements of a tensor argument.
+type region struct {
+	named
+	n int64
+}
+
+// apart requires that a and b share no device memory: an output over
+// another argument of an op that forbids it.
+func (c *argCheck) apart(a, b region) {
+	if c.err != nil || a.n == 0 || b.n == 0 {
+		return
+	}
+	alo, blo := a.t.Ptr, b.t.Ptr
+	ahi, bhi := alo+uintptr(a.n)*4, blo+uintptr(b.n)*4
+	c.require(alo >= bhi || blo >= ahi, "%s overlaps %s", a.name, b.name)
+}

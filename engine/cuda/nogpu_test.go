@@ -211,6 +211,7 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.EmbeddingBackward(f(300*4), f(3*4), i(3, 299, 2, 1), 3, 4) // two radix passes
 	be.RMSNorm(f(6*8), f(6), f(6*8), f(8), 6, 8, 1e-5)
 	be.RMSNormBackward(f(6*8), f(8), f(6*8), f(6*8), f(8), f(6), 6, 8)
+	be.ResidualRMSNorm(f(6*8), f(6*8), f(6), f(6*8), f(6*8), f(8), 6, 8, 1e-5)
 	be.RoPE(f(2*3*8), i(2, 0, 5), 2, 3, 8, 10000)
 	be.RoPEBackward(f(2*3*8), i(2, 0, 5), 2, 3, 8, 10000)
 	for _, hd := range []int{16, 64, 128} {

@@ -284,6 +284,35 @@ func (b *Backend) RMSNorm(out, rstd, x, w *engine.Tensor, rows, dim int, eps flo
 		tensorArg(x), tensorArg(w), i32Arg(rows), i32Arg(dim), f32Arg(eps))
 }
 
+// ResidualRMSNorm computes sum = x + r and RMSNorm of sum in one kernel,
+// residual_rmsnorm, whose sum and norm are add_f32's and rmsnorm_fwd's
+// arithmetic.
+func (b *Backend) ResidualRMSNorm(sum, out, rstd, x, r, w *engine.Tensor, rows, dim int, eps float32) {
+	c := b.begin("ResidualRMSNorm")
+	n := c.nonneg("rows, dim", rows, dim)
+	c.require(rows == 0 || dim > 0, "dim must be positive")
+	c.f32s(n, named{"sum", sum}, named{"out", out}, named{"x", x}, named{"r", r})
+	c.f32("rstd", rstd, int64(rows))
+	c.f32("w", w, int64(dim))
+	if c.err == nil && n > 0 {
+		writes := []region{{named{"sum", sum}, n}, {named{"out", out}, n}, {named{"rstd", rstd}, int64(rows)}}
+		all := append(writes, region{named{"x", x}, n}, region{named{"r", r}, n}, region{named{"w", w}, int64(dim)})
+		for i, o := range writes {
+			for _, a := range all[i+1:] {
+				// sum may be x or r exactly: each element reads its own before it is written.
+				if !(o.name == "sum" && (a.name == "x" || a.name == "r") && sum.Ptr == a.t.Ptr) {
+					c.apart(o, a)
+				}
+			}
+		}
+	}
+	if !b.ok(c) || n == 0 {
+		return
+	}
+	b.launch("residual_rmsnorm", dim3{cdiv(rows, 8), 1, 1}, dim3{256, 1, 1}, 0, tensorArg(sum), tensorArg(out),
+		tensorArg(rstd), tensorArg(x), tensorArg(r), tensorArg(w), i32Arg(rows), i32Arg(dim), f32Arg(eps))
+}
+
 // rmsMaxCols is RMS_MAXC in rmsnorm.cu: columns per thread in the backward.
 const rmsMaxCols = 16
 

@@ -261,6 +261,37 @@ static void test_rmsnorm() {
         CHECK_CLOSE("rmsnorm_fwd out", out, wo, 1e-6);
         CHECK_CLOSE("rmsnorm_fwd rstd", rstd, wr, 1e-6);
 
+        // residual_rmsnorm on fresh inputs: sum is the float32 adds, out and rstd
+        // rmsnorm_fwd's bits on sum; in place over x or r it gives the same bits.
+        {
+            auto x0 = randn((size_t)rows * dim), r0 = randn((size_t)rows * dim);
+            std::vector<float> wsum(rows * dim), wout(rows * dim, NaN), wrs(rows, NaN);
+            for (size_t i = 0; i < wsum.size(); i++) wsum[i] = x0[i] + r0[i];
+            emu::launch(dim3(cdiv(rows, 8)), dim3(256), 0, rmsnorm_fwd, wout.data(), wrs.data(),
+                        (const float*)wsum.data(), (const float*)w.data(), rows, dim, eps);
+            std::vector<double> ro(rows * dim), rr(rows);
+            for (int r = 0; r < rows; r++) {
+                double ss = 0;
+                for (int d = 0; d < dim; d++) ss += (double)wsum[r * dim + d] * wsum[r * dim + d];
+                rr[r] = 1 / std::sqrt(ss / dim + eps);
+                for (int d = 0; d < dim; d++) ro[r * dim + d] = wsum[r * dim + d] * rr[r] * w[d];
+            }
+            for (const char* over : {"none", "x", "r"}) {
+                auto xs = x0, rs = r0;
+                std::vector<float> sum(rows * dim, NaN), o(rows * dim, NaN), st(rows, NaN);
+                float* dst = over[0] == 'x' ? xs.data() : over[0] == 'r' ? rs.data() : sum.data();
+                emu::launch(dim3(cdiv(rows, 8)), dim3(256), 0, residual_rmsnorm, dst, o.data(), st.data(),
+                            (const float*)xs.data(), (const float*)rs.data(), (const float*)w.data(), rows, dim, eps);
+                std::vector<float> got(dst, dst + (size_t)rows * dim);
+                CHECK(got == wsum, "residual_rmsnorm %dx%d sum over %s: not the float32 adds", rows, dim, over);
+                CHECK(o == wout && st == wrs, "residual_rmsnorm %dx%d sum over %s: not rmsnorm_fwd's bits", rows, dim, over);
+                if (over[0] == 'n') {
+                    CHECK_CLOSE("residual_rmsnorm out", o, ro, 1e-6);
+                    CHECK_CLOSE("residual_rmsnorm rstd", st, rr, 1e-6);
+                }
+            }
+        }
+
         auto dout = randn((size_t)rows * dim), dx = randn((size_t)rows * dim), dw = randn(dim);
         std::vector<double> wdx(dx.begin(), dx.end()), wdw(dw.begin(), dw.end());
         for (int r = 0; r < rows; r++) {
