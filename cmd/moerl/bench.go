@@ -94,7 +94,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	if sw, ok := be.(gemmSwitch); ok && (tf32Set || bf16Set) {
+	sw, ok := be.(gemmSwitch)
+	if !ok && *bf16 {
+		return usagef("--bf16: the %s backend computes in float32; bf16 GEMMs need --device cuda", be.Name())
+	}
+	if ok && (tf32Set || bf16Set) {
 		p := sw.GEMMPrecision()
 		switch {
 		case *bf16:

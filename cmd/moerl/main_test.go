@@ -47,6 +47,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"eval"}, "exactly one of --ckpt"},
 		{[]string{"generate", "--ckpt", "x", "--top-p", "0"}, "--top-p must be in (0, 1]"},
 		{[]string{"bench", "--config", "moe-xl"}, `--config "moe-xl"`},
+		{[]string{"bench", "--device", "cpu", "--bf16"}, "bf16 GEMMs need --device cuda"},
+		{[]string{"bench", "--device", "cpu", "--bf16", "--tf32"}, "two GEMM precisions"},
 		{[]string{"demo", "--algo", "sarsa"}, `unknown algorithm preset "sarsa"`},
 	}
 	for _, c := range cases {
