@@ -437,6 +437,14 @@ func benchRows(moerl []MoerlBench, peer map[string]peerEntry, require bool) []Be
 	return rows
 }
 
+// moerlCell is the row's moerl tokens/s, or its error in bold.
+func (r BenchRow) moerlCell() string {
+	if r.MoerlError != "" {
+		return "**" + cell(short(r.MoerlError)) + "**"
+	}
+	return rate(r.Moerl)
+}
+
 func ratio(a, b float64) float64 {
 	if a <= 0 || b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
 		return 0
@@ -534,10 +542,7 @@ func markdown(w io.Writer, s *Summary) {
 	fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | peak mem | peer fp32 tok/s | peer bf16 tok/s | × fp32 | × bf16 |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range s.Bench {
-		moerl := rate(r.Moerl)
-		if r.MoerlError != "" {
-			moerl = "**" + cell(short(r.MoerlError)) + "**"
-		}
+		moerl := r.moerlCell()
 		ms := num(r.MoerlMs, "%.1f")
 		if r.Workload == "rl-step" && r.GenShare > 0 {
 			ms += fmt.Sprintf(" (%.0f%% generating)", 100*r.GenShare)
@@ -555,10 +560,7 @@ func markdown(w io.Writer, s *Summary) {
 		fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | peak mem | peer tok/s (train: bf16) | × peer |\n")
 		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|\n")
 		for _, r := range s.BenchBF16 {
-			moerl := rate(r.Moerl)
-			if r.MoerlError != "" {
-				moerl = "**" + cell(short(r.MoerlError)) + "**"
-			}
+			moerl := r.moerlCell()
 			peer, x := rate(r.PeerFP32), num(r.RatioFP32, "%.2f×") // generate: the peer's one number
 			if r.Workload == "train" {
 				peer, x = rate(r.PeerBF16), num(r.RatioBF16, "%.2f×")
