@@ -104,13 +104,17 @@ type Backend interface {
 	GemmGrouped(transB bool, rows, n, k int, a, b *Tensor, strideB int, beta float32, c, offsets *Tensor, groups int)
 	// GemmGroupedT accumulates, per group, C_g += A_gᵀ·B_g over the
 	// group's rows of A (rows×m) and B (rows×n), C_g the m×n matrix that
-	// starts at element g·m·n of c: the expert weights' gradients.
-	GemmGroupedT(rows, m, n int, a, b, c, offsets *Tensor, groups int)
+	// starts at element g·m·n of c: the expert weights' gradients. With
+	// aRows (rows int32s) not nil, row r of A is row aRows[r] of a, as if
+	// Gather had made A first (the bits are the same): the experts' inputs
+	// read through the dispatch permutation, never copied.
+	GemmGroupedT(rows, m, n int, a, aRows, b, c, offsets *Tensor, groups int)
 	// GemmGroupedSwiGLU is the MoE experts' first layer in one call: per
 	// group, g = A_g·B1_g and u = A_g·B3_g as GemmGrouped (transB false,
 	// beta 0) computes them, and s = silu(g)·u as SwiGLU does; g, u and s
-	// are rows×n.
-	GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
+	// are rows×n. aRows is as GemmGroupedT's: with it, A is gathered from
+	// the rows of a as it is read.
+	GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
 	// GemmGroupedSwiGLUBackward is the first half of that layer's
 	// backward in one call: ds = dy·B_gᵀ per group, as GemmGrouped
 	// (transB true, beta 0) computes it, with dy rows×k and B_g the n×k

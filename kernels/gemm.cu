@@ -24,6 +24,12 @@
 //   sgemm_grouped_t  C_g += A_gᵀ·B_g summed over the group's rows, one
 //                    group per grid.z: the expert weights' gradients.
 //
+// sgemm_grouped_t and sgemm_grouped_swiglu may read A through row indices
+// (arow, not null): row r of A is row arow[r] of the arows rows at A, so
+// the experts' inputs are read from the tokens' rows in dispatch order
+// without a gathered copy. A block checks its indices before it reads
+// (STATUS_GATHER_INDEX; it then leaves its outputs alone).
+//
 // Offsets that fall or pass rows record STATUS_GROUP_OFFSETS and leave the
 // output as it was.
 //
@@ -92,10 +98,11 @@ __device__ __forceinline__ void to_elem(float& d, float v) { d = v; }
 __device__ __forceinline__ void to_elem(__nv_bfloat16& d, float v) { d = __float2bfloat16_rn(v); }
 
 // stage_a copies the 64×16 slice of op(A) at (row0, k0) into shared memory,
-// k-major (As[kk][r]), zero past the edges.
+// k-major (As[kk][r]), zero past the edges. Every tile function below
+// takes arow last and hands it here.
 template <class E, int LD>
 __device__ __forceinline__ void stage_a(int transA, int m, int k, const float* A, int lda, int row0, int k0,
-                                        E (*As)[LD]) {
+                                        E (*As)[LD], const int* arow = nullptr) {
     for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BK; idx += blockDim.x) {
         // Walk the stored matrix along its contiguous dimension.
         int r, kk;
@@ -108,7 +115,13 @@ __device__ __forceinline__ void stage_a(int transA, int m, int k, const float* A
         }
         const int gi = row0 + r, gk = k0 + kk;
         float v = 0.0f;
-        if (gi < m && gk < k) v = transA ? A[(size_t)gk * lda + gi] : A[(size_t)gi * lda + gk];
+        if (gi < m && gk < k) {
+            // With arow, stored row i of A is row arow[i] of the memory at
+            // A: the operand gathered as it is read, never copied.
+            const int sr = transA ? gk : gi;
+            const size_t row = arow ? (size_t)arow[sr] : (size_t)sr;
+            v = A[row * lda + (transA ? gi : gk)];
+        }
         to_elem(As[kk][r], v);
     }
 }
@@ -137,8 +150,8 @@ __device__ __forceinline__ void stage_b(int transB, int n, int k, const float* B
 template <class E, int LD>
 __device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n, int k, const float* A, int lda,
                                            const float* B, int ldb, int row0, int col0, int k0, E (*As)[LD],
-                                           E (*Bs)[LD]) {
-    stage_a(transA, m, k, A, lda, row0, k0, As);
+                                           E (*Bs)[LD], const int* arow = nullptr) {
+    stage_a(transA, m, k, A, lda, row0, k0, As, arow);
     stage_b(transB, n, k, B, ldb, col0, k0, Bs);
 }
 
@@ -179,7 +192,7 @@ struct swiglu_bwd_epi {
 template <class Epi>
 __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int n, int k, const float* A, int lda,
                                               const float* B, int ldb, int row0, int col0, float (*As)[GEMM_BM + 4],
-                                              float (*Bs)[GEMM_BN + 4], const Epi& epi) {
+                                              float (*Bs)[GEMM_BN + 4], const Epi& epi, const int* arow = nullptr) {
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     float acc[4][4];
 #pragma unroll
@@ -188,7 +201,7 @@ __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
 
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs);
+        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs, arow);
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk++) {
@@ -221,8 +234,9 @@ __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int
 // gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
 __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const float* A,
                                           int lda, const float* B, int ldb, float beta, float* C, int ldc, int row0,
-                                          int col0, float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4]) {
-    gemm_tile_epi(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, store_epi{alpha, beta, C, ldc});
+                                          int col0, float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4],
+                                          const int* arow = nullptr) {
+    gemm_tile_epi(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, store_epi{alpha, beta, C, ldc}, arow);
 }
 
 // gemm_tile_epi_tc is gemm_tile_epi on the tensor cores in precision P
@@ -232,14 +246,15 @@ __device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, 
                                                  int lda, const float* B, int ldb, int row0, int col0,
                                                  typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                                  typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
-                                                 float (*Cs)[GEMM_BN + 4], const Epi& epi) {
+                                                 float (*Cs)[GEMM_BN + 4], const Epi& epi,
+                                                 const int* arow = nullptr) {
     typedef tc<P> T;
     const int warp = threadIdx.x >> 5, wr = warp >> 1, wc = warp & 1;
     wmma::fragment<wmma::accumulator, 16, 16, T::K, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs);
+        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs, arow);
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += T::K) {
@@ -274,9 +289,9 @@ __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int 
                                              int ldc, int row0, int col0,
                                              typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                              typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
-                                             float (*Cs)[GEMM_BN + 4]) {
+                                             float (*Cs)[GEMM_BN + 4], const int* arow = nullptr) {
     gemm_tile_epi_tc<P>(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, Cs,
-                        store_epi{alpha, beta, C, ldc});
+                        store_epi{alpha, beta, C, ldc}, arow);
 }
 
 // gemm_tile_swiglu computes, for the 64×64 tile at (row0, col0), g = A·B1
@@ -286,7 +301,8 @@ __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int 
 __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const float* A, int lda, const float* B1,
                                                  const float* B3, int ldb, float* G, float* U, float* S, int ldc,
                                                  int row0, int col0, float (*As)[GEMM_BM + 4],
-                                                 float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4]) {
+                                                 float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4],
+                                                 const int* arow = nullptr) {
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     float acc1[4][4], acc3[4][4];
 #pragma unroll
@@ -295,7 +311,7 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
         for (int j = 0; j < 4; j++) acc1[i][j] = acc3[i][j] = 0.0f;
 
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        stage_a(0, m, k, A, lda, row0, k0, As);
+        stage_a(0, m, k, A, lda, row0, k0, As, arow);
         stage_b(0, n, k, B1, ldb, col0, k0, B1s);
         stage_b(0, n, k, B3, ldb, col0, k0, B3s);
         __syncthreads();
@@ -346,7 +362,8 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
                                                     typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                                     typename tc<P>::elem (*B1s)[GEMM_BN + tc<P>::pad],
                                                     typename tc<P>::elem (*B3s)[GEMM_BN + tc<P>::pad],
-                                                    float (*C1s)[GEMM_BN + 4], float (*C3s)[GEMM_BN + 4]) {
+                                                    float (*C1s)[GEMM_BN + 4], float (*C3s)[GEMM_BN + 4],
+                                                    const int* arow = nullptr) {
     typedef tc<P> T;
     const int warp = threadIdx.x >> 5, wr = warp >> 1, wc = warp & 1;
     wmma::fragment<wmma::accumulator, 16, 16, T::K, float> acc1[2], acc3[2];
@@ -356,7 +373,7 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
         wmma::fill_fragment(acc3[j], 0.0f);
     }
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        stage_a(0, m, k, A, lda, row0, k0, As);
+        stage_a(0, m, k, A, lda, row0, k0, As, arow);
         stage_b(0, n, k, B1, ldb, col0, k0, B1s);
         stage_b(0, n, k, B3, ldb, col0, k0, B3s);
         __syncthreads();
@@ -490,12 +507,29 @@ __device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k,
         gemm_tile(0, transB, m, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0, blockIdx.x * GEMM_BN, As, Bs);
 }
 
+// rows_in_range reports, to every thread of the block, whether the n row
+// indices at idx lie in [0, lim), recording STATUS_GATHER_INDEX when one
+// does not: a gathered operand's indices are checked once per block,
+// before any is read.
+__device__ __forceinline__ bool rows_in_range(const int* idx, int n, int lim, int* status) {
+    __shared__ int bad;
+    if (threadIdx.x == 0) bad = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        if ((unsigned)idx[i] >= (unsigned)lim) bad = 1;
+    __syncthreads();
+    const bool ok = bad == 0;
+    if (!ok && threadIdx.x == 0) report_status(status, STATUS_GATHER_INDEX);
+    return ok;
+}
+
 // grouped_swiglu is sgemm_grouped_swiglu's body: g = A_g·B1_g, u = A_g·B3_g
-// and s = silu(g)·u on each group's rows, grid as grouped_rows'.
+// and s = silu(g)·u on each group's rows, grid as grouped_rows'. With arow
+// (rows entries), row r of A is row arow[r] of the arows×k matrix at A.
 template <int P>
-__device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const float* A, const float* B1,
-                                               const float* B3, long long strideB, float* G, float* U, float* S,
-                                               const int* offsets, int groups, int* status) {
+__device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const float* A, const int* arow, int arows,
+                                               const float* B1, const float* B3, long long strideB, float* G, float* U,
+                                               float* S, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem B1s[GEMM_BK][GEMM_BN + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem B3s[GEMM_BK][GEMM_BN + tc<P>::pad];
@@ -503,40 +537,56 @@ __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const flo
     __align__(32) __shared__ float C3s[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
+    const int* ar = nullptr;
+    const float* a = A + (size_t)r0 * k;
+    if (arow) {
+        if (!rows_in_range(arow + r0, min(m, GEMM_BM), arows, status)) return;
+        ar = arow + r0;
+        a = A;
+    }
     const size_t o = (size_t)r0 * n;
     if constexpr (P != PREC_FP32)
-        gemm_tile_swiglu_tc<P>(m, n, k, A + (size_t)r0 * k, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o,
-                              S + o, n, 0, blockIdx.x * GEMM_BN, As, B1s, B3s, C1s, C3s);
+        gemm_tile_swiglu_tc<P>(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o, S + o, n, 0,
+                               blockIdx.x * GEMM_BN, As, B1s, B3s, C1s, C3s, ar);
     else
-        gemm_tile_swiglu(m, n, k, A + (size_t)r0 * k, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o, S + o,
-                         n, 0, blockIdx.x * GEMM_BN, As, B1s, B3s);
+        gemm_tile_swiglu(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o, S + o, n, 0,
+                         blockIdx.x * GEMM_BN, As, B1s, B3s, ar);
 }
 
 // grouped_t is sgemm_grouped_t's body: grid (cdiv(n, 64), cdiv(m, 64),
-// groups), 256 threads.
+// groups), 256 threads; arow as grouped_swiglu's (A arows×m).
 template <int P>
-__device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A, const float* B, float* C,
-                                          const int* offsets, int groups, int* status) {
+__device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A, const int* arow, int arows,
+                                          const float* B, float* C, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
     __align__(32) __shared__ float Cs[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     const int g = blockIdx.z;
     int lo, cnt;
     if (g >= groups || !group_rows(offsets, g, rows, status, &lo, &cnt) || cnt == 0) return;
-    const float *a = A + (size_t)lo * m, *b = B + (size_t)lo * n;
+    const int* ar = nullptr;
+    const float* a = A + (size_t)lo * m;
+    if (arow) {
+        if (!rows_in_range(arow + lo, cnt, arows, status)) return;
+        ar = arow + lo;
+        a = A;
+    }
+    const float* b = B + (size_t)lo * n;
     float* c = C + (size_t)g * m * n;
     if constexpr (P != PREC_FP32)
         gemm_tile_tc<P>(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As,
-                       Bs, Cs);
+                        Bs, Cs, ar);
     else
-        gemm_tile(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs);
+        gemm_tile(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As, Bs,
+                  ar);
 }
 
 #define GROUPED_ROWS_ARGS                                                                                        \
     int transB, int rows, int n, int k, const float *A, const float *B, long long strideB, float beta, float *C, \
         const int *offsets, int groups, int *status
-#define GROUPED_T_ARGS \
-    int rows, int m, int n, const float *A, const float *B, float *C, const int *offsets, int groups, int *status
+#define GROUPED_T_ARGS                                                                                          \
+    int rows, int m, int n, const float *A, const int *arow, int arows, const float *B, float *C, const int *offsets, \
+        int groups, int *status
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(GROUPED_ROWS_ARGS) {
     grouped_rows<PREC_FP32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
@@ -548,13 +598,13 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_bf16(GROUPED_ROW
     grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t(GROUPED_T_ARGS) {
-    grouped_t<PREC_FP32>(rows, m, n, A, B, C, offsets, groups, status);
+    grouped_t<PREC_FP32>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_tf32(GROUPED_T_ARGS) {
-    grouped_t<PREC_TF32>(rows, m, n, A, B, C, offsets, groups, status);
+    grouped_t<PREC_TF32>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_bf16(GROUPED_T_ARGS) {
-    grouped_t<PREC_BF16>(rows, m, n, A, B, C, offsets, groups, status);
+    grouped_t<PREC_BF16>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
 }
 
 // grouped_swiglu_bwd is sgemm_grouped_swiglu_bwd's body: ds_g = dy_g·W2_gᵀ
@@ -578,18 +628,18 @@ __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const
         gemm_tile_epi(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs, epi);
 }
 
-#define GROUPED_SWIGLU_ARGS                                                                                     \
-    int rows, int n, int k, const float *A, const float *B1, const float *B3, long long strideB, float *G, float *U, \
-        float *S, const int *offsets, int groups, int *status
+#define GROUPED_SWIGLU_ARGS                                                                                    \
+    int rows, int n, int k, const float *A, const int *arow, int arows, const float *B1, const float *B3,           \
+        long long strideB, float *G, float *U, float *S, const int *offsets, int groups, int *status
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS) {
-    grouped_swiglu<PREC_FP32>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+    grouped_swiglu<PREC_FP32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROUPED_SWIGLU_ARGS) {
-    grouped_swiglu<PREC_TF32>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+    grouped_swiglu<PREC_TF32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bf16(GROUPED_SWIGLU_ARGS) {
-    grouped_swiglu<PREC_BF16>(rows, n, k, A, B1, B3, strideB, G, U, S, offsets, groups, status);
+    grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 
 #define GROUPED_SWIGLU_BWD_ARGS                                                                                     \

@@ -22,7 +22,7 @@ type layerActs struct {
 	replay           *engine.Tensor // experts to replay (ForwardOptions.Replay)
 	perm, inv        *engine.Tensor
 	offsets          *engine.Tensor // nExperts+1: each expert's first sorted slot
-	xp, g, u, s, y   *engine.Tensor // expert inputs (sorted by expert), gate, up, SwiGLU, outputs
+	g, u, s, y       *engine.Tensor // per slot (sorted by expert): gate, up, SwiGLU, expert outputs
 }
 
 // Acts is the workspace of one forward pass (and its backward) over a batch
@@ -115,7 +115,7 @@ func (a *Acts) acts() []act {
 			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
 			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
 			act{&s.offsets, engine.I32, E + 1, true},
-			f(&s.xp, K*d), f(&s.g, K*h), f(&s.u, K*h), f(&s.s, K*h), f(&s.y, K*d))
+			f(&s.g, K*h), f(&s.u, K*h), f(&s.s, K*h), f(&s.y, K*d))
 	}
 	if a.backward {
 		l = append(l, f(&a.dres, d), f(&a.dh, d), f(&a.dq, d), f(&a.dk, d), f(&a.dqkv, 3*d), f(&a.da, d),
@@ -375,10 +375,10 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		// Each expert's slots are a block of the sorted rows, given by the
 		// offsets on the backend; every expert runs in one grouped product
 		// per projection: y = W2_e(silu(xp·W1_e) ⊙ xp·W3_e), the first
-		// two projections and the SwiGLU in one call.
+		// two projections and the SwiGLU in one call, with xp the rows of
+		// h2 in slot order, read through perm rather than copied.
 		be.RouterDispatch(s.perm, s.inv, s.offsets, s.experts, N, E, K)
-		be.Gather(s.xp, s.h2, s.perm, N*K, d)
-		be.GemmGroupedSwiGLU(N*K, h, d, s.xp, m.pv[w.w1], m.pv[w.w3], d*h, s.g, s.u, s.s, s.offsets, E)
+		be.GemmGroupedSwiGLU(N*K, h, d, s.h2, s.perm, m.pv[w.w1], m.pv[w.w3], d*h, s.g, s.u, s.s, s.offsets, E)
 		be.GemmGrouped(false, N*K, d, h, s.s, m.pv[w.w2], h*d, 0, s.y, s.offsets, E)
 		be.Combine(next, s.y, s.weights, s.inv, N, K, d)
 		if aux {
@@ -552,11 +552,11 @@ func (m *Model) backward(a *Acts, entropy bool) {
 			// and din_e = dout_e·W_eᵀ for W2, then through the SwiGLU, then W1
 			// and W3 into one dxp.
 			NK := N * K
-			be.GemmGroupedT(NK, h, d, s.s, a.dy, m.gv[w.w2], s.offsets, E)
+			be.GemmGroupedT(NK, h, d, s.s, nil, a.dy, m.gv[w.w2], s.offsets, E)
 			be.GemmGroupedSwiGLUBackward(NK, h, d, a.dy, m.pv[w.w2], h*d, s.g, s.u, a.ds, a.dg, a.du, s.offsets, E)
-			be.GemmGroupedT(NK, d, h, s.xp, a.dg, m.gv[w.w1], s.offsets, E)
+			be.GemmGroupedT(NK, d, h, s.h2, s.perm, a.dg, m.gv[w.w1], s.offsets, E)
 			be.GemmGrouped(true, NK, d, h, a.dg, m.pv[w.w1], d*h, 0, a.dxp, s.offsets, E)
-			be.GemmGroupedT(NK, d, h, s.xp, a.du, m.gv[w.w3], s.offsets, E)
+			be.GemmGroupedT(NK, d, h, s.h2, s.perm, a.du, m.gv[w.w3], s.offsets, E)
 			be.GemmGrouped(true, NK, d, h, a.du, m.pv[w.w3], d*h, 1, a.dxp, s.offsets, E)
 			be.GatherBackward(a.dh, a.dxp, s.inv, N, K, d)
 			// Router: through the top-k weights, plus the load-balancing term.

@@ -197,12 +197,17 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 }
 
 // GemmGroupedT accumulates Aᵀ·B over each group's rows into its matrix.
-func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor, groups int) {
+func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.Tensor, groups int) {
 	const op = "GemmGroupedT"
 	if rows < 0 || m < 0 || n < 0 || groups < 0 {
 		panic(fmt.Sprintf("cpu: %s: negative size rows=%d m=%d n=%d groups=%d", op, rows, m, n, groups))
 	}
 	off := groupOffsets(op, offsets, groups, rows)
+	if aRows != nil {
+		ga := b.gatherRows(op, a, aRows, rows, m)
+		defer b.scratch.Put(ga)
+		a = ga
+	}
 	for g := range groups {
 		r0, kk := int(off[g]), int(off[g+1]-off[g])
 		if kk == 0 {
@@ -213,9 +218,15 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor,
 }
 
 // GemmGroupedSwiGLU is GemmGrouped twice and SwiGLU, so its bits are theirs.
-func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, strideB int, g, u, s,
+func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Tensor, strideB int, g, u, s,
 	offsets *engine.Tensor, groups int) {
-	fusedArgs("GemmGroupedSwiGLU", rows, n, k, groups, strideB, offsets, namedF32{"g", g}, namedF32{"u", u}, namedF32{"s", s})
+	const op = "GemmGroupedSwiGLU"
+	fusedArgs(op, rows, n, k, groups, strideB, offsets, namedF32{"g", g}, namedF32{"u", u}, namedF32{"s", s})
+	if aRows != nil {
+		ga := b.gatherRows(op, a, aRows, rows, k)
+		defer b.scratch.Put(ga)
+		a = ga
+	}
 	b.GemmGrouped(false, rows, n, k, a, b1, strideB, 0, g, offsets, groups)
 	b.GemmGrouped(false, rows, n, k, a, b3, strideB, 0, u, offsets, groups)
 	b.SwiGLU(s, g, u, rows*n)
@@ -231,6 +242,26 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	clear(dg.F[:rows*n])
 	clear(du.F[:rows*n])
 	b.SwiGLUBackward(dg, du, ds, g, u, rows*n)
+}
+
+// gatherRows gathers rows rows of dim floats of a, row r from row
+// aRows[r], into a scratch tensor (returned to b.scratch by the caller):
+// what Gather computes, for the grouped products that read their input
+// through the dispatch permutation. On the CPU that is the same copy
+// Gather made; a device backend reads the rows where they are instead.
+func (b *Backend) gatherRows(op string, a, aRows *engine.Tensor, rows, dim int) *engine.Tensor {
+	idx := i32(op, "aRows", aRows, rows)
+	n := len(a.F) / max(dim, 1)
+	for _, r := range idx {
+		checkIndex(op, "aRows entry", r, n)
+	}
+	t, _ := b.scratch.Get().(*engine.Tensor)
+	if t == nil || cap(t.F) < rows*dim {
+		t = engine.HostF32(rows * dim)
+	}
+	t.F, t.Shape = t.F[:rows*dim], []int{rows * dim}
+	b.Gather(t, a, aRows, rows, dim)
+	return t
 }
 
 // namedF32 is a tensor argument and its name, for checks that list several.

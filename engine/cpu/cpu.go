@@ -30,7 +30,8 @@ type Backend struct {
 	deviceOnce sync.Once
 	device     string
 
-	rope ropeCache
+	rope    ropeCache
+	scratch sync.Pool // *engine.Tensor: the grouped products' gathered inputs
 }
 
 var _ engine.Backend = (*Backend)(nil)

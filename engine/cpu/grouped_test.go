@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -62,7 +63,7 @@ func TestGemmGrouped(t *testing.T) {
 			bt := randVec(r, rows*n, 1)
 			ct0 := randVec(r, G*k*n, 1)
 			ct := append([]float32(nil), ct0...)
-			b.GemmGroupedT(rows, k, n, tf(a), tf(bt), wrap(ct), ti(tc.offsets), G)
+			b.GemmGroupedT(rows, k, n, tf(a), nil, tf(bt), wrap(ct), ti(tc.offsets), G)
 			for g := range G {
 				for p := range k {
 					for j := range n {
@@ -99,4 +100,44 @@ func TestRouterLoad(t *testing.T) {
 			t.Errorf("load[%d] = %g, want Σ probs = %g", nE+e, load[nE+e], float32(sum))
 		}
 	}
+}
+
+// TestGemmGroupedGathered: the grouped products that read A through row
+// indices give the bits of Gather followed by the same product on the
+// gathered copy.
+func TestGemmGroupedGathered(t *testing.T) {
+	b := New()
+	r := newRand(21)
+	offsets := []int32{0, 5, 5, 12, 20}
+	const G, rows, tokens, n, k = 4, 20, 9, 7, 6
+	x := randVec(r, tokens*k, 1)
+	perm := make([]int32, rows)
+	for i := range perm {
+		perm[i] = int32(r.IntN(tokens))
+	}
+	xp := make([]float32, rows*k)
+	b.Gather(wrap(xp), tf(x), ti(perm), rows, k)
+	b1, b3, dy := randVec(r, G*k*n, 1), randVec(r, G*k*n, 1), randVec(r, rows*n, 1)
+
+	out := func() [3][]float32 {
+		return [3][]float32{make([]float32, rows*n), make([]float32, rows*n), make([]float32, rows*n)}
+	}
+	want, got := out(), out()
+	b.GemmGroupedSwiGLU(rows, n, k, tf(xp), nil, tf(b1), tf(b3), k*n, wrap(want[0]), wrap(want[1]), wrap(want[2]), ti(offsets), G)
+	b.GemmGroupedSwiGLU(rows, n, k, tf(x), ti(perm), tf(b1), tf(b3), k*n, wrap(got[0]), wrap(got[1]), wrap(got[2]), ti(offsets), G)
+	for i := range want {
+		if !slices.Equal(got[i], want[i]) {
+			t.Fatalf("GemmGroupedSwiGLU through aRows: output %d differs from the gathered copy's", i)
+		}
+	}
+	wt, gt := make([]float32, G*k*n), make([]float32, G*k*n)
+	b.GemmGroupedT(rows, k, n, tf(xp), nil, tf(dy), wrap(wt), ti(offsets), G)
+	b.GemmGroupedT(rows, k, n, tf(x), ti(perm), tf(dy), wrap(gt), ti(offsets), G)
+	if !slices.Equal(gt, wt) {
+		t.Fatal("GemmGroupedT through aRows differs from the gathered copy's")
+	}
+	perm[3] = tokens
+	mustPanic(t, "cpu: GemmGroupedT: aRows entry 9 out of range [0, 9)", func() {
+		b.GemmGroupedT(rows, k, n, tf(x), ti(perm), tf(dy), wrap(gt), ti(offsets), G)
+	})
 }

@@ -156,7 +156,7 @@ func TestMisusePanics(t *testing.T) {
 		{"cpu: RouterTopK: top-3 of 2", func() { b.RouterTopK(f(3), i(0, 0, 0), f(2), f(2), 1, 2, 3) }},
 		{"cpu: RouterDispatch: offsets", func() { b.RouterDispatch(i(0, 0), i(0, 0), i(0, 0), i(0, 1), 1, 2, 2) }},
 		{"cpu: GemmGrouped: offsets fall", func() { b.GemmGrouped(false, 2, 2, 2, f(4), f(8), 4, 0, f(4), i(0, 3, 2), 2) }},
-		{"cpu: GemmGroupedT: offsets run from 0 to 1, want 0 to 2", func() { b.GemmGroupedT(2, 2, 2, f(4), f(4), f(8), i(0, 1, 1), 2) }},
+		{"cpu: GemmGroupedT: offsets run from 0 to 1, want 0 to 2", func() { b.GemmGroupedT(2, 2, 2, f(4), nil, f(4), f(8), i(0, 1, 1), 2) }},
 		{"cpu: RouterLoad: load", func() { b.RouterLoad(f(3), f(4), i(0, 1, 2), 2, 2) }},
 		{"cpu: Combine: inv entry", func() { b.Combine(f(2), f(4), f(2), i(0, 2), 1, 2, 2) }},
 		{"cpu: TokenLogProbs: target -1", func() { b.TokenLogProbs(f(1), f(1), f(4), i(-1), 1, 4) }},

@@ -382,7 +382,7 @@ func opCases() []opCase {
 			spec("g", gRows*gN, out), spec("u", gRows*gN, out), spec("s", gRows*gN, out), offsetsArg},
 		prep: split,
 		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
-			be.GemmGroupedSwiGLU(gRows, gN, gK, t["a"], t["b1"], t["b3"], gK*gN, t["g"], t["u"], t["s"], t["offsets"], groups)
+			be.GemmGroupedSwiGLU(gRows, gN, gK, t["a"], nil, t["b1"], t["b3"], gK*gN, t["g"], t["u"], t["s"], t["offsets"], groups)
 			return nil
 		}})
 	add(opCase{name: "GemmGroupedSwiGLUBackward", tol: tolElementwise,
@@ -398,7 +398,26 @@ func opCases() []opCase {
 		args: []argSpec{spec("a", gRows*gK, in), spec("b", gRows*gN, in), spec("c", groups*gK*gN, acc), offsetsArg},
 		prep: split,
 		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
-			be.GemmGroupedT(gRows, gK, gN, t["a"], t["b"], t["c"], t["offsets"], groups)
+			be.GemmGroupedT(gRows, gK, gN, t["a"], nil, t["b"], t["c"], t["offsets"], groups)
+			return nil
+		}})
+	// The experts' inputs read through the dispatch permutation: rows of
+	// a token matrix, each token twice or not at all.
+	const nTok = 97
+	aRowsArg := argSpec{name: "aRows", i32: true, n: gRows, role: in, gen: uniformInt(0, nTok)}
+	add(opCase{name: "GemmGroupedSwiGLU/gathered", tol: tolElementwise,
+		args: []argSpec{spec("a", nTok*gK, in), aRowsArg, spec("b1", groups*gK*gN, in), spec("b3", groups*gK*gN, in),
+			spec("g", gRows*gN, out), spec("u", gRows*gN, out), spec("s", gRows*gN, out), offsetsArg},
+		prep: split,
+		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+			be.GemmGroupedSwiGLU(gRows, gN, gK, t["a"], t["aRows"], t["b1"], t["b3"], gK*gN, t["g"], t["u"], t["s"], t["offsets"], groups)
+			return nil
+		}})
+	add(opCase{name: "GemmGroupedT/gathered", tol: tolGemmF32,
+		args: []argSpec{spec("a", nTok*gK, in), aRowsArg, spec("b", gRows*gN, in), spec("c", groups*gK*gN, acc), offsetsArg},
+		prep: split,
+		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+			be.GemmGroupedT(gRows, gK, gN, t["a"], t["aRows"], t["b"], t["c"], t["offsets"], groups)
 			return nil
 		}})
 	add(opCase{name: "GemmBatched", tol: tolGemmF32,

@@ -230,8 +230,11 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.RouterLoad(f(16), f(4*8), offsets, 4, 8)
 	be.GemmGrouped(false, 8, 5, 3, f(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
 	be.GemmGrouped(true, 8, 5, 3, f(8*3), f(8*3*5), 15, 1, f(8*5), offsets, 8)
-	be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
-	be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
+	be.GemmGroupedT(8, 3, 5, f(8*3), nil, f(8*5), f(8*3*5), offsets, 8)
+	be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
+	gathered := i(8, 0, 0, 1, 1, 2, 2, 3, 3) // 4 tokens' rows, twice each
+	be.GemmGroupedT(8, 3, 5, f(4*3), gathered, f(8*5), f(8*3*5), offsets, 8)
+	be.GemmGroupedSwiGLU(8, 5, 3, f(4*3), gathered, f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
 	be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
 	if cb, ok := be.(*Backend); ok { // the GEMM kernels' twins in the other precisions
 		was := cb.GEMMPrecision()
@@ -243,8 +246,8 @@ func exercise(t *testing.T, be engine.Backend) {
 				t.Fatal(err)
 			}
 			be.GemmGrouped(false, 8, 5, 3, f(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
-			be.GemmGroupedT(8, 3, 5, f(8*3), f(8*5), f(8*3*5), offsets, 8)
-			be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
+			be.GemmGroupedT(8, 3, 5, f(8*3), nil, f(8*5), f(8*3*5), offsets, 8)
+			be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
 			be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
 			be.Gemm(false, true, 5, 6, 7, 1, f(5*7), 0, 7, f(6*7), 0, 7, 0, f(5*6), 0, 6)
 		}

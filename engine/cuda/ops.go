@@ -679,14 +679,15 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 }
 
 // GemmGroupedSwiGLU runs both products and the SwiGLU of every group in
-// one launch of sgemm_grouped_swiglu (its _tf32 twin in TF32 mode), which
-// stages each tile of A once for both weights.
-func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, strideB int, g, u, s,
+// one launch of sgemm_grouped_swiglu (its twin in the GEMM precision),
+// which stages each tile of A once for both weights, reading A's rows
+// through aRows where given.
+func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Tensor, strideB int, g, u, s,
 	offsets *engine.Tensor, groups int) {
 	chk := b.begin("GemmGroupedSwiGLU")
 	b.groupedCheck(chk, rows, n, k, groups)
 	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
-	chk.f32("A", a, int64(rows)*int64(k))
+	arow, arows := b.gatheredA(chk, a, aRows, rows, k)
 	chk.f32("B1", b1, extent(0, k, n, n, strideB, groups))
 	chk.f32("B3", b3, extent(0, k, n, n, strideB, groups))
 	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u}, named{"s", s})
@@ -695,7 +696,7 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, b1, b3 *engine.Tensor, st
 		return
 	}
 	b.launch("sgemm_grouped_swiglu"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
-		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
+		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), arow, i32Arg(arows), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
 		tensorArg(g), tensorArg(u), tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
 
@@ -720,11 +721,12 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 }
 
 // GemmGroupedT accumulates every group's Aᵀ·B in one launch of
-// sgemm_grouped_t, one group per grid.z.
-func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor, groups int) {
+// sgemm_grouped_t, one group per grid.z, reading A's rows through aRows
+// where given.
+func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.Tensor, groups int) {
 	chk := b.begin("GemmGroupedT")
 	b.groupedCheck(chk, rows, m, n, groups)
-	chk.f32("A", a, int64(rows)*int64(m))
+	arow, arows := b.gatheredA(chk, a, aRows, rows, m)
 	chk.f32("B", bm, int64(rows)*int64(n))
 	chk.f32("C", c, int64(groups)*int64(m)*int64(n))
 	chk.i32("offsets", offsets, int64(groups)+1)
@@ -732,8 +734,25 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, bm, c, offsets *engine.Tensor,
 		return
 	}
 	b.launch("sgemm_grouped_t"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
-		i32Arg(rows), i32Arg(m), i32Arg(n), tensorArg(a), tensorArg(bm), tensorArg(c), tensorArg(offsets),
-		i32Arg(groups), b.statusArg())
+		i32Arg(rows), i32Arg(m), i32Arg(n), tensorArg(a), arow, i32Arg(arows), tensorArg(bm), tensorArg(c),
+		tensorArg(offsets), i32Arg(groups), b.statusArg())
+}
+
+// gatheredA checks a grouped product's A operand and returns the kernel's
+// row-index argument and A's row count: A itself (rows×width) when aRows
+// is nil, or the rows of a that aRows (rows int32s) names, whose range the
+// kernel checks against a's whole rows.
+func (b *Backend) gatheredA(c *argCheck, a, aRows *engine.Tensor, rows, width int) (karg, int) {
+	if aRows == nil {
+		c.f32("A", a, int64(rows)*int64(width))
+		return ptrArg(0), rows
+	}
+	c.f32("A", a, 0)
+	c.i32("aRows", aRows, int64(rows))
+	if a == nil || width == 0 {
+		return ptrArg(0), 0
+	}
+	return tensorArg(aRows), a.Len() / width
 }
 
 // groupedCheck checks the sizes of a grouped product and states the

@@ -1058,7 +1058,7 @@ static void test_gemm_grouped() {
                     (const float*)u1.data(), rows * n);
         emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0,
                     tf ? sgemm_grouped_swiglu_tf32 : sgemm_grouped_swiglu, rows, n, k, (const float*)A.data(),
-                    (const float*)B.data(), (const float*)B3.data(), (long long)k * n, g2.data(), u2.data(), s2.data(),
+                    (const int*)nullptr, 0, (const float*)B.data(), (const float*)B3.data(), (long long)k * n, g2.data(), u2.data(), s2.data(),
                     off.data(), G, &status);
         const char* name = tf ? "sgemm_grouped_swiglu_tf32" : "sgemm_grouped_swiglu";
         if (tf) {
@@ -1102,7 +1102,7 @@ static void test_gemm_grouped() {
                     want[(size_t)g * k * n + p * n + j] += (double)A[i * k + p] * Bt[i * n + j];
     int status = 0;
     emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, sgemm_grouped_t, rows, k, n, (const float*)A.data(),
-                (const float*)Bt.data(), Ct.data(), off.data(), G, &status);
+                (const int*)nullptr, 0, (const float*)Bt.data(), Ct.data(), off.data(), G, &status);
     CHECK_CLOSE("sgemm_grouped_t", Ct, want, 1e-6);
     CHECK(status == 0, "sgemm_grouped_t: status %d", status);
 
@@ -1115,7 +1115,8 @@ static void test_gemm_grouped() {
                 for (int i = off[g]; i < off[g + 1]; i++)
                     want2[(size_t)g * k * n + p * n + j] += (double)Ar[i * k + p] * Btr[i * n + j];
     emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, sgemm_grouped_t_tf32, rows, k, n,
-                (const float*)A.data(), (const float*)Bt.data(), Ct2.data(), off.data(), G, &status);
+                (const float*)A.data(), (const int*)nullptr, 0, (const float*)Bt.data(), Ct2.data(), off.data(), G,
+                &status);
     CHECK_CLOSE("sgemm_grouped_t_tf32", Ct2, want2, 1e-6);
     CHECK(status == 0, "sgemm_grouped_t_tf32: status %d", status);
 
@@ -1233,7 +1234,8 @@ static void test_gemm_bf16() {
         emu::launch(dim3(cdiv(rows * n, 256)), dim3(256), 0, swiglu_fwd, s1.data(), (const float*)g1.data(),
                     (const float*)u1.data(), rows * n);
         emu::launch(dim3(cdiv(n, 64), cdiv(rows, 64) + G), dim3(256), 0, sgemm_grouped_swiglu_bf16, rows, n, k,
-                    (const float*)A.data(), (const float*)B.data(), (const float*)B3.data(), (long long)k * n,
+                    (const float*)A.data(), (const int*)nullptr, 0, (const float*)B.data(), (const float*)B3.data(),
+                    (long long)k * n,
                     g2.data(), u2.data(), s2.data(), off.data(), G, &status);
         CHECK_CLOSE("sgemm_grouped_swiglu_bf16", s2, s1, 1e-6);
         CHECK(status == 0, "sgemm_grouped_swiglu_bf16: status %d", status);
@@ -1268,11 +1270,69 @@ static void test_gemm_bf16() {
                     }
         int status = 0;
         emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, sgemm_grouped_t_bf16, rows, k, n,
-                    (const float*)A.data(), (const float*)Bt.data(), Ct.data(), off.data(), G, &status);
+                    (const float*)A.data(), (const int*)nullptr, 0, (const float*)Bt.data(), Ct.data(), off.data(), G,
+                    &status);
         CHECK_CLOSE("sgemm_grouped_t_bf16", Ct, want, 1e-6);
         CHECK_CLOSE("  ... against fp32 inputs", Ct, exact, 1e-2);
         CHECK(status == 0, "sgemm_grouped_t_bf16: status %d", status);
     }
+}
+
+// test_gemm_gathered checks that sgemm_grouped_swiglu and sgemm_grouped_t,
+// reading A through row indices, give the bits of gather_fwd followed by
+// the same kernel on the gathered copy, in every precision, and that an
+// index out of range is reported and leaves the output alone.
+static void test_gemm_gathered() {
+    std::printf("gemm gathered\n");
+    const std::vector<int> off = {0, 37, 37, 120, 165, 170};
+    const int G = (int)off.size() - 1, rows = off[G], n = 70, k = 33, tokens = 90;
+    auto X = randn((size_t)tokens * k), B1 = randn((size_t)G * k * n), B3 = randn((size_t)G * k * n);
+    auto perm = randint(rows, 0, tokens);
+    std::vector<float> Xp((size_t)rows * k, NaN);
+    int status = 0;
+    emu::launch(dim3(rows), dim3(block_for(k)), 0, gather_fwd, Xp.data(), (const float*)X.data(),
+                (const int*)perm.data(), rows, k, tokens, &status);
+    using swiglu_t = decltype(&sgemm_grouped_swiglu);
+    using gt_t = decltype(&sgemm_grouped_t);
+    const struct {
+        const char* name;
+        swiglu_t sw;
+        gt_t t;
+    } precs[] = {{"fp32", sgemm_grouped_swiglu, sgemm_grouped_t},
+                 {"tf32", sgemm_grouped_swiglu_tf32, sgemm_grouped_t_tf32},
+                 {"bf16", sgemm_grouped_swiglu_bf16, sgemm_grouped_t_bf16}};
+    auto Dy = randn((size_t)rows * n);
+    for (const auto& p : precs) {
+        std::vector<float> g1(rows * n, NaN), u1(rows * n, NaN), s1(rows * n, NaN);
+        std::vector<float> g2(rows * n, NaN), u2(rows * n, NaN), s2(rows * n, NaN);
+        const dim3 grid(cdiv(n, 64), cdiv(rows, 64) + G);
+        emu::launch(grid, dim3(256), 0, p.sw, rows, n, k, (const float*)Xp.data(), (const int*)nullptr, 0,
+                    (const float*)B1.data(), (const float*)B3.data(), (long long)k * n, g1.data(), u1.data(), s1.data(),
+                    off.data(), G, &status);
+        emu::launch(grid, dim3(256), 0, p.sw, rows, n, k, (const float*)X.data(), (const int*)perm.data(), tokens,
+                    (const float*)B1.data(), (const float*)B3.data(), (long long)k * n, g2.data(), u2.data(), s2.data(),
+                    off.data(), G, &status);
+        CHECK(g2 == g1 && u2 == u1 && s2 == s1, "sgemm_grouped_swiglu (%s), gathered: not the bits of the gathered copy",
+              p.name);
+        std::vector<float> c1((size_t)G * k * n, 0.0f), c2((size_t)G * k * n, 0.0f);
+        emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, p.t, rows, k, n, (const float*)Xp.data(),
+                    (const int*)nullptr, 0, (const float*)Dy.data(), c1.data(), off.data(), G, &status);
+        emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, p.t, rows, k, n, (const float*)X.data(),
+                    (const int*)perm.data(), tokens, (const float*)Dy.data(), c2.data(), off.data(), G, &status);
+        CHECK(c2 == c1, "sgemm_grouped_t (%s), gathered: not the bits of the gathered copy", p.name);
+        CHECK(status == 0, "gathered (%s): status %d", p.name, status);
+        std::printf("  %-34s bit for bit the gathered copy (%s)\n", "sgemm_grouped_swiglu, _t", p.name);
+    }
+    auto bad = perm;
+    bad[50] = tokens; // one past the token rows
+    std::vector<float> c((size_t)G * k * n, 0.0f);
+    emu::launch(dim3(cdiv(n, 64), cdiv(k, 64), G), dim3(256), 0, sgemm_grouped_t, rows, k, n, (const float*)X.data(),
+                (const int*)bad.data(), tokens, (const float*)Dy.data(), c.data(), off.data(), G, &status);
+    CHECK(status == STATUS_GATHER_INDEX, "sgemm_grouped_t with an index past the rows: status %d, want %d", status,
+          STATUS_GATHER_INDEX);
+    bool untouched = true;
+    for (int p = 0; p < k * n; p++) untouched = untouched && c[(size_t)2 * k * n + p] == 0.0f; // group 2 holds row 50
+    CHECK(untouched, "sgemm_grouped_t with a bad index wrote the group that holds it");
 }
 
 int main() {
@@ -1291,6 +1351,7 @@ int main() {
     test_gemm();
     test_gemm_grouped();
     test_gemm_bf16();
+    test_gemm_gathered();
     if (failures) {
         std::printf("emu-test: %d failures\n", failures);
         return 1;
