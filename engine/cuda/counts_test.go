@@ -61,7 +61,7 @@ var pinned = map[string]struct{ trainStep, decodeToken hostCost }{
 		decodeToken: hostCost{launches: 0, gemms: 0, syncs: 2, d2h: 2, h2d: 5, graphs: 1},
 	},
 	"no graphs": {
-		trainStep:   hostCost{launches: 186, gemms: 47, syncs: 3, d2h: 3, h2d: 5},
+		trainStep:   hostCost{launches: 185, gemms: 47, syncs: 3, d2h: 3, h2d: 5},
 		decodeToken: hostCost{launches: 83, gemms: 13, syncs: 2, d2h: 2, h2d: 5},
 	},
 }
@@ -71,8 +71,10 @@ var pinned = map[string]struct{ trainStep, decodeToken hostCost }{
 // token, with CUDA graphs and without.
 //
 // The training step is Model.TrainStep's third: its forward and backward
-// are graphs recorded by the second, holding the 183 launches and 47 GEMMs
-// that MOERL_CUDA_GRAPHS=0 makes one by one; the gradient norm (2
+// are graphs recorded by the second, holding the 182 launches and 47 GEMMs
+// that MOERL_CUDA_GRAPHS=0 makes one by one (its head is the supervised
+// one: log-probs and their gradient in one logprob_fused, no logprob_bwd
+// and no memset of the logits' gradient); the gradient norm (2
 // launches, and a sync for the clip and the finiteness check) and AdamW
 // (1 launch for the whole model, clip scale included) stay outside, and
 // the run loop's Sync and weight check add the other 2 syncs. The decode token is the difference between two Generate calls,
