@@ -226,6 +226,14 @@ type Backend interface {
 	TokenLogProbs(logp, lse, logits, targets *Tensor, rows, vocab int)
 	// TokenLogProbsBackward accumulates dlogits += dlogp·(onehot(target) − softmax).
 	TokenLogProbsBackward(dlogits, dlogp, logits, lse, targets *Tensor, rows, vocab int)
+	// TokenLogProbsFused is the two above in one pass over the logits, for
+	// a loss whose dlogp is known before the forward (cross-entropy on
+	// given targets; llm.c's fused classifier): it writes logp and lse as
+	// TokenLogProbs does and overwrites dlogits with
+	// dlogp·(onehot(target) − softmax), the bits TokenLogProbsBackward
+	// accumulates into zeroed dlogits, so neither the zeroing nor a second
+	// read of the logits is needed.
+	TokenLogProbsFused(logp, lse, dlogits, logits, targets, dlogp *Tensor, rows, vocab int)
 	// Entropy computes the entropy of softmax(logits) per row, given lse.
 	Entropy(ent, logits, lse *Tensor, rows, vocab int)
 	// EntropyBackward accumulates the gradient through Entropy's ent =

@@ -49,7 +49,7 @@ var Modules = []Module{
 		"sgemm_grouped_swiglu", "sgemm_grouped_swiglu_tf32", "sgemm_grouped_swiglu_bf16",
 		"sgemm_grouped_swiglu_bwd", "sgemm_grouped_swiglu_bwd_tf32", "sgemm_grouped_swiglu_bwd_bf16",
 	}},
-	{"logprob", []string{"logprob_fwd", "logprob_bwd", "entropy"}},
+	{"logprob", []string{"logprob_fwd", "logprob_bwd", "logprob_fused", "entropy"}},
 	{"reduce", []string{"add_f32", "scale_f32", "sumsq_partial", "sumsq_final"}},
 	{"rmsnorm", []string{"rmsnorm_fwd", "rmsnorm_bwd", "rmsnorm_dw_reduce", "residual_rmsnorm"}},
 	{"rope", []string{"rope_fwd", "rope_bwd"}},

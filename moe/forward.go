@@ -42,8 +42,10 @@ type Acts struct {
 	ent      *engine.Tensor
 	invTemp  float32
 	// replaying: the last Forward routed by ForwardOptions.Replay;
-	// entropy: it computed the entropies (ForwardOptions.Entropy).
-	replaying, entropy bool
+	// entropy: it computed the entropies (ForwardOptions.Entropy);
+	// gradAhead: it was given dL/dout (ForwardOptions.DLogp), so dlogp
+	// (and, under an LM head, dlogits) already hold the head's gradient.
+	replaying, entropy, gradAhead bool
 	// zlse holds, per layer, each token's log Σ_e exp(z_e) of the router
 	// logits from the last Forward, for the z-loss's backward (nil when
 	// the z-loss is off).
@@ -221,6 +223,15 @@ type ForwardOptions struct {
 	// the experts given. A token whose first id is negative is routed by
 	// the router. A dense model ignores it. See Sequence.Routing.
 	Replay []int32
+	// DLogp, when set, is dL/dout for every position, known before the
+	// forward: the supervised cross-entropy's −w_i/count, which does not
+	// depend on the log-probs. The LM head then writes the logits'
+	// gradient in the pass that computes the log-probs
+	// (engine.Backend.TokenLogProbsFused) instead of reading the logits
+	// again in the backward, and the Backward that follows is given nil.
+	// The gradient is bit for bit that of passing the same dlogp to
+	// Backward. Not for a loss computed from the log-probs (RL's).
+	DLogp []float32
 }
 
 // Forward runs the model over a.B sequences of a.T tokens (ids, row-major)
@@ -243,6 +254,16 @@ func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float
 			be.UploadI32(a.layers[l].replay, o.Replay[l*NK:(l+1)*NK])
 		}
 	}
+	a.gradAhead = o.DLogp != nil
+	if a.gradAhead {
+		if !a.backward {
+			panic("moe: Forward: ForwardOptions.DLogp on a forward-only workspace")
+		}
+		if len(o.DLogp) != a.N {
+			panic(fmt.Sprintf("moe: Forward: %d DLogp values for %d tokens", len(o.DLogp), a.N))
+		}
+		be.Upload(a.dlogp, o.DLogp)
+	}
 	m.AuxLoss, m.ZLoss = 0, 0
 	pass := func() {
 		m.forward(a, nil, true)
@@ -251,7 +272,7 @@ func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float
 	if c.RouterZLossCoef > 0 && !c.DenseFFN {
 		pass() // the z-loss reads the router logits on the host, layer by layer
 	} else {
-		a.steps.run(be, forwardKey{temp: o.Temperature, entropy: o.Entropy, replay: a.replaying}, pass)
+		a.steps.run(be, forwardKey{temp: o.Temperature, entropy: o.Entropy, replay: a.replaying, gradAhead: a.gradAhead}, pass)
 	}
 	if !c.DenseFFN {
 		be.Download(a.hostLoad, a.load)
@@ -429,7 +450,8 @@ func (m *Model) zLoss(a *Acts, s *layerActs, l int) float64 {
 }
 
 // head applies the final norm and the LM head and computes the log-probs
-// (and entropies) of the targets.
+// (and entropies) of the targets, and with a gradient given ahead the
+// logits' gradient too.
 func (m *Model) head(a *Acts, o ForwardOptions) {
 	c, be := m.Cfg, m.be
 	N, d, V := a.N, c.DModel, c.Vocab
@@ -439,7 +461,11 @@ func (m *Model) head(a *Acts, o ForwardOptions) {
 		return
 	}
 	m.logits(a, a.x[c.Layers], o.Temperature)
-	be.TokenLogProbs(a.logp, a.lse, a.logits, a.targets, N, V)
+	if a.gradAhead {
+		be.TokenLogProbsFused(a.logp, a.lse, a.dlogits, a.logits, a.targets, a.dlogp, N, V)
+	} else {
+		be.TokenLogProbs(a.logp, a.lse, a.logits, a.targets, N, V)
+	}
 	if o.Entropy {
 		be.Entropy(a.ent, a.logits, a.lse, N, V)
 	}
@@ -463,7 +489,8 @@ func (m *Model) logits(a *Acts, x *engine.Tensor, temperature float64) {
 // Backward accumulates into m.Grads the gradient of L given dL/dout for
 // every position of the last Forward on a (out: the log-probs, or the values
 // of a value head), plus AuxLossCoef times the load-balancing loss's
-// gradient and RouterZLossCoef times the router z-loss's.
+// gradient and RouterZLossCoef times the router z-loss's. dlogp is nil
+// exactly when that Forward was given it (ForwardOptions.DLogp).
 func (m *Model) Backward(a *Acts, dlogp []float32) { m.BackwardEntropy(a, dlogp, nil) }
 
 // BackwardEntropy is Backward with, when dent is not nil, a gradient
@@ -479,12 +506,17 @@ func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 	if dent != nil && !a.entropy {
 		panic("moe: Backward with an entropy gradient after a Forward without ForwardOptions.Entropy (or of a value head)")
 	}
+	if (dlogp == nil) != a.gradAhead {
+		panic("moe: Backward: give dlogp here or ahead in ForwardOptions.DLogp, exactly one of the two")
+	}
 	c, be := m.Cfg, m.be
 	// The host's part first — the inputs and the load-balancing loss's
 	// gradient per layer and expert — so that the rest is device work only,
 	// recorded as one graph where the backend can (the z-loss, which reads
 	// the router's probabilities on the host, runs op by op).
-	be.Upload(a.dlogp, dlogp)
+	if !a.gradAhead {
+		be.Upload(a.dlogp, dlogp)
+	}
 	if dent != nil {
 		be.Upload(a.dent, dent)
 	}
@@ -502,7 +534,7 @@ func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 	if c.RouterZLossCoef > 0 && !c.DenseFFN {
 		pass()
 	} else {
-		a.steps.run(be, backwardKey{entropy: dent != nil, invTemp: a.invTemp}, pass)
+		a.steps.run(be, backwardKey{entropy: dent != nil, invTemp: a.invTemp, gradAhead: a.gradAhead}, pass)
 	}
 }
 
@@ -518,8 +550,10 @@ func (m *Model) backward(a *Acts, entropy bool) {
 	if c.ValueHead {
 		m.linearBackward(a.dh, m.gv[lay.head], a.dlogp, a.hf, m.pv[lay.head], N, d, 1, false)
 	} else {
-		be.Zero(a.dlogits)
-		be.TokenLogProbsBackward(a.dlogits, a.dlogp, a.logits, a.lse, a.targets, N, V)
+		if !a.gradAhead { // else the forward wrote it
+			be.Zero(a.dlogits)
+			be.TokenLogProbsBackward(a.dlogits, a.dlogp, a.logits, a.lse, a.targets, N, V)
+		}
 		if entropy {
 			be.EntropyBackward(a.dlogits, a.dent, a.logits, a.lse, a.ent, N, V)
 		}
@@ -622,11 +656,11 @@ func sqrt(x float64) float64 { return math.Sqrt(x) }
 // bakes into its ops besides the workspace's tensors.
 type (
 	forwardKey struct {
-		temp            float64
-		entropy, replay bool
+		temp                       float64
+		entropy, replay, gradAhead bool
 	}
 	backwardKey struct {
-		entropy bool
-		invTemp float32
+		entropy, gradAhead bool
+		invTemp            float32
 	}
 )

@@ -17,6 +17,7 @@ type gradCase struct {
 	cfg     Config
 	o       ForwardOptions
 	entropy bool // the loss has a term Σ d_i·H_i, backpropagated with BackwardEntropy
+	ahead   bool // c goes to the forward (ForwardOptions.DLogp), not to the backward
 }
 
 // checkModelGradient compares the backward of Σ c_i·logp_i (+ Σ d_i·H_i)
@@ -37,6 +38,10 @@ func checkModelGradient(t *testing.T, gc gradCase, B, T int, ids, targets []int3
 	}
 	o := gc.o
 	o.Entropy = gc.entropy
+	dlogp := c
+	if gc.ahead {
+		o.DLogp, dlogp = c, nil
+	}
 	a := m.NewActs(B, T)
 	loss := func() float64 {
 		logp := m.Forward(a, ids, targets, o)
@@ -54,9 +59,9 @@ func checkModelGradient(t *testing.T, gc gradCase, B, T int, ids, targets []int3
 	m.ZeroGrad()
 	loss()
 	if gc.entropy {
-		m.BackwardEntropy(a, c, d)
+		m.BackwardEntropy(a, dlogp, d)
 	} else {
-		m.Backward(a, c)
+		m.Backward(a, dlogp)
 	}
 	g := m.HostGrads()
 	p0 := m.HostParams()
@@ -130,6 +135,7 @@ func TestRoutingGradients(t *testing.T) {
 		{name: "entropy, dense", cfg: dense, entropy: true},
 		{name: "routing replay", cfg: base, o: ForwardOptions{Replay: replay}},
 		{name: "routing replay, z-loss, entropy at T 1.3", cfg: z, o: ForwardOptions{Replay: replay, Temperature: 1.3}, entropy: true},
+		{name: "gradient ahead, z-loss, entropy at T 0.7", cfg: z, o: ForwardOptions{Temperature: 0.7}, entropy: true, ahead: true},
 	} {
 		t.Run(gc.name, func(t *testing.T) { checkModelGradient(t, gc, B, T, ids, targets) })
 	}

@@ -104,7 +104,6 @@ func (m *Model) TrainStep(a *Acts, b *Batch, t TrainConfig, step int) (StepStats
 		return StepStats{}, fmt.Errorf("train step: workspace is %d×%d, batch is %d×%d", a.B, a.T, b.Rows, b.T)
 	}
 	m.ZeroGrad()
-	logp := m.Forward(a, b.IDs, b.Targets, ForwardOptions{})
 	var count float64
 	for _, w := range b.Mask {
 		count += float64(w)
@@ -112,19 +111,26 @@ func (m *Model) TrainStep(a *Acts, b *Batch, t TrainConfig, step int) (StepStats
 	if count == 0 {
 		return StepStats{}, fmt.Errorf("train step: batch has no target tokens")
 	}
+	// The loss's gradient depends on the mask alone, so the forward
+	// writes the logits' gradient as it computes the log-probs.
+	dlogp := make([]float32, len(b.Mask))
+	for i, w := range b.Mask {
+		if w != 0 {
+			dlogp[i] = -w / float32(count)
+		}
+	}
+	logp := m.Forward(a, b.IDs, b.Targets, ForwardOptions{DLogp: dlogp})
 	var loss float64
-	dlogp := make([]float32, len(logp))
 	for i, w := range b.Mask {
 		if w != 0 {
 			loss -= float64(w) * float64(logp[i])
-			dlogp[i] = -w / float32(count)
 		}
 	}
 	loss /= count
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return StepStats{}, m.ForwardError(a, loss)
 	}
-	m.Backward(a, dlogp)
+	m.Backward(a, nil)
 	lr := t.Schedule().LR(step)
 	norm, err := m.Step(lr, t.Opt())
 	if err != nil {

@@ -116,6 +116,11 @@ func BenchmarkTokenLogProbs(b *testing.B) {
 				be.Entropy(ent, logits, lse, rows, vocab)
 			}
 		})
+		b.Run("fused", func(b *testing.B) {
+			for b.Loop() {
+				be.TokenLogProbsFused(logp, lse, dl, logits, targets, dlogp, rows, vocab)
+			}
+		})
 	})
 }
 

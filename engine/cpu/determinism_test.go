@@ -147,7 +147,9 @@ var determinismCases = []struct {
 		b.TokenLogProbs(wrap(lp), wrap(lse), tf(x), ti(tg), rows, vocab)
 		b.TokenLogProbsBackward(wrap(dl), tf(randVec(r, rows, 1)), tf(x), wrap(lse), ti(tg), rows, vocab)
 		b.Entropy(wrap(ent), tf(x), wrap(lse), rows, vocab)
-		return bits([][]float32{lp, lse, ent, dl})
+		flp, flse, fdl := zeros(rows), zeros(rows), zeros(rows*vocab)
+		b.TokenLogProbsFused(wrap(flp), wrap(flse), wrap(fdl), tf(x), ti(tg), tf(randVec(r, rows, 1)), rows, vocab)
+		return bits([][]float32{lp, lse, ent, dl, flp, flse, fdl})
 	}},
 	{"AdamW", func(b *Backend) []uint32 {
 		r := newRand(112)

@@ -7,16 +7,10 @@ import "github.com/moerl/moerl/engine"
 func (*Backend) TokenLogProbs(logp, lse, logits, targets *engine.Tensor, rows, vocab int) {
 	const op = "TokenLogProbs"
 	lps, lses := f32(op, "logp", logp, rows), f32(op, "lse", lse, rows)
-	xs, ts := f32(op, "logits", logits, rows*vocab), i32(op, "targets", targets, rows)
-	for _, t := range ts {
-		checkIndex(op, "target", t, vocab)
-	}
+	xs, ts := f32(op, "logits", logits, rows*vocab), targetsOf(op, targets, rows, vocab)
 	parallelFor(rows, grain(24*vocab), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			x := xs[r*vocab : (r+1)*vocab]
-			l := logSumExp(x)
-			lses[r] = l
-			lps[r] = x[ts[r]] - l
+			lps[r], lses[r] = logProbRow(xs[r*vocab:(r+1)*vocab], ts[r])
 		}
 	})
 }
@@ -27,25 +21,61 @@ func (*Backend) TokenLogProbsBackward(dlogits, dlogp, logits, lse, targets *engi
 	const op = "TokenLogProbsBackward"
 	dxs, xs := f32(op, "dlogits", dlogits, rows*vocab), f32(op, "logits", logits, rows*vocab)
 	dlps, lses := f32(op, "dlogp", dlogp, rows), f32(op, "lse", lse, rows)
+	ts := targetsOf(op, targets, rows, vocab)
+	parallelFor(rows, grain(24*vocab), func(lo, hi int) {
+		s := getScratch(vocab, 0, 0)
+		defer putScratch(s)
+		for r := lo; r < hi; r++ {
+			logProbGradRow(dxs[r*vocab:(r+1)*vocab], s.f, xs[r*vocab:(r+1)*vocab], dlps[r], lses[r], ts[r])
+		}
+	})
+}
+
+// TokenLogProbsFused runs the two rows above on each row in turn, the
+// gradient into a cleared row, so its bits are those of TokenLogProbs
+// followed by TokenLogProbsBackward into zeroed dlogits; the row is still
+// in cache for the second pass.
+func (*Backend) TokenLogProbsFused(logp, lse, dlogits, logits, targets, dlogp *engine.Tensor, rows, vocab int) {
+	const op = "TokenLogProbsFused"
+	lps, lses := f32(op, "logp", logp, rows), f32(op, "lse", lse, rows)
+	dxs, xs := f32(op, "dlogits", dlogits, rows*vocab), f32(op, "logits", logits, rows*vocab)
+	ts, dlps := targetsOf(op, targets, rows, vocab), f32(op, "dlogp", dlogp, rows)
+	parallelFor(rows, grain(48*vocab), func(lo, hi int) {
+		s := getScratch(vocab, 0, 0)
+		defer putScratch(s)
+		for r := lo; r < hi; r++ {
+			x, dx := xs[r*vocab:(r+1)*vocab], dxs[r*vocab:(r+1)*vocab]
+			lps[r], lses[r] = logProbRow(x, ts[r])
+			clear(dx)
+			logProbGradRow(dx, s.f, x, dlps[r], lses[r], ts[r])
+		}
+	})
+}
+
+// targetsOf returns the rows targets, panicking at one outside [0, vocab).
+func targetsOf(op string, targets *engine.Tensor, rows, vocab int) []int32 {
 	ts := i32(op, "targets", targets, rows)
 	for _, t := range ts {
 		checkIndex(op, "target", t, vocab)
 	}
-	parallelFor(rows, grain(24*vocab), func(lo, hi int) {
-		s := getScratch(vocab, 0, 0)
-		defer putScratch(s)
-		e := s.f
-		for r := lo; r < hi; r++ {
-			x, dx := xs[r*vocab:(r+1)*vocab], dxs[r*vocab:(r+1)*vocab]
-			dx = dx[:len(x)]
-			g, l := dlps[r], lses[r]
-			expSum(e, x, l)
-			for i, v := range e {
-				dx[i] -= g * v
-			}
-			dx[ts[r]] += g
-		}
-	})
+	return ts
+}
+
+// logProbRow is one row of TokenLogProbs: logp and lse.
+func logProbRow(x []float32, t int32) (logp, lse float32) {
+	l := logSumExp(x)
+	return x[t] - l, l
+}
+
+// logProbGradRow is one row of TokenLogProbsBackward: dx += g·(onehot(t) −
+// exp(x − l)), with e scratch of len(x) for the exponentials.
+func logProbGradRow(dx, e, x []float32, g, l float32, t int32) {
+	dx = dx[:len(x)]
+	expSum(e, x, l)
+	for i, v := range e[:len(x)] {
+		dx[i] -= g * v
+	}
+	dx[t] += g
 }
 
 // Entropy computes Σ p·(lse − logits) with p = exp(logits − lse) per row,

@@ -160,6 +160,8 @@ func TestMisusePanics(t *testing.T) {
 		{"cpu: RouterLoad: load", func() { b.RouterLoad(f(3), f(4), i(0, 1, 2), 2, 2) }},
 		{"cpu: Combine: inv entry", func() { b.Combine(f(2), f(4), f(2), i(0, 2), 1, 2, 2) }},
 		{"cpu: TokenLogProbs: target -1", func() { b.TokenLogProbs(f(1), f(1), f(4), i(-1), 1, 4) }},
+		{"cpu: TokenLogProbsFused: target 4", func() { b.TokenLogProbsFused(f(1), f(1), f(4), f(4), i(4), f(1), 1, 4) }},
+		{"cpu: TokenLogProbsFused: dlogits", func() { b.TokenLogProbsFused(f(1), f(1), f(3), f(4), i(0), f(1), 1, 4) }},
 		{"cpu: Sample: temperature", func() { b.Sample(i(0), f(1), f(4), f(1), 1, 4, -1, 0, 1) }},
 		{"cpu: AdamW: step", func() { b.AdamW(f(2), f(2), f(2), f(2), 2, 2, 1, 1, 0.9, 0.99, 1e-8, 0, 0) }},
 		{"cpu: AdamW: nDecay", func() { b.AdamW(f(2), f(2), f(2), f(2), 2, 3, 1, 1, 0.9, 0.99, 1e-8, 0, 1) }},

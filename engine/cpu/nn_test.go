@@ -381,6 +381,50 @@ func TestTokenLogProbs(t *testing.T) {
 	checkAccumulates(t, "TokenLogProbsBackward", backward, dl)
 }
 
+// TestTokenLogProbsFused: the fused op's log-probs, lse and gradient are
+// bit for bit TokenLogProbs and TokenLogProbsBackward into zeroed dlogits,
+// whatever dlogits held before (it overwrites), the gradient is the
+// finite differences' and a zero dlogp (a masked token) gives +0, not −0.
+func TestTokenLogProbsFused(t *testing.T) {
+	b := New()
+	r := newRand(13)
+	const rows, vocab = 5, 13
+	logits := randVec(r, rows*vocab, 4)
+	logits[2*vocab+3] = -200 // its exponential underflows to 0
+	targets := randInts(r, rows, vocab)
+	c := randVec(r, rows, 1)
+	c[1] = 0
+	lp, lse, dl := make([]float32, rows), make([]float32, rows), make([]float32, rows*vocab)
+	b.TokenLogProbs(wrap(lp), wrap(lse), tf(logits), ti(targets), rows, vocab)
+	b.TokenLogProbsBackward(wrap(dl), tf(c), tf(logits), wrap(lse), ti(targets), rows, vocab)
+
+	flp, flse, fdl := make([]float32, rows), make([]float32, rows), make([]float32, rows*vocab)
+	for i := range fdl {
+		fdl[i] = float32(math.NaN())
+	}
+	b.TokenLogProbsFused(wrap(flp), wrap(flse), wrap(fdl), tf(logits), ti(targets), tf(c), rows, vocab)
+	for _, p := range []struct {
+		name      string
+		got, want []float32
+	}{{"logp", flp, lp}, {"lse", flse, lse}, {"dlogits", fdl, dl}} {
+		for i := range p.want {
+			if math.Float32bits(p.got[i]) != math.Float32bits(p.want[i]) {
+				t.Fatalf("TokenLogProbsFused %s[%d] = %v, the two ops give %v", p.name, i, p.got[i], p.want[i])
+			}
+		}
+	}
+	for i := range vocab {
+		if v := fdl[vocab+i]; v != 0 || math.Signbit(float64(v)) {
+			t.Fatalf("dlogits[%d] = %v for a zero dlogp, want +0", vocab+i, v)
+		}
+	}
+	x64 := f64s(logits)
+	checkGrad(t, "TokenLogProbsFused dlogits", fdl, x64, func() float64 {
+		lp, _ := refLogProbs(x64, targets, vocab)
+		return linear(c, lp)
+	})
+}
+
 func TestAdamW(t *testing.T) {
 	b := New()
 	r := newRand(12)

@@ -32,6 +32,8 @@ func TestMisuseContract(t *testing.T) {
 				{"GemmGroupedSwiGLU", func() { be.GemmGroupedSwiGLU(2, 2, 2, x, nil, x, x, 4, x, x, ids, x, 2) }},
 				{"GemmGroupedSwiGLUBackward", func() { be.GemmGroupedSwiGLUBackward(2, 2, 2, x, x, 4, x, x, x, ids, x, x, 2) }},
 				{"RouterLoad", func() { be.RouterLoad(x, x, ids, 2, 0) }},
+				{"TokenLogProbsFused", func() { be.TokenLogProbsFused(x, x, x, x, ids, x, 2, 9) }},
+				{"TokenLogProbsFused", func() { be.TokenLogProbsFused(x, x, x, x, x, x, 2, 4) }},
 				{"Sample", func() { be.Sample(ids, x, x, x, 1, 4, -1, 0, 1) }},
 				{"AdamW", func() { be.AdamW(x, x, x, x, 4, 4, 1, 1e-3, 0.9, 0.95, 1e-8, 0, 0) }},
 				{"Gemm", func() { be.Gemm(false, false, 2, 2, 2, 1, x, 0, 1, x, 0, 2, 0, x, 0, 2) }},

@@ -53,7 +53,7 @@ var pinned = map[string]struct{ trainStep, decodeBlock hostCost }{
 		decodeBlock: hostCost{launches: 0, gemms: 0, syncs: 2, d2h: 2, h2d: 5, graphs: 1},
 	},
 	"no graphs": {
-		trainStep:   hostCost{launches: 182, gemms: 47, syncs: 3, d2h: 3, h2d: 5, d2d: 4, memsets: 39},
+		trainStep:   hostCost{launches: 181, gemms: 47, syncs: 3, d2h: 3, h2d: 5, d2d: 4, memsets: 38},
 		decodeBlock: hostCost{launches: 8 * 79, gemms: 8 * 13, syncs: 2, d2h: 2, h2d: 5, d2d: 8 * 4},
 	},
 }
@@ -64,12 +64,15 @@ var pinned = map[string]struct{ trainStep, decodeBlock hostCost }{
 // CUDA graphs and without.
 //
 // The training step is Model.TrainStep's third: its forward and backward
-// are graphs recorded by the second, holding the 179 launches, 47 GEMMs, 4
-// copies and 38 memsets that MOERL_CUDA_GRAPHS=0 makes one by one;
-// zeroing the gradients (a memset), their norm (2 launches, and a sync for
-// the clip and the finiteness check) and AdamW (1 launch for the whole
-// model, clip scale included) stay outside, and the run loop's Sync and
-// weight check add the other 2 syncs.
+// are graphs recorded by the second, holding the 178 launches, 47 GEMMs, 4
+// copies and 37 memsets that MOERL_CUDA_GRAPHS=0 makes one by one (its
+// head is the supervised one: log-probs and their gradient in one
+// logprob_fused, no logprob_bwd and no memset of the logits' gradient);
+// zeroing the gradients (a memset), their norm (2 launches) and AdamW (1
+// launch for the whole model, clip scale included) stay outside. The 3
+// syncs are the 3 copies back: the log-probs (the loss), the experts'
+// load (the load-balancing loss) and the gradient norm (the clip and the
+// finiteness check).
 //
 // Generate runs its decode steps 8 to a block, laid out by the host ahead
 // (positions, cache slots and lengths, uniforms) and recorded as one

@@ -670,6 +670,13 @@ func opCases() []opCase {
 				be.TokenLogProbsBackward(t["dlogits"], t["dlogp"], t["logits"], t["lse"], t["targets"], lr, v)
 				return nil
 			}})
+		add(opCase{name: fmt.Sprintf("TokenLogProbsFused/vocab=%d", v), tol: tolReduction,
+			args: []argSpec{logits, targets, spec("dlogp", lr, in), spec("logp", lr, out), spec("lse", lr, out),
+				spec("dlogits", lr*v, out)},
+			run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+				be.TokenLogProbsFused(t["logp"], t["lse"], t["dlogits"], t["logits"], t["targets"], t["dlogp"], lr, v)
+				return nil
+			}})
 		add(opCase{name: fmt.Sprintf("Entropy/vocab=%d", v), tol: tolReduction,
 			args: []argSpec{logits, targets, spec("lse", lr, in), spec("ent", lr, out)},
 			prep: func(ref engine.Backend, h map[string]*engine.Tensor) {

@@ -47,7 +47,7 @@ func statusError(code int32) error {
 	case statusGather:
 		what = "Gather/GatherBackward/Combine/CombineBackward/ScatterRows: a row index is out of range"
 	case statusTarget:
-		what = "TokenLogProbs/TokenLogProbsBackward: a target is outside [0, vocab)"
+		what = "TokenLogProbs/TokenLogProbsBackward/TokenLogProbsFused: a target is outside [0, vocab)"
 	case statusExpert:
 		what = "RouterDispatch/RouterTopKBackward: an expert index is outside [0, nExperts)"
 	case statusDecodeLen:

@@ -263,6 +263,7 @@ func exercise(t *testing.T, be engine.Backend) {
 	be.ScatterRows(f(10*5), f(2*5), i(2, 7, 3), 2, 5)
 	be.TokenLogProbs(f(3), f(3), f(3*11), i(3, 1, 2, 10), 3, 11)
 	be.TokenLogProbsBackward(f(3*11), f(3), f(3*11), f(3), i(3, 1, 2, 10), 3, 11)
+	be.TokenLogProbsFused(f(3), f(3), f(3*11), f(3*11), i(3, 1, 2, 10), f(3), 3, 11)
 	be.Entropy(f(3), f(3*11), f(3), 3, 11)
 	be.AdamW(f(10), f(10), f(10), f(10), 10, 7, 0.5, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3)
 	h := be.New(engine.BF16, 5) // bf16: 2-byte elements in the casts, the copy and an odd view's memset

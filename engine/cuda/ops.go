@@ -890,6 +890,25 @@ func (b *Backend) TokenLogProbsBackward(dlogits, dlogp, logits, lse, targets *en
 		tensorArg(logits), tensorArg(lse), tensorArg(targets), i32Arg(rows), i32Arg(vocab), b.statusArg())
 }
 
+// TokenLogProbsFused computes logp and lse as TokenLogProbs does and
+// overwrites dlogits with dlogp·(onehot(target) − softmax), in one launch.
+func (b *Backend) TokenLogProbsFused(logp, lse, dlogits, logits, targets, dlogp *engine.Tensor, rows, vocab int) {
+	c := b.begin("TokenLogProbsFused")
+	n := b.vocabCheck(c, rows, vocab)
+	c.f32("logp", logp, int64(rows))
+	c.f32("lse", lse, int64(rows))
+	c.f32("dlogits", dlogits, n)
+	c.f32("logits", logits, n)
+	c.i32("targets", targets, int64(rows))
+	c.f32("dlogp", dlogp, int64(rows))
+	if !b.ok(c) || n == 0 {
+		return
+	}
+	b.launch("logprob_fused", dim3{rows, 1, 1}, dim3{256, 1, 1}, 0, tensorArg(logp), tensorArg(lse),
+		tensorArg(dlogits), tensorArg(logits), tensorArg(targets), tensorArg(dlogp), i32Arg(rows), i32Arg(vocab),
+		b.statusArg())
+}
+
 // Entropy computes the entropy of softmax(logits) per row, given lse.
 func (b *Backend) Entropy(ent, logits, lse *engine.Tensor, rows, vocab int) {
 	c := b.begin("Entropy")

@@ -50,7 +50,7 @@ const std::unordered_map<std::string, Entry>& table() {
     static const std::unordered_map<std::string, Entry> t = {
         K(adamw), K(add_f32), K(router_load), K(sgemm_grouped), K(sgemm_grouped_t), K(sgemm_grouped_tf32), K(sgemm_grouped_t_tf32), K(sgemm_tiled_tf32), K(sgemm_grouped_swiglu), K(sgemm_grouped_swiglu_tf32), K(sgemm_grouped_swiglu_bwd), K(sgemm_grouped_swiglu_bwd_tf32), K(attn_bwd_delta), K(combine_bwd), K(combine_fwd), K(dispatch_finalize),
         K(dispatch_offsets), K(embedding_bwd_apply), K(embedding_fwd), K(entropy), K(entropy_bwd), K(gather_bwd), K(gather_fwd),
-        K(logprob_bwd), K(logprob_fwd), K(rmsnorm_bwd), K(rmsnorm_dw_reduce), K(rmsnorm_fwd), K(residual_rmsnorm), K(rope_bwd),
+        K(logprob_bwd), K(logprob_fused), K(logprob_fwd), K(rmsnorm_bwd), K(rmsnorm_dw_reduce), K(rmsnorm_fwd), K(residual_rmsnorm), K(rope_bwd),
         K(rope_fwd), K(router_replay), K(router_topk_bwd), K(router_topk_fwd), K(sample_rows), K(scale_f32), K(scatter_rows),
         K(sgemm_tiled), K(softmax_bwd), K(sort_count), K(sort_keys), K(sort_place), K(sort_scan),
         K(sumsq_final), K(sumsq_partial), K(swiglu_bwd), K(swiglu_fwd),

@@ -774,6 +774,42 @@ static void test_logprob() {
                     &status);
         CHECK_CLOSE("logprob_bwd", dl, wdl, 1e-6);
         CHECK(status == 0, "status %d", status);
+
+        // logprob_fused over a poisoned dlogits: the float64 reference, and
+        // the bits of logprob_fwd with logprob_bwd into zeros, which the
+        // model's step had before; a zero dlogp (a masked token) gives +0.
+        dlogp[1] = 0.0f;
+        std::vector<float> flp(rows, NaN), flse(rows, NaN), fdl((size_t)rows * vocab, NaN),
+            zdl((size_t)rows * vocab, 0.0f);
+        std::vector<double> wfdl((size_t)rows * vocab);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < vocab; j++)
+                wfdl[r * vocab + j] =
+                    dlogp[r] * ((j == targets[r] ? 1.0 : 0.0) - std::exp(logits[r * vocab + j] - wl[r]));
+        emu::launch(dim3(rows), dim3(256), 0, logprob_fused, flp.data(), flse.data(), fdl.data(),
+                    (const float*)logits.data(), (const int*)targets.data(), (const float*)dlogp.data(), rows, vocab,
+                    &status);
+        emu::launch(dim3(rows), dim3(256), 0, logprob_bwd, zdl.data(), (const float*)dlogp.data(),
+                    (const float*)logits.data(), (const float*)lse.data(), (const int*)targets.data(), rows, vocab,
+                    &status);
+        CHECK_CLOSE("logprob_fused lse", flse, wl, 1e-6);
+        CHECK_CLOSE("logprob_fused logp", flp, wlp, 1e-6);
+        CHECK_CLOSE("logprob_fused dlogits", fdl, wfdl, 1e-6);
+        CHECK(std::memcmp(flp.data(), logp.data(), rows * 4) == 0 &&
+                  std::memcmp(flse.data(), lse.data(), rows * 4) == 0 &&
+                  std::memcmp(fdl.data(), zdl.data(), fdl.size() * 4) == 0,
+              "logprob_fused vocab=%d is not bitwise logprob_fwd and logprob_bwd into zeros", vocab);
+        bool plus = true;
+        for (int j = 0; j < vocab; j++) plus = plus && fdl[vocab + j] == 0.0f && !std::signbit(fdl[vocab + j]);
+        CHECK(plus, "logprob_fused: a zero dlogp gives other than +0");
+        CHECK(status == 0, "status %d", status);
+
+        targets[3] = vocab;
+        emu::launch(dim3(rows), dim3(256), 0, logprob_fused, flp.data(), flse.data(), fdl.data(),
+                    (const float*)logits.data(), (const int*)targets.data(), (const float*)dlogp.data(), rows, vocab,
+                    &status);
+        CHECK(status == STATUS_TARGET && flp[3] == 0.0f, "logprob_fused: a bad target not reported");
+        status = 0;
     }
 }
 
