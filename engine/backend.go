@@ -100,7 +100,8 @@ type Backend interface {
 	// host round trip. Each row's outputs sum their k products in the
 	// order Gemm does, whatever the other groups hold. It is the MoE
 	// layer's expert projections (transB false) and their input gradients
-	// (transB true), every expert in one call.
+	// (transB true), every expert in one call. b may be BF16 (weights kept
+	// in bf16), read widened to float32, which is exact.
 	GemmGrouped(transB bool, rows, n, k int, a, b *Tensor, strideB int, beta float32, c, offsets *Tensor, groups int)
 	// GemmGroupedT accumulates, per group, C_g += A_gᵀ·B_g over the
 	// group's rows of A (rows×m) and B (rows×n), C_g the m×n matrix that
@@ -113,7 +114,7 @@ type Backend interface {
 	// group, g = A_g·B1_g and u = A_g·B3_g as GemmGrouped (transB false,
 	// beta 0) computes them, and s = silu(g)·u as SwiGLU does; g, u and s
 	// are rows×n. aRows is as GemmGroupedT's: with it, A is gathered from
-	// the rows of a as it is read.
+	// the rows of a as it is read. b1 and b3 may be BF16, as GemmGrouped's b.
 	GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
 	// GemmGroupedSwiGLUBackward is the first half of that layer's
 	// backward in one call: ds = dy·B_gᵀ per group, as GemmGrouped
@@ -256,6 +257,15 @@ type Backend interface {
 	// under the untruncated softmax(logits/temperature) (what the trainer
 	// recomputes). temperature 0 means greedy.
 	Sample(tokens, logp, logits, u *Tensor, rows, vocab int, temperature float32, topK int, topP float32)
+}
+
+// GEMMInput is a backend whose GEMMs round their inputs to a narrower
+// dtype before multiplying (the CUDA backend in bf16 mode). Weights stored
+// in that dtype then give the same products from fewer bytes, so the
+// sampler keeps a copy of them in it. GEMMInputDType is F32 when the
+// inputs are not rounded to a storage dtype.
+type GEMMInput interface {
+	GEMMInputDType() DType
 }
 
 // Graph is a recorded sequence of a backend's ops that Launch replays on

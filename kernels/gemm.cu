@@ -93,6 +93,12 @@ template <> struct tc<PREC_BF16> {
     template <class F> __device__ static void round(F&) {} // rounded when staged
 };
 
+// from_elem reads a stored operand element as a float: bf16 weights
+// widen exactly, so staging them in a precision rounds them no further
+// than staging their fp32 master copy does.
+__device__ __forceinline__ float from_elem(float v) { return v; }
+__device__ __forceinline__ float from_elem(bf16 v) { return bf16_float(v); }
+
 // to_elem stores v as a staging element.
 __device__ __forceinline__ void to_elem(float& d, float v) { d = v; }
 __device__ __forceinline__ void to_elem(__nv_bfloat16& d, float v) { d = __float2bfloat16_rn(v); }
@@ -127,8 +133,8 @@ __device__ __forceinline__ void stage_a(int transA, int m, int k, const float* A
 }
 
 // stage_b copies the 16×64 slice of op(B) at (k0, col0), k-major (Bs[kk][c]).
-template <class E, int LD>
-__device__ __forceinline__ void stage_b(int transB, int n, int k, const float* B, int ldb, int col0, int k0,
+template <class E, int LD, class TB>
+__device__ __forceinline__ void stage_b(int transB, int n, int k, const TB* B, int ldb, int col0, int k0,
                                         E (*Bs)[LD]) {
     for (int idx = threadIdx.x; idx < GEMM_BK * GEMM_BN; idx += blockDim.x) {
         int c, kk;
@@ -141,15 +147,15 @@ __device__ __forceinline__ void stage_b(int transB, int n, int k, const float* B
         }
         const int gk = k0 + kk, gj = col0 + c;
         float v = 0.0f;
-        if (gk < k && gj < n) v = transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj];
+        if (gk < k && gj < n) v = from_elem(transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj]);
         to_elem(Bs[kk][c], v);
     }
 }
 
 // gemm_stage stages both operands' slices at k0.
-template <class E, int LD>
+template <class E, int LD, class TB>
 __device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n, int k, const float* A, int lda,
-                                           const float* B, int ldb, int row0, int col0, int k0, E (*As)[LD],
+                                           const TB* B, int ldb, int row0, int col0, int k0, E (*As)[LD],
                                            E (*Bs)[LD], const int* arow = nullptr) {
     stage_a(transA, m, k, A, lda, row0, k0, As, arow);
     stage_b(transB, n, k, B, ldb, col0, k0, Bs);
@@ -189,9 +195,9 @@ struct swiglu_bwd_epi {
 
 // gemm_tile_epi computes the 64×64 tile of op(A)·op(B) whose first output
 // is (row0, col0) and hands each output in range to epi.
-template <class Epi>
+template <class Epi, class TB>
 __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int n, int k, const float* A, int lda,
-                                              const float* B, int ldb, int row0, int col0, float (*As)[GEMM_BM + 4],
+                                              const TB* B, int ldb, int row0, int col0, float (*As)[GEMM_BM + 4],
                                               float (*Bs)[GEMM_BN + 4], const Epi& epi, const int* arow = nullptr) {
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     float acc[4][4];
@@ -232,8 +238,9 @@ __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int
 }
 
 // gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
+template <class TB>
 __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const float* A,
-                                          int lda, const float* B, int ldb, float beta, float* C, int ldc, int row0,
+                                          int lda, const TB* B, int ldb, float beta, float* C, int ldc, int row0,
                                           int col0, float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4],
                                           const int* arow = nullptr) {
     gemm_tile_epi(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, As, Bs, store_epi{alpha, beta, C, ldc}, arow);
@@ -241,9 +248,9 @@ __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, 
 
 // gemm_tile_epi_tc is gemm_tile_epi on the tensor cores in precision P
 // (see the top of the file); Cs is a 64×64 staging tile.
-template <int P, class Epi>
+template <int P, class Epi, class TB>
 __device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, int n, int k, const float* A,
-                                                 int lda, const float* B, int ldb, int row0, int col0,
+                                                 int lda, const TB* B, int ldb, int row0, int col0,
                                                  typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                                  typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
                                                  float (*Cs)[GEMM_BN + 4], const Epi& epi,
@@ -283,9 +290,9 @@ __device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, 
 }
 
 // gemm_tile_tc is gemm_tile on the tensor cores.
-template <int P>
+template <int P, class TB>
 __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int n, int k, float alpha,
-                                             const float* A, int lda, const float* B, int ldb, float beta, float* C,
+                                             const float* A, int lda, const TB* B, int ldb, float beta, float* C,
                                              int ldc, int row0, int col0,
                                              typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                              typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
@@ -298,8 +305,9 @@ __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int 
 // and u = A·B3 (A m×k, B1 and B3 k×n, none transposed) from one staging of
 // A, and writes g, u and s = silu(g)·u, with swiglu_fwd's expression: the
 // bits of gemm_tile twice and swiglu_fwd, in one pass.
-__device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const float* A, int lda, const float* B1,
-                                                 const float* B3, int ldb, float* G, float* U, float* S, int ldc,
+template <class TB>
+__device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const float* A, int lda, const TB* B1,
+                                                 const TB* B3, int ldb, float* G, float* U, float* S, int ldc,
                                                  int row0, int col0, float (*As)[GEMM_BM + 4],
                                                  float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4],
                                                  const int* arow = nullptr) {
@@ -355,9 +363,9 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
 
 // gemm_tile_swiglu_tc is gemm_tile_swiglu on the tensor cores (as
 // gemm_tile_tc), C1s and C3s its staging tiles.
-template <int P>
-__device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const float* A, int lda, const float* B1,
-                                                    const float* B3, int ldb, float* G, float* U, float* S, int ldc,
+template <int P, class TB>
+__device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const float* A, int lda, const TB* B1,
+                                                    const TB* B3, int ldb, float* G, float* U, float* S, int ldc,
                                                     int row0, int col0,
                                                     typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                                     typename tc<P>::elem (*B1s)[GEMM_BN + tc<P>::pad],
@@ -488,8 +496,8 @@ __device__ __forceinline__ bool group_tile(const int* offsets, int groups, int r
 
 // grouped_rows is sgemm_grouped's body: grid (cdiv(n, 64), cdiv(rows, 64) +
 // groups), 256 threads.
-template <int P>
-__device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k, const float* A, const float* B,
+template <int P, class TB>
+__device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k, const float* A, const TB* B,
                                              long long strideB, float beta, float* C, const int* offsets,
                                              int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
@@ -498,7 +506,7 @@ __device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k,
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
     const float* a = A + (size_t)r0 * k;
-    const float* b = B + g * strideB;
+    const TB* b = B + g * strideB;
     float* c = C + (size_t)r0 * n;
     if constexpr (P != PREC_FP32)
         gemm_tile_tc<P>(0, transB, m, n, k, 1.0f, a, k, b, transB ? k : n, beta, c, n, 0, blockIdx.x * GEMM_BN, As, Bs,
@@ -526,9 +534,9 @@ __device__ __forceinline__ bool rows_in_range(const int* idx, int n, int lim, in
 // grouped_swiglu is sgemm_grouped_swiglu's body: g = A_g·B1_g, u = A_g·B3_g
 // and s = silu(g)·u on each group's rows, grid as grouped_rows'. With arow
 // (rows entries), row r of A is row arow[r] of the arows×k matrix at A.
-template <int P>
+template <int P, class TB>
 __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const float* A, const int* arow, int arows,
-                                               const float* B1, const float* B3, long long strideB, float* G, float* U,
+                                               const TB* B1, const TB* B3, long long strideB, float* G, float* U,
                                                float* S, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem B1s[GEMM_BK][GEMM_BN + tc<P>::pad];
@@ -581,20 +589,20 @@ __device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A
                   ar);
 }
 
-#define GROUPED_ROWS_ARGS                                                                                        \
-    int transB, int rows, int n, int k, const float *A, const float *B, long long strideB, float beta, float *C, \
+#define GROUPED_ROWS_ARGS(TB)                                                                                 \
+    int transB, int rows, int n, int k, const float *A, const TB *B, long long strideB, float beta, float *C, \
         const int *offsets, int groups, int *status
 #define GROUPED_T_ARGS                                                                                          \
     int rows, int m, int n, const float *A, const int *arow, int arows, const float *B, float *C, const int *offsets, \
         int groups, int *status
 
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(GROUPED_ROWS_ARGS) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(GROUPED_ROWS_ARGS(float)) {
     grouped_rows<PREC_FP32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
 }
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_tf32(GROUPED_ROWS_ARGS) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_tf32(GROUPED_ROWS_ARGS(float)) {
     grouped_rows<PREC_TF32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
 }
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_bf16(GROUPED_ROWS_ARGS) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_bf16(GROUPED_ROWS_ARGS(float)) {
     grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t(GROUPED_T_ARGS) {
@@ -628,17 +636,17 @@ __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const
         gemm_tile_epi(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs, epi);
 }
 
-#define GROUPED_SWIGLU_ARGS                                                                                    \
-    int rows, int n, int k, const float *A, const int *arow, int arows, const float *B1, const float *B3,           \
+#define GROUPED_SWIGLU_ARGS(TB)                                                                                \
+    int rows, int n, int k, const float *A, const int *arow, int arows, const TB *B1, const TB *B3,                 \
         long long strideB, float *G, float *U, float *S, const int *offsets, int groups, int *status
 
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS(float)) {
     grouped_swiglu<PREC_FP32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROUPED_SWIGLU_ARGS) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROUPED_SWIGLU_ARGS(float)) {
     grouped_swiglu<PREC_TF32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bf16(GROUPED_SWIGLU_ARGS) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bf16(GROUPED_SWIGLU_ARGS(float)) {
     grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 
@@ -654,4 +662,28 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_tf32(
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_bf16(GROUPED_SWIGLU_BWD_ARGS) {
     grouped_swiglu_bwd<PREC_BF16>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
+}
+
+// The _w16 kernels are sgemm_grouped and sgemm_grouped_swiglu with their
+// weights (B, B1, B3) stored in bf16, widened exactly as they are read:
+// a decode step in bf16 mode reads its experts' weights from a bf16 copy,
+// half the bytes of the fp32 master weights, with the products' bits
+// unchanged (staging rounds the fp32 weights to the same bf16 values).
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_w16(GROUPED_ROWS_ARGS(bf16)) {
+    grouped_rows<PREC_FP32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16(GROUPED_SWIGLU_ARGS(bf16)) {
+    grouped_swiglu<PREC_FP32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_w16_tf32(GROUPED_ROWS_ARGS(bf16)) {
+    grouped_rows<PREC_TF32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16_tf32(GROUPED_SWIGLU_ARGS(bf16)) {
+    grouped_swiglu<PREC_TF32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_w16_bf16(GROUPED_ROWS_ARGS(bf16)) {
+    grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16_bf16(GROUPED_SWIGLU_ARGS(bf16)) {
+    grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }

@@ -48,6 +48,8 @@ var Modules = []Module{
 		"sgemm_grouped_t", "sgemm_grouped_t_tf32", "sgemm_grouped_t_bf16",
 		"sgemm_grouped_swiglu", "sgemm_grouped_swiglu_tf32", "sgemm_grouped_swiglu_bf16",
 		"sgemm_grouped_swiglu_bwd", "sgemm_grouped_swiglu_bwd_tf32", "sgemm_grouped_swiglu_bwd_bf16",
+		"sgemm_grouped_w16", "sgemm_grouped_w16_tf32", "sgemm_grouped_w16_bf16",
+		"sgemm_grouped_swiglu_w16", "sgemm_grouped_swiglu_w16_tf32", "sgemm_grouped_swiglu_w16_bf16",
 	}},
 	{"logprob", []string{"logprob_fwd", "logprob_bwd", "logprob_fused", "entropy"}},
 	{"reduce", []string{"add_f32", "scale_f32", "sumsq_partial", "sumsq_final"}},

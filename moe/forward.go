@@ -62,6 +62,12 @@ type Acts struct {
 	dweights, drl, dprobs *engine.Tensor
 	dlogits, dlogp, dent  *engine.Tensor
 
+	// w16, when set (a sampler's workspaces on a backend whose GEMMs
+	// multiply in bf16), is a bf16 copy of the parameters the experts'
+	// products read instead of the fp32 ones: half the bytes, the same
+	// products, because those GEMMs round their inputs to bf16 anyway.
+	w16 *engine.Tensor
+
 	hostPos           []int32
 	hostLogp, hostEnt []float32
 	hostProbs         []float32
@@ -172,7 +178,7 @@ func (m *Model) view(a *Acts, B, T int) *Acts {
 			*t.t = (*src[i].t).View(0, v.N, t.width)
 		}
 	}
-	v.hostLoad, v.hostAuxCoef = a.hostLoad, a.hostAuxCoef
+	v.hostLoad, v.hostAuxCoef, v.w16 = a.hostLoad, a.hostAuxCoef, a.w16
 	v.split()
 	N := v.N
 	v.hostPos, v.hostLogp, v.hostEnt = a.hostPos[:N], a.hostLogp[:N], a.hostEnt[:N]
@@ -399,13 +405,24 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		// two projections and the SwiGLU in one call, with xp the rows of
 		// h2 in slot order, read through perm rather than copied.
 		be.RouterDispatch(s.perm, s.inv, s.offsets, s.experts, N, E, K)
-		be.GemmGroupedSwiGLU(N*K, h, d, s.h2, s.perm, m.pv[w.w1], m.pv[w.w3], d*h, s.g, s.u, s.s, s.offsets, E)
-		be.GemmGrouped(false, N*K, d, h, s.s, m.pv[w.w2], h*d, 0, s.y, s.offsets, E)
+		w1, w3, w2 := a.expertWeights(m, w)
+		be.GemmGroupedSwiGLU(N*K, h, d, s.h2, s.perm, w1, w3, d*h, s.g, s.u, s.s, s.offsets, E)
+		be.GemmGrouped(false, N*K, d, h, s.s, w2, h*d, 0, s.y, s.offsets, E)
 		be.Combine(next, s.y, s.weights, s.inv, N, K, d)
 		if aux {
 			be.RouterLoad(a.load.View(l*2*E, 2*E), s.probs, s.offsets, N, E)
 		}
 	}
+}
+
+// expertWeights returns the experts' weights that layer w's forward reads:
+// the parameters, or their bf16 copy in a.w16 (see Model.Generate).
+func (a *Acts) expertWeights(m *Model, w *layerParams) (w1, w3, w2 *engine.Tensor) {
+	if a.w16 == nil {
+		return m.pv[w.w1], m.pv[w.w3], m.pv[w.w2]
+	}
+	v := func(p *Param) *engine.Tensor { return a.w16.View(p.Off, p.Shape...) }
+	return v(w.w1), v(w.w3), v(w.w2)
 }
 
 // auxLoss is E·Σ_e f_e·P_e for layer l, f_e its share of the slots and P_e

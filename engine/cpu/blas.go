@@ -187,6 +187,11 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 	if transB {
 		ldb = k
 	}
+	if bm.DType == engine.BF16 {
+		wb := b.widen(bm)
+		defer b.scratch.Put(wb)
+		bm = wb
+	}
 	for g := range groups {
 		r0, m := int(off[g]), int(off[g+1]-off[g])
 		if m == 0 {
@@ -227,6 +232,12 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 		defer b.scratch.Put(ga)
 		a = ga
 	}
+	if b1.DType == engine.BF16 || b3.DType == engine.BF16 {
+		w1, w3 := b.widen(b1), b.widen(b3)
+		defer b.scratch.Put(w1)
+		defer b.scratch.Put(w3)
+		b1, b3 = w1, w3
+	}
 	b.GemmGrouped(false, rows, n, k, a, b1, strideB, 0, g, offsets, groups)
 	b.GemmGrouped(false, rows, n, k, a, b3, strideB, 0, u, offsets, groups)
 	b.SwiGLU(s, g, u, rows*n)
@@ -255,12 +266,30 @@ func (b *Backend) gatherRows(op string, a, aRows *engine.Tensor, rows, dim int) 
 	for _, r := range idx {
 		checkIndex(op, "aRows entry", r, n)
 	}
-	t, _ := b.scratch.Get().(*engine.Tensor)
-	if t == nil || cap(t.F) < rows*dim {
-		t = engine.HostF32(rows * dim)
-	}
-	t.F, t.Shape = t.F[:rows*dim], []int{rows * dim}
+	t := b.scratchF32(rows * dim)
 	b.Gather(t, a, aRows, rows, dim)
+	return t
+}
+
+// widen returns an F32 scratch copy of t (returned to b.scratch by the
+// caller): BF16 weights widened exactly, F32 ones copied.
+func (b *Backend) widen(t *engine.Tensor) *engine.Tensor {
+	w := b.scratchF32(t.Len())
+	if t.DType == engine.BF16 {
+		b.Cast(w, t, t.Len())
+	} else {
+		copy(w.F, f32("GemmGrouped", "B", t, t.Len()))
+	}
+	return w
+}
+
+// scratchF32 is a pooled F32 tensor of n elements, contents undefined.
+func (b *Backend) scratchF32(n int) *engine.Tensor {
+	t, _ := b.scratch.Get().(*engine.Tensor)
+	if t == nil || cap(t.F) < n {
+		t = engine.HostF32(n)
+	}
+	t.F, t.Shape = t.F[:n], []int{n}
 	return t
 }
 

@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/moerl/moerl/engine"
 )
 
 // TestGemmGrouped checks the grouped products against a float64 reference
@@ -140,4 +142,33 @@ func TestGemmGroupedGathered(t *testing.T) {
 	mustPanic(t, "cpu: GemmGroupedT: aRows entry 9 out of range [0, 9)", func() {
 		b.GemmGroupedT(rows, k, n, tf(x), ti(perm), tf(dy), wrap(gt), ti(offsets), G)
 	})
+}
+
+// TestGemmGroupedBF16Weights: bf16 weights give the bits of their exact
+// float32 widening.
+func TestGemmGroupedBF16Weights(t *testing.T) {
+	b := New()
+	r := newRand(22)
+	offsets := []int32{0, 5, 5, 12}
+	const G, rows, n, k = 3, 12, 6, 5
+	x := randVec(r, rows*k, 1)
+	w := randVec(r, G*k*n, 1)
+	w16 := engine.HostBF16(len(w))
+	b.Cast(w16, tf(w), len(w))
+	wide := make([]float32, len(w))
+	b.Cast(wrap(wide), w16, len(w))
+	got, want := make([]float32, rows*n), make([]float32, rows*n)
+	b.GemmGrouped(false, rows, n, k, tf(x), w16, k*n, 0, wrap(got), ti(offsets), G)
+	b.GemmGrouped(false, rows, n, k, tf(x), tf(wide), k*n, 0, wrap(want), ti(offsets), G)
+	if !slices.Equal(got, want) {
+		t.Fatal("GemmGrouped with bf16 weights differs from its widened weights")
+	}
+	sw := func(w1, w3 *engine.Tensor) []float32 {
+		g, u, s := make([]float32, rows*n), make([]float32, rows*n), make([]float32, rows*n)
+		b.GemmGroupedSwiGLU(rows, n, k, tf(x), nil, w1, w3, k*n, wrap(g), wrap(u), wrap(s), ti(offsets), G)
+		return append(append(g, u...), s...)
+	}
+	if !slices.Equal(sw(w16, w16), sw(tf(wide), tf(wide))) {
+		t.Fatal("GemmGroupedSwiGLU with bf16 weights differs from its widened weights")
+	}
 }

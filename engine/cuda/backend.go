@@ -17,8 +17,9 @@ import (
 )
 
 var (
-	_ engine.Backend  = (*Backend)(nil)
-	_ engine.Capturer = (*Backend)(nil)
+	_ engine.Backend   = (*Backend)(nil)
+	_ engine.Capturer  = (*Backend)(nil)
+	_ engine.GEMMInput = (*Backend)(nil)
 )
 
 // Backend runs engine.Backend's ops on one NVIDIA GPU. Tensors it makes
@@ -479,7 +480,9 @@ func (p GEMMPrecision) suffix() string {
 // SetGEMMPrecision sets what every GEMM multiplies in, cuBLAS's and our
 // own kernels' alike (the grouped expert GEMMs always, the fallback
 // sgemm_tiled when cuBLAS is off); the twins of our kernels keep the
-// batch invariance of the float32 ones in every precision.
+// batch invariance of the float32 ones in every precision. A graph holds
+// the kernels of the precision it was recorded in: set the precision
+// before a model records its steps (or free its workspaces after).
 func (b *Backend) SetGEMMPrecision(p GEMMPrecision) error {
 	if !b.usable("SetGEMMPrecision") {
 		return b.takeErr()
@@ -503,6 +506,16 @@ func (b *Backend) GEMMPrecision() GEMMPrecision {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.precision
+}
+
+// GEMMInputDType is engine.BF16 in bf16 mode, where every GEMM rounds its
+// inputs to bf16 (so weights kept in bf16 give the same products), and
+// engine.F32 otherwise (TF32 is not a storage type).
+func (b *Backend) GEMMInputDType() engine.DType {
+	if b.GEMMPrecision() == GEMMBF16 {
+		return engine.BF16
+	}
+	return engine.F32
 }
 
 // SetTF32 is SetGEMMPrecision(GEMMTF32) when on, GEMMFP32 when not.

@@ -83,3 +83,80 @@ func castMatchesCPU(t *testing.T, be engine.Backend) {
 
 // TestCast runs the bf16 casts on the GPU.
 func TestCast(t *testing.T) { castMatchesCPU(t, gpuBackend(t)) }
+
+// weights16MatchRounded: in every GEMM precision, the grouped products
+// with bf16 weights give the bits of the same products with the fp32
+// weights rounded to bf16 first (in bf16 mode: of the fp32 weights
+// themselves, which staging rounds alike), so a sampler that reads a
+// bf16 copy computes what a training forward on the fp32 weights does.
+func weights16MatchRounded(t *testing.T, be *Backend) {
+	r := rand.New(rand.NewPCG(3, 4))
+	offsets := []int32{0, 37, 37, 120, 165, 170}
+	const groups, rows, n, k = 5, 170, 70, 33
+	vec := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	x, w1, w3 := vec(rows*k), vec(groups*k*n), vec(groups*k*n)
+	up := func(v []float32) *engine.Tensor { t := be.NewF32(len(v)); be.Upload(t, v); return t }
+	round := func(v []float32) []float32 {
+		out := make([]float32, len(v))
+		for i, f := range v {
+			out[i] = engine.BF16Float(engine.BF16Bits(f))
+		}
+		return out
+	}
+	to16 := func(t32 *engine.Tensor) *engine.Tensor {
+		t := be.New(engine.BF16, t32.Len())
+		be.Cast(t, t32, t32.Len())
+		return t
+	}
+	off := be.NewI32(len(offsets))
+	be.UploadI32(off, offsets)
+	xt, w1t, w3t := up(x), up(w1), up(w3)
+	w1r, w3r := up(round(w1)), up(round(w3))
+	w1h, w3h := to16(w1t), to16(w3t)
+	out := func() []*engine.Tensor {
+		return []*engine.Tensor{be.NewF32(rows * n), be.NewF32(rows * n), be.NewF32(rows * n)}
+	}
+	host := func(ts []*engine.Tensor) []float32 {
+		var all []float32
+		for _, t := range ts {
+			h := make([]float32, t.Len())
+			be.Download(h, t)
+			all = append(all, h...)
+		}
+		return all
+	}
+	was := be.GEMMPrecision()
+	defer be.SetGEMMPrecision(was)
+	for _, p := range []GEMMPrecision{GEMMFP32, GEMMTF32, GEMMBF16} {
+		if err := be.SetGEMMPrecision(p); err != nil {
+			t.Fatal(err)
+		}
+		refW1, refW3 := w1r, w3r
+		if p == GEMMBF16 {
+			refW1, refW3 = w1t, w3t // staging rounds them to the same bf16 values
+		}
+		a, b := out(), out()
+		be.GemmGroupedSwiGLU(rows, n, k, xt, nil, w1h, w3h, k*n, a[0], a[1], a[2], off, groups)
+		be.GemmGroupedSwiGLU(rows, n, k, xt, nil, refW1, refW3, k*n, b[0], b[1], b[2], off, groups)
+		be.GemmGrouped(false, rows, n, k, xt, w1h, k*n, 0, a[0], off, groups)
+		be.GemmGrouped(false, rows, n, k, xt, refW1, k*n, 0, b[0], off, groups)
+		ga, gb := host(a), host(b)
+		if err := be.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range ga {
+			if math.Float32bits(ga[i]) != math.Float32bits(gb[i]) {
+				t.Fatalf("%v: output %d with bf16 weights is %v, with the rounded fp32 weights %v", p, i, ga[i], gb[i])
+			}
+		}
+	}
+}
+
+// TestGroupedBF16Weights runs weights16MatchRounded on the GPU.
+func TestGroupedBF16Weights(t *testing.T) { weights16MatchRounded(t, gpuBackend(t)) }

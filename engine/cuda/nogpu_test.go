@@ -156,7 +156,11 @@ func TestLauncherNamesInPTX(t *testing.T) {
 					t.Errorf("%s: launch(%q): no such kernel in the embedded PTX", pos, name)
 				}
 			case *ast.BinaryExpr:
-				lit, ok := arg.X.(*ast.BasicLit)
+				x := arg.X // the leftmost operand of "prefix" + a + b + …
+				for b, ok := x.(*ast.BinaryExpr); ok; b, ok = x.(*ast.BinaryExpr) {
+					x = b.X
+				}
+				lit, ok := x.(*ast.BasicLit)
 				if !ok {
 					t.Errorf("%s: kernel name is not a literal prefix plus a suffix", pos)
 					return true
@@ -250,6 +254,14 @@ func exercise(t *testing.T, be engine.Backend) {
 			be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), offsets, 8)
 			be.GemmGroupedSwiGLUBackward(8, 5, 3, f(8*3), f(8*3*5), 15, f(8*5), f(8*5), f(8*5), f(8*5), f(8*5), offsets, 8)
 			be.Gemm(false, true, 5, 6, 7, 1, f(5*7), 0, 7, f(6*7), 0, 7, 0, f(5*6), 0, 6)
+		}
+		for _, p := range []GEMMPrecision{GEMMFP32, GEMMTF32, GEMMBF16} { // bf16 weights, every precision
+			if err := cb.SetGEMMPrecision(p); err != nil {
+				t.Fatal(err)
+			}
+			w := be.New(engine.BF16, 8*3*5)
+			be.GemmGrouped(false, 8, 5, 3, f(8*3), w, 15, 0, f(8*5), offsets, 8)
+			be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, w, w, 15, f(8*5), f(8*5), f(8*5), offsets, 8)
 		}
 		if err := cb.SetGEMMPrecision(was); err != nil {
 			t.Fatal(err)

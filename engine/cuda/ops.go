@@ -667,13 +667,13 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 		rowsB, colsB = n, k
 	}
 	chk.f32("A", a, int64(rows)*int64(k))
-	chk.f32("B", bm, extent(0, rowsB, colsB, colsB, strideB, groups))
+	w16 := weights(chk, "B", bm, extent(0, rowsB, colsB, colsB, strideB, groups))
 	chk.f32("C", c, int64(rows)*int64(n))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped"+w16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		boolArg(transB), i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(bm), i64Arg(int64(strideB)),
 		f32Arg(beta), tensorArg(c), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -688,14 +688,15 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 	b.groupedCheck(chk, rows, n, k, groups)
 	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
 	arow, arows := b.gatheredA(chk, a, aRows, rows, k)
-	chk.f32("B1", b1, extent(0, k, n, n, strideB, groups))
-	chk.f32("B3", b3, extent(0, k, n, n, strideB, groups))
+	w16 := weights(chk, "B1", b1, extent(0, k, n, n, strideB, groups))
+	chk.require(b1 == nil || b3 == nil || b1.DType == b3.DType, "B1 is %v and B3 %v: one dtype for both", dtypeOf(b1), dtypeOf(b3))
+	weights(chk, "B3", b3, extent(0, k, n, n, strideB, groups))
 	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u}, named{"s", s})
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_swiglu"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_swiglu"+w16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), arow, i32Arg(arows), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
 		tensorArg(g), tensorArg(u), tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -736,6 +737,24 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.
 	b.launch("sgemm_grouped_t"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(m), i32Arg(n), tensorArg(a), arow, i32Arg(arows), tensorArg(bm), tensorArg(c),
 		tensorArg(offsets), i32Arg(groups), b.statusArg())
+}
+
+// weights checks a grouped product's weight operand, F32 or BF16, and
+// returns the kernel-name infix of its dtype ("_w16" for BF16).
+func weights(c *argCheck, name string, t *engine.Tensor, n int64) string {
+	if t != nil && t.DType == engine.BF16 {
+		c.bf16(name, t, n)
+		return "_w16"
+	}
+	c.f32(name, t, n)
+	return ""
+}
+
+func dtypeOf(t *engine.Tensor) engine.DType {
+	if t == nil {
+		return engine.F32
+	}
+	return t.DType
 }
 
 // gatheredA checks a grouped product's A operand and returns the kernel's
