@@ -21,7 +21,7 @@ type Result struct {
 	Workload   string  `json:"workload"`
 	Config     string  `json:"config"`
 	Device     string  `json:"device"`
-	GEMM       string  `json:"gemm"` // "fp32" or "tf32": how float32 GEMMs ran
+	GEMM       string  `json:"gemm"` // "fp32", "tf32" or "bf16": what the GEMMs multiplied in
 	TokensPerS float64 `json:"tokens_per_s"`
 	MsPerStep  float64 `json:"ms_per_step,omitempty"`
 	GFLOPs     float64 `json:"model_gflop_per_s,omitempty"`
@@ -31,7 +31,9 @@ type Result struct {
 	// included), on a backend that counts it (cuda).
 	PeakMemBytes int64  `json:"peak_mem_bytes,omitempty"`
 	Shape        string `json:"shape"`
-	Error        string `json:"error,omitempty"` // the workload failed: no numbers
+	// BlockSteps is the decode steps per host round trip (generate, rl-step).
+	BlockSteps int    `json:"block_steps,omitempty"`
+	Error      string `json:"error,omitempty"` // the workload failed: no numbers
 }
 
 // MemCounter is a backend that counts its device memory (cuda.Backend).
@@ -125,18 +127,28 @@ func Train(m *moe.Model, sh Shape, warm, steps int) (Result, error) {
 		GFLOPs: tokens * m.Cfg.FLOPsPerToken(T) / dt / 1e9, Shape: fmt.Sprintf("%d×%d", B, T)}, nil
 }
 
-// Generate times sampling with a KV cache, the median of three runs.
-func Generate(m *moe.Model, sh Shape) (Result, error) {
+// Generate times sampling with a KV cache, the median of three runs, in
+// blocks of blockSteps decode steps (0: the backend's default).
+func Generate(m *moe.Model, sh Shape, blockSteps int) (Result, error) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	prompts := make([][]int32, sh.GenPrompts)
 	for i := range prompts {
 		prompts[i] = randomTokens(rng, sh.GenPromptLen, m.Cfg.Vocab)
 	}
-	o := moe.SampleOptions{Temperature: 1, MaxNew: sh.GenNew}
-	// One short untimed run warms caches and allocators.
-	if _, err := m.Generate(prompts[:min(8, len(prompts))], 1, moe.SampleOptions{Temperature: 1, MaxNew: 4},
-		engine.NewRNG(1, engine.StreamSample)); err != nil {
-		return Result{}, err
+	o := moe.SampleOptions{Temperature: 1, MaxNew: sh.GenNew, BlockSteps: blockSteps}
+	// Untimed runs first warm caches and allocators: one short run, or,
+	// on a backend that records graphs, two of the timed workload, the
+	// first running each decode block directly and the second recording
+	// it, so that the timed runs replay.
+	warm := [][][]int32{prompts[:min(8, len(prompts))]}
+	wo := moe.SampleOptions{Temperature: 1, MaxNew: 4, BlockSteps: blockSteps}
+	if _, ok := m.Backend().(engine.Capturer); ok {
+		warm, wo = [][][]int32{prompts, prompts}, o
+	}
+	for _, ps := range warm {
+		if _, err := m.Generate(ps, 1, wo, engine.NewRNG(1, engine.StreamSample)); err != nil {
+			return Result{}, err
+		}
 	}
 	// The median of three timed runs: one run of the CPU workload lasts
 	// tens of milliseconds, where a scheduler hiccup shows.
@@ -201,10 +213,17 @@ func RLStep(m *moe.Model) (Result, error) {
 		GenShare: st.GenSeconds / step, Shape: fmt.Sprintf("32×8, ≤%d new", cfg.MaxNew)}, nil
 }
 
+// Options are a run's settings: untimed and timed training steps, and the
+// decode steps per host round trip of the generate workload (0: the
+// backend's default, which rl-step always uses).
+type Options struct {
+	Warmup, Steps, BlockSteps int
+}
+
 // Run builds a model of the named preset on be and measures one workload
 // ("train", "generate" or "rl-step"), returning its result or the error
 // that stopped it; the model's memory is freed after.
-func Run(be engine.Backend, preset, workload string, warm, steps int) Result {
+func Run(be engine.Backend, preset, workload string, o Options) Result {
 	cfg, err := moe.Preset(preset)
 	if err != nil {
 		return Result{Workload: workload, Config: preset, Error: err.Error()}
@@ -218,12 +237,21 @@ func Run(be engine.Backend, preset, workload string, warm, steps int) Result {
 	r := Measure(be, workload, func() (Result, error) {
 		switch workload {
 		case "train":
-			return Train(m, sh, warm, steps)
+			return Train(m, sh, o.Warmup, o.Steps)
 		case "generate":
-			return Generate(m, sh)
+			return Generate(m, sh, o.BlockSteps)
 		}
-		return RLStep(m)
+		return RLStep(m) // the trainer's rollouts decode in the backend's default blocks
 	})
 	r.Config = preset
+	if workload != "train" {
+		r.BlockSteps = o.BlockSteps
+		if r.BlockSteps == 0 || workload == "rl-step" {
+			r.BlockSteps = 1
+			if _, ok := be.(engine.Capturer); ok {
+				r.BlockSteps = moe.DefaultBlockSteps
+			}
+		}
+	}
 	return r
 }

@@ -34,12 +34,12 @@ func TestMeasureRecordsFailures(t *testing.T) {
 // error; an unknown preset is an error naming it.
 func TestRun(t *testing.T) {
 	for _, w := range []string{"train"} {
-		r := Run(cpu.New(), "moe-micro", w, 0, 1)
+		r := Run(cpu.New(), "moe-micro", w, Options{Steps: 1})
 		if r.Error != "" || !(r.TokensPerS > 0) || r.Config != "moe-micro" {
 			t.Errorf("%s: %+v", w, r)
 		}
 	}
-	if r := Run(cpu.New(), "moe-huge", "train", 0, 1); !strings.Contains(r.Error, "moe-huge") {
+	if r := Run(cpu.New(), "moe-huge", "train", Options{Steps: 1}); !strings.Contains(r.Error, "moe-huge") {
 		t.Errorf("unknown preset: %+v", r)
 	}
 }

@@ -9,8 +9,10 @@
 #      driver's checks), moe.test -test.run CUDA (the whole model, training
 #      curves, sampling), each binary with -test.v under its own timeout;
 #   4. a 100-step moe-tiny pretraining run;
-#   5. moe-tiny train and generate again with MOERL_CUDA_GRAPHS=0
-#      (nographs-moe-tiny.json): what the CUDA graphs save;
+#   5. moe-tiny train and generate again with MOERL_CUDA_GRAPHS=0, and
+#      generate in blocks of 1 and of 32 decode steps (variants-moe-tiny.json,
+#      three JSON documents one after another): what the CUDA graphs and
+#      the decode blocks save, and whether 8 is the block to keep;
 #   6. moe-tiny and moe-small train and generate with the GEMM products in
 #      bf16 (--bf16, bf16-moe.json), against the peer's bf16 column;
 #   7. ncu on two moe-tiny training steps: every kernel's GPU time
@@ -22,7 +24,7 @@
 # test binary, moerl's tokens/s beside the peer's for every workload, peak
 # memory, the end of every failing step's log. $OUT also gets gpu.log (all
 # the logs), moerl_bench.json, the peer's torch_moe_bench.json,
-# nographs-moe-tiny.json, bf16-moe.json and ncu.csv: eight files, the
+# variants-moe-tiny.json, bf16-moe.json and ncu.csv: eight files, the
 # device tool's limit.
 #
 # MOERL_REQUIRE_CUDA=1 makes a GPU test that cannot reach CUDA fail instead
@@ -111,13 +113,17 @@ else
 fi
 if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   # The same moe-tiny workloads launched op by op, against the graphs of
-  # the first bench (not named bench-*.json: the summary's table is the
-  # default's).
-  STDOUT="$work/nographs-moe-tiny.json" step "bench moe-tiny, MOERL_CUDA_GRAPHS=0" bench 60 \
+  # the first bench, and generate in other decode blocks than its 8 (not
+  # named bench-*.json: the summary's table is the default's).
+  STDOUT="$work/variant-nographs.json" step "bench moe-tiny, MOERL_CUDA_GRAPHS=0" bench 60 \
     env MOERL_CUDA_GRAPHS=0 ./moerl bench --device cuda --config moe-tiny --workloads train,generate --steps 10 --warmup 2 --json
-  [ -f "$work/nographs-moe-tiny.json" ] && cp "$work/nographs-moe-tiny.json" "$OUT/"
+  for k in 1 32; do
+    STDOUT="$work/variant-block$k.json" step "bench moe-tiny generate, --block-steps $k" bench 40 \
+      ./moerl bench --device cuda --config moe-tiny --workloads generate --block-steps "$k" --json
+  done
+  cat "$work"/variant-*.json > "$OUT/variants-moe-tiny.json" 2> /dev/null
 else
-  skip "bench moe-tiny, MOERL_CUDA_GRAPHS=0" bench "no NVIDIA device on this machine"
+  skip "bench moe-tiny variants (no graphs; --block-steps 1, 32)" bench "no NVIDIA device on this machine"
 fi
 if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   STDOUT="$work/bf16-moe.json" step "bench moe-tiny, moe-small, --bf16" bench 70 \

@@ -39,6 +39,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	device := fs.String("device", "auto", "compute device: auto, cpu or cuda")
 	tf32 := fs.Bool("tf32", true, "float32 GEMMs in TF32 on GPUs that have it (compute capability 8.0 and later), as the PyTorch peer's allow_tf32; false: full float32 (also MOERL_TF32=0)")
 	bf16 := fs.Bool("bf16", false, "GEMM products in bfloat16 on the tensor cores (inputs rounded to bf16, sums and storage fp32), as the peer's bf16 autocast does to a matmul; true or false (also MOERL_BF16=1)")
+	blockSteps := fs.Int("block-steps", 0, "generate: decode steps per host round trip, ≥ 0 (0: the backend's default, 8 on a GPU, 1 on the CPU); the samples are the same for every value")
 	profile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -64,6 +65,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	if *steps <= 0 || *warm < 0 {
 		return usagef("--steps must be positive and --warmup ≥ 0")
+	}
+	if *blockSteps < 0 {
+		return usagef("--block-steps %d: want 0 (the backend's default) or more", *blockSteps)
 	}
 	var names []string
 	for _, c := range strings.Split(*configs, ",") {
@@ -122,7 +126,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	failed := 0
 	for _, name := range names {
 		for _, w := range wl {
-			r := bench.Run(be, name, w, *warm, *steps)
+			r := bench.Run(be, name, w, bench.Options{Warmup: *warm, Steps: *steps, BlockSteps: *blockSteps})
 			r.Device, r.GEMM = be.Device(), "fp32"
 			if sw, ok := be.(gemmSwitch); ok {
 				r.GEMM = strings.ToLower(sw.GEMMPrecision().String())
