@@ -1,6 +1,6 @@
 // Command gpusummary writes the one-page answer of a GPU run: it reads what
 // the bundle's run.sh left in its work folder (steps.tsv, one log per step,
-// moerl bench's JSON per model, the PyTorch peer's JSON) and writes
+// moerl bench's JSON per model, the PyTorch peer's JSON, ncu's CSV) and writes
 // summary.md and summary.json (and moerl_bench.json, every workload in one
 // list) to the output folder.
 //
@@ -21,6 +21,8 @@ package main
 
 import (
 	"bufio"
+	"cmp"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -70,6 +72,7 @@ type Summary struct {
 	Steps       []Step       `json:"steps"`
 	Bench       []BenchRow   `json:"bench"`
 	BenchBF16   []BenchRow   `json:"bench_bf16,omitempty"` // moerl --bf16 (bf16-moe.json) beside the peer
+	Profile     *Profile     `json:"profile,omitempty"`    // ncu over moe-tiny training steps (ncu.csv)
 	Moerl       []MoerlBench `json:"moerl_bench"`          // every moerl bench workload, raw
 	Peer        PeerInfo     `json:"peer"`
 }
@@ -186,6 +189,15 @@ func collect(work string, require bool, gpu string, budget int) (*Summary, error
 	}
 	s.Peer = info
 	s.Bench = benchRows(s.Moerl, peer, require)
+	if f, err := os.Open(filepath.Join(work, "ncu.csv")); err == nil {
+		p, err := readProfile(f)
+		f.Close()
+		if err != nil {
+			s.Steps = append(s.Steps, Step{Name: "read ncu.csv", Kind: "run", Status: "fail", RC: 1, Note: err.Error()})
+		} else {
+			s.Profile = p
+		}
+	}
 	// The bf16 run's rows, where it measured them: a table of its own,
 	// against the peer's bf16 (train) and its one generate number.
 	if rs, err := readMoerlBench(filepath.Join(work, "bf16-moe.json")); err == nil {
@@ -197,6 +209,105 @@ func collect(work string, require bool, gpu string, budget int) (*Summary, error
 	}
 	s.Verdict = verdict(s)
 	return s, nil
+}
+
+// Profile is ncu's GPU time per kernel, summed over every launch it
+// profiled (kernels inside CUDA graphs included), largest first.
+type Profile struct {
+	TotalUs float64         `json:"total_us"`
+	Kernels []ProfileKernel `json:"kernels"`
+}
+
+// ProfileKernel is one kernel's share of the profiled GPU time.
+type ProfileKernel struct {
+	Name     string  `json:"name"`
+	Launches int     `json:"launches"`
+	Us       float64 `json:"us"`
+	Share    float64 `json:"share"`
+}
+
+// readProfile reads ncu --csv --metrics gpu__time_duration.sum output:
+// lines before the header ("==PROF==" notes) are skipped, the columns
+// are found by name ("Kernel Name", "Metric Name", "Metric Unit", "Metric
+// Value"), values may carry thousands separators, and a kernel's name is
+// cut at its argument list or template arguments, so that cuBLAS's
+// instantiations of one kernel count together.
+func readProfile(r io.Reader) (*Profile, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	var col map[string]int
+	byName := map[string]*ProfileKernel{}
+	p := &Profile{}
+	for sc.Scan() {
+		line := sc.Text()
+		if col == nil {
+			if strings.Contains(line, `"Kernel Name"`) && strings.Contains(line, `"Metric Value"`) {
+				col = map[string]int{}
+				for i, h := range csvFields(line) {
+					col[h] = i
+				}
+			}
+			continue
+		}
+		f := csvFields(line)
+		get := func(name string) string {
+			if i, ok := col[name]; ok && i < len(f) {
+				return f[i]
+			}
+			return ""
+		}
+		if get("Metric Name") != "gpu__time_duration.sum" {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.ReplaceAll(get("Metric Value"), ",", ""), 64)
+		if err != nil {
+			return nil, fmt.Errorf("ncu.csv: metric value %q: %v", get("Metric Value"), err)
+		}
+		scale, ok := map[string]float64{"nsecond": 1e-3, "ns": 1e-3, "usecond": 1, "us": 1, "msecond": 1e3, "ms": 1e3,
+			"second": 1e6, "s": 1e6}[get("Metric Unit")]
+		if !ok {
+			return nil, fmt.Errorf("ncu.csv: unknown time unit %q", get("Metric Unit"))
+		}
+		name := get("Kernel Name")
+		if i := strings.IndexAny(name, "(<"); i > 0 {
+			name = name[:i]
+		}
+		k := byName[name]
+		if k == nil {
+			k = &ProfileKernel{Name: name}
+			byName[name] = k
+		}
+		k.Launches++
+		k.Us += v * scale
+		p.TotalUs += v * scale
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("ncu.csv: %v", err)
+	}
+	if col == nil {
+		return nil, fmt.Errorf("ncu.csv: no header with \"Kernel Name\" and \"Metric Value\"")
+	}
+	for _, k := range byName {
+		if p.TotalUs > 0 {
+			k.Share = k.Us / p.TotalUs
+		}
+		p.Kernels = append(p.Kernels, *k)
+	}
+	slices.SortFunc(p.Kernels, func(a, b ProfileKernel) int {
+		return cmp.Or(cmp.Compare(b.Us, a.Us), strings.Compare(a.Name, b.Name))
+	})
+	return p, nil
+}
+
+// csvFields splits one line of ncu's CSV, whose every field is quoted.
+func csvFields(line string) []string {
+	rd := csv.NewReader(strings.NewReader(line))
+	rd.LazyQuotes = true
+	f, err := rd.Read()
+	if err != nil {
+		return nil
+	}
+	return f
 }
 
 func join(a, b string) string {
@@ -567,6 +678,26 @@ func markdown(w io.Writer, s *Summary) {
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, num(r.MoerlMs, "%.1f"),
 				r.MoerlGEMM, mem(r.MoerlPeakMem), peer, x)
+		}
+	}
+	if p := s.Profile; p != nil && len(p.Kernels) > 0 {
+		fmt.Fprintf(w, "\n## GPU time by kernel (ncu, moe-tiny training)\n\n")
+		fmt.Fprintf(w, "%.0f µs over %d distinct kernels, every launch ncu profiled (the warm-up step's included).\n\n",
+			p.TotalUs, len(p.Kernels))
+		fmt.Fprintf(w, "| kernel | launches | µs | share |\n|---|---|---|---|\n")
+		const top = 20
+		var rest ProfileKernel
+		for i, k := range p.Kernels {
+			if i >= top {
+				rest.Launches += k.Launches
+				rest.Us += k.Us
+				rest.Share += k.Share
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %d | %.1f | %.1f%% |\n", cell(k.Name), k.Launches, k.Us, 100*k.Share)
+		}
+		if rest.Launches > 0 {
+			fmt.Fprintf(w, "| (%d others) | %d | %.1f | %.1f%% |\n", len(p.Kernels)-top, rest.Launches, rest.Us, 100*rest.Share)
 		}
 	}
 	var fails []string

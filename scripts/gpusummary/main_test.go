@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,4 +169,64 @@ func TestSummaryBadInputs(t *testing.T) {
 	if _, err := collect(work, true, "", 0); err == nil {
 		t.Error("a malformed steps.tsv was accepted")
 	}
+}
+
+const ncuCSV = `==PROF== Connected to process 1234 (/tmp/bin/moerl)
+==PROF== Profiling "rmsnorm_fwd": 0%....50%....100% - 1 pass
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"
+"0","1234","moerl","127.0.0.1","rmsnorm_fwd","1","13","(256, 1, 1)","(2048, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","usecond","4.32"
+"1","1234","moerl","127.0.0.1","sgemm_grouped_tf32","1","13","(256, 1, 1)","(8, 264, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","msecond","1.25"
+"2","1234","moerl","127.0.0.1","void cutlass::Kernel2<cutlass_80_tensorop_s1688gemm>(Params)","1","13","(128, 1, 1)","(4, 2, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","nsecond","1,500"
+"3","1234","moerl","127.0.0.1","rmsnorm_fwd","1","13","(256, 1, 1)","(2048, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","usecond","5.68"
+`
+
+// TestProfile: ncu's CSV becomes GPU time per kernel, units and
+// thousands separators read, a templated name cut at its arguments.
+func TestProfile(t *testing.T) {
+	p, err := readProfile(strings.NewReader(ncuCSV))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Kernels) != 3 || math.Abs(p.TotalUs-(4.32+1250+1.5+5.68)) > 1e-9 {
+		t.Fatalf("profile %+v", p)
+	}
+	if k := p.Kernels[0]; k.Name != "sgemm_grouped_tf32" || k.Launches != 1 || k.Us != 1250 {
+		t.Errorf("largest: %+v", k)
+	}
+	if k := p.Kernels[1]; k.Name != "rmsnorm_fwd" || k.Launches != 2 || math.Abs(k.Us-10) > 1e-9 {
+		t.Errorf("second: %+v", k)
+	}
+	if k := p.Kernels[2]; k.Name != "void cutlass::Kernel2" || k.Us != 1.5 {
+		t.Errorf("third: %+v", k)
+	}
+	for _, bad := range []string{"", "no header\n", ncuCSV[:strings.Index(ncuCSV, `"0"`)] + `"0","1","m","h","k","1","1","b","g","0","9","s","gpu__time_duration.sum","hour","1"` + "\n"} {
+		if _, err := readProfile(strings.NewReader(bad)); err == nil {
+			t.Errorf("readProfile(%q): no error", bad)
+		}
+	}
+	_, md := runDir(t, false, "profile moe-tiny train (ncu)\trun\t0\t40\tWORK/ncu.log\t90\n", map[string]string{"ncu.csv": ncuCSV})
+	for _, want := range []string{"## GPU time by kernel (ncu, moe-tiny training)", "| sgemm_grouped_tf32 | 1 | 1250.0 | 99.1% |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary.md lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+// FuzzProfile: no input makes readProfile panic, and what it returns adds up.
+func FuzzProfile(f *testing.F) {
+	f.Add(ncuCSV)
+	f.Add(`"Kernel Name","Metric Name","Metric Unit","Metric Value"` + "\n" + `"k","gpu__time_duration.sum","ns","1,2,3"`)
+	f.Fuzz(func(t *testing.T, in string) {
+		p, err := readProfile(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		var sum float64
+		for _, k := range p.Kernels {
+			sum += k.Us
+		}
+		if math.Abs(sum-p.TotalUs) > 1e-6*math.Max(1, math.Abs(p.TotalUs)) && !math.IsNaN(sum) && !math.IsInf(sum, 0) {
+			t.Fatalf("kernels sum to %v, total %v", sum, p.TotalUs)
+		}
+	})
 }
