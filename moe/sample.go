@@ -450,8 +450,6 @@ type blockBufs struct {
 	hostPos, hostSlot    []int32
 	hostLens, hostTok    []int32
 	hostU, hostLp        []float32
-	states               [][]byte  // the sampling stream before each step's uniforms
-	lensBefore           [][]int32 // the cache lengths before each step
 }
 
 func (b *blockBufs) free(be engine.Backend) {
@@ -719,14 +717,14 @@ func (m *Model) decodeBlock(w sampling, tok []int32, o SampleOptions, rng *engin
 			// the block's rows j: shallow copies of the step workspace,
 			// cache and sampler with those views swapped in, so the block
 			// copies nothing.
-			dec, c, g := *w.dec, *kv, *w.generator
+			dec, cache, g := *w.dec, *kv, *w.generator
 			dec.pos = bb.pos.View(j*S, S)
 			if j > 0 {
 				dec.ids = bb.tok.View((j-1)*S, S)
 			}
-			c.slots, c.lens = bb.slot.View(j*S, S), bb.lens.View(j*S, S)
+			cache.slots, cache.lens = bb.slot.View(j*S, S), bb.lens.View(j*S, S)
 			g.dec, g.u, g.tok, g.lp = &dec, bb.u.View(j*S, S), bb.tok.View(j*S, S), bb.lp.View(j*S, S)
-			m.forward(&dec, &c, false)
+			m.forward(&dec, &cache, false)
 			m.draw(sampling{genShape: w.genShape, generator: &g}, dec.x[m.Cfg.Layers], o)
 		}
 	})
