@@ -15,7 +15,7 @@
 #      the decode blocks save, and whether 8 is the block to keep;
 #   6. moe-tiny and moe-small train and generate with the GEMM products in
 #      bf16 (--bf16, bf16-moe.json), against the peer's bf16 column;
-#   7. ncu on two moe-tiny training steps: every kernel's GPU time
+#   7. ncu on one moe-tiny training step: every kernel's GPU time
 #      (ncu.csv), so docs/benchmarks.md can say where a step's time goes.
 #
 # Every step runs under `timeout` (its own limit, and never past the run's
@@ -133,9 +133,11 @@ else
   skip "bench moe-tiny, moe-small, --bf16" bench "no NVIDIA device on this machine"
 fi
 if [ "$MOERL_REQUIRE_CUDA" = 1 ] && command -v ncu > /dev/null; then
-  # One metric, kernel replay: about 0.2 s a kernel, ~450 kernels.
+  # One metric, kernel replay: about 0.2 s a kernel. One training step,
+  # its first, so launched op by op (~180 kernels): the same kernels its
+  # graph replays.
   step "profile moe-tiny train (ncu)" run 90 ncu --csv --metrics gpu__time_duration.sum \
-    --log-file "$work/ncu.csv" ./moerl bench --device cuda --config moe-tiny --workloads train --steps 1 --warmup 1
+    --log-file "$work/ncu.csv" ./moerl bench --device cuda --config moe-tiny --workloads train --steps 1 --warmup 0
   [ -f "$work/ncu.csv" ] && cp "$work/ncu.csv" "$OUT/"
 else
   skip "profile moe-tiny train (ncu)" run "no NVIDIA device or no ncu on this machine"

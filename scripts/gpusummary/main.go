@@ -72,7 +72,7 @@ type Summary struct {
 	Steps       []Step       `json:"steps"`
 	Bench       []BenchRow   `json:"bench"`
 	BenchBF16   []BenchRow   `json:"bench_bf16,omitempty"` // moerl --bf16 (bf16-moe.json) beside the peer
-	Profile     *Profile     `json:"profile,omitempty"`    // ncu over moe-tiny training steps (ncu.csv)
+	Profile     *Profile     `json:"profile,omitempty"`    // ncu over a moe-tiny training step (ncu.csv)
 	Moerl       []MoerlBench `json:"moerl_bench"`          // every moerl bench workload, raw
 	Peer        PeerInfo     `json:"peer"`
 }
@@ -682,7 +682,7 @@ func markdown(w io.Writer, s *Summary) {
 	}
 	if p := s.Profile; p != nil && len(p.Kernels) > 0 {
 		fmt.Fprintf(w, "\n## GPU time by kernel (ncu, moe-tiny training)\n\n")
-		fmt.Fprintf(w, "%.0f µs over %d distinct kernels, every launch ncu profiled (the warm-up step's included).\n\n",
+		fmt.Fprintf(w, "%.0f µs over %d distinct kernels: every launch ncu profiled (run.sh profiles one training step).\n\n",
 			p.TotalUs, len(p.Kernels))
 		fmt.Fprintf(w, "| kernel | launches | µs | share |\n|---|---|---|---|\n")
 		const top = 20
