@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/moerl/moerl/engine"
 	"github.com/moerl/moerl/engine/cpu"
@@ -15,6 +17,7 @@ import (
 func openBackend(name string, stderr io.Writer) (engine.Backend, error) {
 	switch name {
 	case "cpu":
+		cpuNote(stderr)
 		return cpu.New(), nil
 	case "cuda":
 		be, err := cuda.New()
@@ -29,7 +32,19 @@ func openBackend(name string, stderr io.Writer) (engine.Backend, error) {
 		} else {
 			fmt.Fprintf(stderr, "device: cpu (%v)\n", err)
 		}
+		cpuNote(stderr)
 		return cpu.New(), nil
 	}
 	return nil, usagef("--device %q: want auto, cpu or cuda", name)
+}
+
+// cpuNote says that MOERL_BF16, when it asks for bf16 GEMMs, does not
+// apply: the CPU computes in float32, and a user timing or comparing runs
+// should not believe otherwise.
+func cpuNote(stderr io.Writer) {
+	switch v := strings.ToLower(strings.TrimSpace(os.Getenv("MOERL_BF16"))); v {
+	case "", "0", "off", "false", "no":
+	default:
+		fmt.Fprintf(stderr, "note: MOERL_BF16=%s has no effect on the cpu backend, which computes in float32\n", v)
+	}
 }

@@ -429,3 +429,21 @@ func TestStudyConfig(t *testing.T) {
 		t.Errorf("flags did not reach the config:\n%s", printed)
 	}
 }
+
+// TestCPUNotesBF16: asking for bf16 GEMMs on the CPU backend is said to
+// have no effect, not silently ignored.
+func TestCPUNotesBF16(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		note bool
+	}{{"1", true}, {"on", true}, {"0", false}, {"", false}} {
+		t.Setenv("MOERL_BF16", tc.env)
+		var errb bytes.Buffer
+		if _, err := openBackend("cpu", &errb); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(errb.String(), "has no effect on the cpu backend"); got != tc.note {
+			t.Errorf("MOERL_BF16=%q: note %v, want %v (%q)", tc.env, got, tc.note, errb.String())
+		}
+	}
+}
