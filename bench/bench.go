@@ -27,6 +27,10 @@ type Result struct {
 	GFLOPs     float64 `json:"model_gflop_per_s,omitempty"`
 	SPerStep   float64 `json:"s_per_step,omitempty"` // rl-step
 	GenShare   float64 `json:"gen_share,omitempty"`  // rl-step: share of the step spent sampling
+	// WaitShare is the share of the timed wall time the host spent waiting
+	// for the device (cuda): near 1 the device is the bound, near 0 the
+	// host (its launches, copies and bookkeeping) is.
+	WaitShare float64 `json:"wait_share,omitempty"`
 	// PeakMemBytes is the most device memory the workload held (the model
 	// included), on a backend that counts it (cuda).
 	PeakMemBytes int64  `json:"peak_mem_bytes,omitempty"`
@@ -34,6 +38,20 @@ type Result struct {
 	// BlockSteps is the decode steps per host round trip (generate, rl-step).
 	BlockSteps int    `json:"block_steps,omitempty"`
 	Error      string `json:"error,omitempty"` // the workload failed: no numbers
+}
+
+// Waiter is a backend that counts the time the host waits for its device
+// (cuda.Backend).
+type Waiter interface {
+	WaitTime() time.Duration
+}
+
+// waited is be's WaitTime, or 0 where it does not count one.
+func waited(be engine.Backend) time.Duration {
+	if w, ok := be.(Waiter); ok {
+		return w.WaitTime()
+	}
+	return 0
 }
 
 // MemCounter is a backend that counts its device memory (cuda.Backend).
@@ -112,7 +130,7 @@ func Train(m *moe.Model, sh Shape, warm, steps int) (Result, error) {
 	if err := m.Backend().Sync(); err != nil {
 		return Result{}, err
 	}
-	t0 := time.Now()
+	t0, w0 := time.Now(), waited(m.Backend())
 	for i := range steps {
 		if _, err := m.TrainStep(acts, b, tc, warm+i); err != nil {
 			return Result{}, err
@@ -121,10 +139,12 @@ func Train(m *moe.Model, sh Shape, warm, steps int) (Result, error) {
 	if err := m.Backend().Sync(); err != nil {
 		return Result{}, err
 	}
-	dt := time.Since(t0).Seconds() / float64(steps)
+	wall := time.Since(t0)
+	dt := wall.Seconds() / float64(steps)
 	tokens := float64(B * (T - 1))
 	return Result{Workload: "train", TokensPerS: tokens / dt, MsPerStep: dt * 1e3,
-		GFLOPs: tokens * m.Cfg.FLOPsPerToken(T) / dt / 1e9, Shape: fmt.Sprintf("%d×%d", B, T)}, nil
+		GFLOPs: tokens * m.Cfg.FLOPsPerToken(T) / dt / 1e9, Shape: fmt.Sprintf("%d×%d", B, T),
+		WaitShare: float64(waited(m.Backend())-w0) / float64(wall)}, nil
 }
 
 // Generate times sampling with a KV cache, the median of three runs, in
@@ -153,8 +173,9 @@ func Generate(m *moe.Model, sh Shape, blockSteps int) (Result, error) {
 	// The median of three timed runs: one run of the CPU workload lasts
 	// tens of milliseconds, where a scheduler hiccup shows.
 	var rates []float64
+	var wall, wait time.Duration
 	for range 3 {
-		t0 := time.Now()
+		t0, w0 := time.Now(), waited(m.Backend())
 		seqs, err := m.Generate(prompts, 1, o, engine.NewRNG(1, engine.StreamSample))
 		if err != nil {
 			return Result{}, err
@@ -166,11 +187,14 @@ func Generate(m *moe.Model, sh Shape, blockSteps int) (Result, error) {
 		for _, s := range seqs {
 			n += len(s.Tokens)
 		}
-		rates = append(rates, float64(n)/time.Since(t0).Seconds())
+		dt := time.Since(t0)
+		wall, wait = wall+dt, wait+waited(m.Backend())-w0
+		rates = append(rates, float64(n)/dt.Seconds())
 	}
 	slices.Sort(rates)
 	return Result{Workload: "generate", TokensPerS: rates[1],
-		Shape: fmt.Sprintf("%d prompts×%d+%d", sh.GenPrompts, sh.GenPromptLen, sh.GenNew)}, nil
+		Shape:     fmt.Sprintf("%d prompts×%d+%d", sh.GenPrompts, sh.GenPromptLen, sh.GenNew),
+		WaitShare: float64(wait) / float64(wall)}, nil
 }
 
 // RLStep times one GRPO step (after one untimed step): 32 prompts × 8

@@ -149,13 +149,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return failure
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tconfig\tshape\ttokens/s\tms/step\tmodel GFLOP/s\tgen share\tpeak mem\tdevice")
+	fmt.Fprintln(tw, "workload\tconfig\tshape\ttokens/s\tms/step\tmodel GFLOP/s\tgen share\tGPU waits\tpeak mem\tdevice")
 	for _, r := range results {
 		if r.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\tFAILED: %s\t\t\t\t\t%s\n", r.Workload, r.Config, r.Shape, r.Error, r.Device)
+			fmt.Fprintf(tw, "%s\t%s\t%s\tFAILED: %s\t\t\t\t\t\t%s\n", r.Workload, r.Config, r.Shape, r.Error, r.Device)
 			continue
 		}
-		ms, gf, gs, pm := "", "", "", ""
+		ms, gf, gs, ws, pm := "", "", "", "", ""
 		if r.MsPerStep > 0 {
 			ms = fmt.Sprintf("%.1f", r.MsPerStep)
 		}
@@ -165,10 +165,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if r.GenShare > 0 {
 			gs = fmt.Sprintf("%.0f%%", 100*r.GenShare)
 		}
+		if r.WaitShare > 0 {
+			ws = fmt.Sprintf("%.0f%%", 100*r.WaitShare)
+		}
 		if r.PeakMemBytes > 0 {
 			pm = fmt.Sprintf("%.2f GiB", float64(r.PeakMemBytes)/(1<<30))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Config, r.Shape, fmtRate(r.TokensPerS), ms, gf, gs, pm, r.Device)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Config, r.Shape, fmtRate(r.TokensPerS), ms, gf, gs, ws, pm, r.Device)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -69,9 +69,10 @@ type Backend struct {
 	hasErr    atomic.Bool // err != nil
 	capturing bool
 	precision GEMMPrecision
-	tf32Env   string // MOERL_TF32 as New read it ("" where unset)
-	bf16Env   string // MOERL_BF16 likewise
-	noGraphs  bool   // MOERL_CUDA_GRAPHS=0: CaptureGraph refuses
+	tf32Env   string       // MOERL_TF32 as New read it ("" where unset)
+	bf16Env   string       // MOERL_BF16 likewise
+	noGraphs  bool         // MOERL_CUDA_GRAPHS=0: CaptureGraph refuses
+	waited    atomic.Int64 // nanoseconds the host spent in stream synchronizations
 	closed    bool
 }
 
@@ -532,6 +533,22 @@ func (b *Backend) TF32() bool { return b.GEMMPrecision() == GEMMTF32 }
 // HasCublas reports whether GEMMs go through cuBLAS (else the fallback kernel).
 func (b *Backend) HasCublas() bool { return b.bl != nil }
 
+// wait synchronizes the stream, on the worker, adding the time it blocks
+// to WaitTime.
+func (b *Backend) wait() error {
+	t0 := time.Now()
+	err := b.drv.streamSynchronize(b.stream)
+	b.waited.Add(int64(time.Since(t0)))
+	return err
+}
+
+// WaitTime is the time the host has spent waiting for the GPU, in the
+// stream synchronizations of every download and Sync, since New. Over a
+// timed loop its share of the wall time tells a GPU-bound loop (near 1:
+// the host is ahead and waits) from a host-bound one (near 0: the GPU
+// waits for the host's launches and copies).
+func (b *Backend) WaitTime() time.Duration { return time.Duration(b.waited.Load()) }
+
 // MemStats returns the allocator's counters.
 func (b *Backend) MemStats() MemStats { return b.alloc.stats() }
 
@@ -753,7 +770,7 @@ func (b *Backend) download(dst unsafe.Pointer, src uintptr, bytes uint64) {
 		if err := b.drv.memcpyDtoHAsync(dst, src, bytes, b.stream); err != nil {
 			return err
 		}
-		return b.drv.streamSynchronize(b.stream)
+		return b.wait()
 	})
 	if err != nil {
 		clear(unsafe.Slice((*byte)(dst), bytes))
@@ -818,13 +835,13 @@ func (b *Backend) Sync() error {
 		if b.pending() {
 			return nil
 		}
-		if err := b.drv.streamSynchronize(b.stream); err != nil {
+		if err := b.wait(); err != nil {
 			return err
 		}
 		if err := b.drv.memcpyDtoHAsync(unsafe.Pointer(&st), b.status, 4, b.stream); err != nil {
 			return err
 		}
-		if err := b.drv.streamSynchronize(b.stream); err != nil {
+		if err := b.wait(); err != nil {
 			return err
 		}
 		if st != 0 {

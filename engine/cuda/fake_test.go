@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
@@ -46,6 +47,7 @@ type fakeDriver struct {
 	cc           [2]int                         // compute capability it reports (default 9.0)
 	d2h, h2d     int                            // cuMemcpyDtoHAsync and cuMemcpyHtoDAsync calls
 	d2d, memsets int                            // cuMemcpyDtoDAsync and cuMemset{D32,D16}Async calls
+	syncDelay    time.Duration                  // how long cuStreamSynchronize blocks, as a busy GPU would
 	syncs        int                            // cuStreamSynchronize calls
 	hooks        map[string]func(args []uint64) // kernel name → what its launch does to device memory
 	faults       []*fault                       // injected failures
@@ -464,6 +466,7 @@ func (f *fakeDriver) streamSynchronize(uintptr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.syncs++
+	time.Sleep(f.syncDelay)
 	if f.sticky != nil {
 		return &Error{Call: "cuStreamSynchronize()", Code: f.sticky.(*Error).Code, Name: f.sticky.(*Error).Name}
 	}

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/moerl/moerl/engine"
@@ -876,5 +877,26 @@ func TestRequireCUDA(t *testing.T) {
 		if env == "" && (r.fatal != "" || !strings.HasPrefix(r.skip, "CUDA unavailable: ")) {
 			t.Errorf("MOERL_REQUIRE_CUDA unset: Fatalf(%q), Skip(%q); want a skip", r.fatal, r.skip)
 		}
+	}
+}
+
+// TestWaitTime: the time the host blocks in stream synchronizations, in
+// downloads and in Sync, adds up in WaitTime.
+func TestWaitTime(t *testing.T) {
+	b, f, _ := newFake(t, false)
+	x := b.NewF32(4)
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.syncDelay = 3 * time.Millisecond
+	f.mu.Unlock()
+	w0 := b.WaitTime()
+	b.Download(make([]float32, 4), x) // one synchronization
+	if err := b.Sync(); err != nil {  // two
+		t.Fatal(err)
+	}
+	if got := b.WaitTime() - w0; got < 9*time.Millisecond {
+		t.Errorf("three 3 ms synchronizations added %v to WaitTime", got)
 	}
 }

@@ -112,7 +112,9 @@ type MoerlBench struct {
 	GFLOPs       float64 `json:"model_gflop_per_s,omitempty"`
 	SPerStep     float64 `json:"s_per_step,omitempty"`
 	GenShare     float64 `json:"gen_share,omitempty"`
+	WaitShare    float64 `json:"wait_share,omitempty"`
 	PeakMemBytes int64   `json:"peak_mem_bytes,omitempty"`
+	BlockSteps   int     `json:"block_steps,omitempty"`
 	Shape        string  `json:"shape"`
 	Error        string  `json:"error,omitempty"`
 }
@@ -137,6 +139,7 @@ type BenchRow struct {
 	MoerlGEMM    string  `json:"moerl_gemm,omitempty"`
 	MoerlPeakMem int64   `json:"moerl_peak_mem_bytes,omitempty"`
 	GenShare     float64 `json:"moerl_gen_share,omitempty"`
+	WaitShare    float64 `json:"moerl_wait_share,omitempty"` // the host's share of the wall time spent waiting for the GPU
 	MoerlError   string  `json:"moerl_error,omitempty"`
 	PeerFP32     float64 `json:"peer_fp32_tokens_per_s,omitempty"`
 	PeerFP32Ms   float64 `json:"peer_fp32_ms_per_step,omitempty"`
@@ -510,8 +513,8 @@ func benchRows(moerl []MoerlBench, peer map[string]peerEntry, require bool) []Be
 			}
 			row := BenchRow{Config: c, Workload: w}
 			if m, ok := byKey[k]; ok {
-				row.Moerl, row.MoerlMs, row.MoerlGEMM, row.MoerlPeakMem, row.GenShare, row.MoerlError =
-					m.TokensPerS, m.MsPerStep, m.GEMM, m.PeakMemBytes, m.GenShare, m.Error
+				row.Moerl, row.MoerlMs, row.MoerlGEMM, row.MoerlPeakMem, row.GenShare, row.WaitShare, row.MoerlError =
+					m.TokensPerS, m.MsPerStep, m.GEMM, m.PeakMemBytes, m.GenShare, m.WaitShare, m.Error
 			} else if m, ok := byKey[key{c, "*"}]; ok {
 				row.MoerlError = m.Error
 			} else {
@@ -649,9 +652,10 @@ func markdown(w io.Writer, s *Summary) {
 	} else {
 		fmt.Fprintf(w, "Peer: no torch_moe_bench.json (not run, or it failed: see its step).\n")
 	}
-	fmt.Fprintf(w, "Ratios are moerl's speed over the peer's (train: the peer's ms/step over moerl's, same batch).\n\n")
-	fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | peak mem | peer fp32 tok/s | peer bf16 tok/s | × fp32 | × bf16 |\n")
-	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "Ratios are moerl's speed over the peer's (train: the peer's ms/step over moerl's, same batch). ")
+	fmt.Fprintf(w, "Waits: the share of moerl's timed wall time its host spent waiting for the GPU (near 1: GPU-bound; near 0: host-bound).\n\n")
+	fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | waits | peak mem | peer fp32 tok/s | peer bf16 tok/s | × fp32 | × bf16 |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range s.Bench {
 		moerl := r.moerlCell()
 		ms := num(r.MoerlMs, "%.1f")
@@ -662,22 +666,22 @@ func markdown(w io.Writer, s *Summary) {
 		if r.PeerFP32 == 0 && r.PeerError != "" {
 			peer = cell(short(r.PeerError))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, ms, r.MoerlGEMM,
-			mem(r.MoerlPeakMem), peer, rate(r.PeerBF16), num(r.RatioFP32, "%.2f×"), num(r.RatioBF16, "%.2f×"))
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, ms, r.MoerlGEMM,
+			num(r.WaitShare, "%.2f"), mem(r.MoerlPeakMem), peer, rate(r.PeerBF16), num(r.RatioFP32, "%.2f×"), num(r.RatioBF16, "%.2f×"))
 	}
 	fmt.Fprintf(w, "\nPeak memory: moerl's caching allocator's blocks in use (the model included); the peer does not report its own.\n")
 	if len(s.BenchBF16) > 0 {
 		fmt.Fprintf(w, "\n### moerl with --bf16 (GEMM products in bf16, bf16-moe.json)\n\n")
-		fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | peak mem | peer tok/s (train: bf16) | × peer |\n")
-		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | waits | peak mem | peer tok/s (train: bf16) | × peer |\n")
+		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range s.BenchBF16 {
 			moerl := r.moerlCell()
 			peer, x := rate(r.PeerFP32), num(r.RatioFP32, "%.2f×") // generate: the peer's one number
 			if r.Workload == "train" {
 				peer, x = rate(r.PeerBF16), num(r.RatioBF16, "%.2f×")
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, num(r.MoerlMs, "%.1f"),
-				r.MoerlGEMM, mem(r.MoerlPeakMem), peer, x)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, num(r.MoerlMs, "%.1f"),
+				r.MoerlGEMM, num(r.WaitShare, "%.2f"), mem(r.MoerlPeakMem), peer, x)
 		}
 	}
 	if p := s.Profile; p != nil && len(p.Kernels) > 0 {

@@ -33,7 +33,7 @@ const peerJSON = `{"torch": "2.11.0", "gpu": "NVIDIA H200", "transformers": "5.1
  "gen/moe-small": {"batch": 256, "new_tokens": 128, "s": 3, "gen_tok_per_s": 9900}}`
 
 const benchTiny = `{"date": "x", "workloads": [
- {"workload": "train", "config": "moe-tiny", "device": "H200", "gemm": "tf32", "tokens_per_s": 700000, "ms_per_step": 23.4, "peak_mem_bytes": 2147483648, "shape": "64×256"},
+ {"workload": "train", "config": "moe-tiny", "device": "H200", "gemm": "tf32", "tokens_per_s": 700000, "ms_per_step": 23.4, "wait_share": 0.93, "peak_mem_bytes": 2147483648, "shape": "64×256"},
  {"workload": "generate", "config": "moe-tiny", "device": "H200", "gemm": "tf32", "tokens_per_s": 64800, "shape": "256"},
  {"workload": "rl-step", "config": "moe-tiny", "device": "H200", "gemm": "tf32", "tokens_per_s": 0, "shape": "32×8", "error": "cuLaunchKernel sample_rows (grid 1×1×1, block 256×1×1, smem 0): CUDA_ERROR_LAUNCH_FAILED"}]}`
 
@@ -119,9 +119,9 @@ func TestSummaryOfAFailedGPURun(t *testing.T) {
 	}
 	for _, want := range []string{
 		"# moerl GPU run, ", ": FAIL", "| cuda.test | **fail (exit 1)** | 30 s | 2 / 2 / 1 |",
-		"| moe-tiny | train | 700.0 k | 23.4 | tf32 | 2.00 GiB | 350.0 k | 384.0 k | 2.00× | 1.82× |",
+		"| moe-tiny | train | 700.0 k | 23.4 | tf32 | 0.93 | 2.00 GiB | 350.0 k | 384.0 k | 2.00× | 1.82× |",
 		"- cuda.test: TestOpsMatchCPU/Add", "## Log of moe.test (its end)", "no time left in the 560 s budget",
-		"| moe-tiny | train | 1.20 M | 13.6 | bf16 |  | 384.0 k | 3.14× |",
+		"| moe-tiny | train | 1.20 M | 13.6 | bf16 |  |  | 384.0 k | 3.14× |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary.md lacks %q:\n%s", want, md)
