@@ -9,10 +9,12 @@
 #      driver's checks), moe.test -test.run CUDA (the whole model, training
 #      curves, sampling), each binary with -test.v under its own timeout;
 #   4. a 100-step moe-tiny pretraining run;
-#   5. moe-tiny train and generate again with MOERL_CUDA_GRAPHS=0, and
-#      generate in blocks of 1 and of 32 decode steps (variants-moe-tiny.json,
-#      three JSON documents one after another): what the CUDA graphs and
-#      the decode blocks save, and whether 8 is the block to keep;
+#   5. moe-tiny train and generate again with MOERL_CUDA_GRAPHS=0, generate
+#      in blocks of 1 and of 32 decode steps, and train and generate with
+#      MOERL_CUBLAS=off (variants-moe-tiny.json, four JSON documents one
+#      after another): what the CUDA graphs and the decode blocks save,
+#      whether 8 is the block to keep, and what the exactly-on-policy mode
+#      (our kernels for every GEMM) costs;
 #   6. moe-tiny and moe-small train and generate with the GEMM products in
 #      bf16 (--bf16, bf16-moe.json), against the peer's bf16 column;
 #   7. ncu on one moe-tiny training step: every kernel's GPU time
@@ -121,9 +123,13 @@ if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
     STDOUT="$work/variant-block$k.json" step "bench moe-tiny generate, --block-steps $k" bench 40 \
       ./moerl bench --device cuda --config moe-tiny --workloads generate --block-steps "$k" --json
   done
+  # Our own GEMM kernels for every product, the exactly-on-policy mode
+  # (docs/mismatch.md): what it costs against cuBLAS.
+  STDOUT="$work/variant-nocublas.json" step "bench moe-tiny, MOERL_CUBLAS=off" bench 60 \
+    env MOERL_CUBLAS=off ./moerl bench --device cuda --config moe-tiny --workloads train,generate --steps 10 --warmup 2 --json
   cat "$work"/variant-*.json > "$OUT/variants-moe-tiny.json" 2> /dev/null
 else
-  skip "bench moe-tiny variants (no graphs; --block-steps 1, 32)" bench "no NVIDIA device on this machine"
+  skip "bench moe-tiny variants (no graphs; --block-steps 1, 32; MOERL_CUBLAS=off)" bench "no NVIDIA device on this machine"
 fi
 if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   STDOUT="$work/bf16-moe.json" step "bench moe-tiny, moe-small, --bf16" bench 70 \
