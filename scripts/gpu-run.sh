@@ -9,16 +9,17 @@
 #      driver's checks), moe.test -test.run CUDA (the whole model, training
 #      curves, sampling), each binary with -test.v under its own timeout;
 #   4. a 100-step moe-tiny pretraining run;
-#   5. moe-tiny train and generate again with MOERL_CUDA_GRAPHS=0, generate
-#      in blocks of 1 and of 32 decode steps, and train and generate with
-#      MOERL_CUBLAS=off (variants-moe-tiny.json, four JSON documents one
-#      after another): what the CUDA graphs and the decode blocks save,
-#      whether 8 is the block to keep, and what the exactly-on-policy mode
-#      (our kernels for every GEMM) costs;
-#   6. moe-tiny and moe-small train and generate with the GEMM products in
+#   5. moe-tiny and moe-small train and generate with the GEMM products in
 #      bf16 (--bf16, bf16-moe.json), against the peer's bf16 column;
-#   7. ncu on one moe-tiny training step: every kernel's GPU time
-#      (ncu.csv), so docs/benchmarks.md can say where a step's time goes.
+#   6. ncu on one moe-tiny training step: every kernel's GPU time
+#      (ncu.csv), so docs/benchmarks.md can say where a step's time goes;
+#   7. last, as the budget allows: moe-tiny train and generate again with
+#      MOERL_CUDA_GRAPHS=0, generate in blocks of 1 and of 32 decode
+#      steps, and train and generate with MOERL_CUBLAS=off
+#      (variants-moe-tiny.json, four JSON documents one after another):
+#      what the CUDA graphs and the decode blocks save, whether 8 is the
+#      block to keep, and what the exactly-on-policy mode (our kernels for
+#      every GEMM) costs.
 #
 # Every step runs under `timeout` (its own limit, and never past the run's
 # budget, MOERL_GPU_BUDGET seconds, default 560), and the answer is one
@@ -114,6 +115,24 @@ else
   skip "pretrain moe-tiny" run "no NVIDIA device on this machine"
 fi
 if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
+  STDOUT="$work/bf16-moe.json" step "bench moe-tiny, moe-small, --bf16" bench 70 \
+    ./moerl bench --device cuda --bf16 --config moe-tiny,moe-small --workloads train,generate --steps 10 --warmup 2 --json
+  [ -f "$work/bf16-moe.json" ] && cp "$work/bf16-moe.json" "$OUT/"
+else
+  skip "bench moe-tiny, moe-small, --bf16" bench "no NVIDIA device on this machine"
+fi
+if [ "$MOERL_REQUIRE_CUDA" = 1 ] && command -v ncu > /dev/null; then
+  # One metric, kernel replay: about 0.2 s a kernel. One training step,
+  # its first, so launched op by op (~180 kernels): the same kernels its
+  # graph replays.
+  step "profile moe-tiny train (ncu)" run 90 ncu --csv --metrics gpu__time_duration.sum \
+    --log-file "$work/ncu.csv" ./moerl bench --device cuda --config moe-tiny --workloads train --steps 1 --warmup 0
+  [ -f "$work/ncu.csv" ] && cp "$work/ncu.csv" "$OUT/"
+else
+  skip "profile moe-tiny train (ncu)" run "no NVIDIA device or no ncu on this machine"
+fi
+
+if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   # The same moe-tiny workloads launched op by op, against the graphs of
   # the first bench, and generate in other decode blocks than its 8 (not
   # named bench-*.json: the summary's table is the default's).
@@ -130,23 +149,6 @@ if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   cat "$work"/variant-*.json > "$OUT/variants-moe-tiny.json" 2> /dev/null
 else
   skip "bench moe-tiny variants (no graphs; --block-steps 1, 32; MOERL_CUBLAS=off)" bench "no NVIDIA device on this machine"
-fi
-if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
-  STDOUT="$work/bf16-moe.json" step "bench moe-tiny, moe-small, --bf16" bench 70 \
-    ./moerl bench --device cuda --bf16 --config moe-tiny,moe-small --workloads train,generate --steps 10 --warmup 2 --json
-  [ -f "$work/bf16-moe.json" ] && cp "$work/bf16-moe.json" "$OUT/"
-else
-  skip "bench moe-tiny, moe-small, --bf16" bench "no NVIDIA device on this machine"
-fi
-if [ "$MOERL_REQUIRE_CUDA" = 1 ] && command -v ncu > /dev/null; then
-  # One metric, kernel replay: about 0.2 s a kernel. One training step,
-  # its first, so launched op by op (~180 kernels): the same kernels its
-  # graph replays.
-  step "profile moe-tiny train (ncu)" run 90 ncu --csv --metrics gpu__time_duration.sum \
-    --log-file "$work/ncu.csv" ./moerl bench --device cuda --config moe-tiny --workloads train --steps 1 --warmup 0
-  [ -f "$work/ncu.csv" ] && cp "$work/ncu.csv" "$OUT/"
-else
-  skip "profile moe-tiny train (ncu)" run "no NVIDIA device or no ncu on this machine"
 fi
 
 # gpu.log: every step's log, at most 15 MiB (the device tool takes 16 a file).
