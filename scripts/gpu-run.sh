@@ -136,19 +136,19 @@ if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   # The same moe-tiny workloads launched op by op, against the graphs of
   # the first bench, and generate in other decode blocks than its 8 (not
   # named bench-*.json: the summary's table is the default's).
-  STDOUT="$work/variant-nographs.json" step "bench moe-tiny, MOERL_CUDA_GRAPHS=0" bench 60 \
+  STDOUT="$work/variant-nographs.json" step "bench moe-tiny, MOERL_CUDA_GRAPHS=0" extra 60 \
     env MOERL_CUDA_GRAPHS=0 ./moerl bench --device cuda --config moe-tiny --workloads train,generate --steps 10 --warmup 2 --json
   for k in 1 32; do
-    STDOUT="$work/variant-block$k.json" step "bench moe-tiny generate, --block-steps $k" bench 40 \
+    STDOUT="$work/variant-block$k.json" step "bench moe-tiny generate, --block-steps $k" extra 40 \
       ./moerl bench --device cuda --config moe-tiny --workloads generate --block-steps "$k" --json
   done
   # Our own GEMM kernels for every product, the exactly-on-policy mode
   # (docs/mismatch.md): what it costs against cuBLAS.
-  STDOUT="$work/variant-nocublas.json" step "bench moe-tiny, MOERL_CUBLAS=off" bench 60 \
+  STDOUT="$work/variant-nocublas.json" step "bench moe-tiny, MOERL_CUBLAS=off" extra 60 \
     env MOERL_CUBLAS=off ./moerl bench --device cuda --config moe-tiny --workloads train,generate --steps 10 --warmup 2 --json
   cat "$work"/variant-*.json > "$OUT/variants-moe-tiny.json" 2> /dev/null
 else
-  skip "bench moe-tiny variants (no graphs; --block-steps 1, 32; MOERL_CUBLAS=off)" bench "no NVIDIA device on this machine"
+  skip "bench moe-tiny variants (no graphs; --block-steps 1, 32; MOERL_CUBLAS=off)" extra "no NVIDIA device on this machine"
 fi
 
 # gpu.log: every step's log, at most 15 MiB (the device tool takes 16 a file).

@@ -142,6 +142,9 @@ func TestSummaryVerdicts(t *testing.T) {
 	}{
 		{true, "cuda.test\ttest\t0\t3\tWORK/t.log\t150\n", ok, "PASS"},
 		{true, "cuda.test\ttest\t0\t3\tWORK/t.log\t150\npeer\tpeer\tskip\t0\t\t0\tno time left\n", ok, "FAIL"},
+		{true, "cuda.test\ttest\t0\t3\tWORK/t.log\t150\nvariant\textra\tskip\t0\t\t0\tno time left\n", ok, "PASS"},
+		{true, "cuda.test\ttest\t0\t3\tWORK/t.log\t150\nvariant\textra\t124\t40\tWORK/v.log\t40\n", ok, "PASS"},
+		{true, "cuda.test\ttest\t0\t3\tWORK/t.log\t150\nvariant\textra\t1\t4\tWORK/v.log\t40\n", ok, "FAIL"},
 		{true, "cuda.test\ttest\t0\t3\tWORK/t.log\t150\n", "no results at all\n", "FAIL"},
 		{false, "cuda.test\ttest\t0\t3\tWORK/t.log\t150\npeer\tpeer\tskip\t0\t\t0\tno NVIDIA device\n", skipped, "NO GPU"},
 		{false, "cuda.test\ttest\t2\t3\tWORK/t.log\t150\n", skipped, "FAIL"},
