@@ -103,62 +103,98 @@ __device__ __forceinline__ float from_elem(bf16 v) { return bf16_float(v); }
 __device__ __forceinline__ void to_elem(float& d, float v) { d = v; }
 __device__ __forceinline__ void to_elem(__nv_bfloat16& d, float v) { d = __float2bfloat16_rn(v); }
 
-// stage_a copies the 64×16 slice of op(A) at (row0, k0) into shared memory,
-// k-major (As[kk][r]), zero past the edges. Every tile function below
-// takes arow last and hands it here.
-template <class E, int LD>
-__device__ __forceinline__ void stage_a(int transA, int m, int k, const float* A, int lda, int row0, int k0,
-                                        E (*As)[LD], const int* arow = nullptr) {
-    for (int idx = threadIdx.x; idx < GEMM_BM * GEMM_BK; idx += blockDim.x) {
-        // Walk the stored matrix along its contiguous dimension.
+// Staging is double-buffered through registers: each thread loads its
+// share of the next k-slice of A and B from global memory (load_a,
+// load_b) before the block computes on the slice in shared memory, and
+// stores it there (store_a, store_b) after, so the loads' latency hides
+// behind the arithmetic. Every value staged and every product is what it
+// was without the prefetch, in the same order: the bits do not change.
+// A block has 256 threads, so each holds STAGE_N elements of a slice.
+#define STAGE_N (GEMM_BM * GEMM_BK / 256)
+
+// a_slot is where element i of this thread's share of an A slice sits in
+// the 64×16 slice of op(A): row r, column kk, walking the stored matrix
+// along its contiguous dimension.
+__device__ __forceinline__ void a_slot(int transA, int i, int* r, int* kk) {
+    const int idx = threadIdx.x + i * 256;
+    if (transA) {
+        *kk = idx / GEMM_BM;
+        *r = idx % GEMM_BM;
+    } else {
+        *r = idx / GEMM_BK;
+        *kk = idx % GEMM_BK;
+    }
+}
+
+// b_slot is the same for the 16×64 slice of op(B): row kk, column c.
+__device__ __forceinline__ void b_slot(int transB, int i, int* kk, int* c) {
+    const int idx = threadIdx.x + i * 256;
+    if (transB) {
+        *c = idx / GEMM_BK;
+        *kk = idx % GEMM_BK;
+    } else {
+        *kk = idx / GEMM_BN;
+        *c = idx % GEMM_BN;
+    }
+}
+
+// load_a fetches this thread's share of the 64×16 slice of op(A) at
+// (row0, k0), zero past the edges. With arow, stored row i of A is row
+// arow[i] of the memory at A: the operand gathered as it is read, never
+// copied. Every tile function below takes arow last and hands it here.
+__device__ __forceinline__ void load_a(int transA, int m, int k, const float* A, int lda, int row0, int k0,
+                                       float (&ra)[STAGE_N], const int* arow) {
+#pragma unroll
+    for (int i = 0; i < STAGE_N; i++) {
         int r, kk;
-        if (transA) {
-            kk = idx / GEMM_BM;
-            r = idx % GEMM_BM;
-        } else {
-            r = idx / GEMM_BK;
-            kk = idx % GEMM_BK;
-        }
+        a_slot(transA, i, &r, &kk);
         const int gi = row0 + r, gk = k0 + kk;
         float v = 0.0f;
         if (gi < m && gk < k) {
-            // With arow, stored row i of A is row arow[i] of the memory at
-            // A: the operand gathered as it is read, never copied.
             const int sr = transA ? gk : gi;
             const size_t row = arow ? (size_t)arow[sr] : (size_t)sr;
             v = A[row * lda + (transA ? gi : gk)];
         }
-        to_elem(As[kk][r], v);
+        ra[i] = v;
     }
 }
 
-// stage_b copies the 16×64 slice of op(B) at (k0, col0), k-major (Bs[kk][c]).
-template <class E, int LD, class TB>
-__device__ __forceinline__ void stage_b(int transB, int n, int k, const TB* B, int ldb, int col0, int k0,
-                                        E (*Bs)[LD]) {
-    for (int idx = threadIdx.x; idx < GEMM_BK * GEMM_BN; idx += blockDim.x) {
-        int c, kk;
-        if (transB) {
-            c = idx / GEMM_BK;
-            kk = idx % GEMM_BK;
-        } else {
-            kk = idx / GEMM_BN;
-            c = idx % GEMM_BN;
-        }
+// store_a puts a loaded A share into shared memory, k-major (As[kk][r]).
+template <class E, int LD>
+__device__ __forceinline__ void store_a(int transA, E (*As)[LD], const float (&ra)[STAGE_N]) {
+#pragma unroll
+    for (int i = 0; i < STAGE_N; i++) {
+        int r, kk;
+        a_slot(transA, i, &r, &kk);
+        to_elem(As[kk][r], ra[i]);
+    }
+}
+
+// load_b fetches this thread's share of the 16×64 slice of op(B) at
+// (k0, col0), zero past the edges.
+template <class TB>
+__device__ __forceinline__ void load_b(int transB, int n, int k, const TB* B, int ldb, int col0, int k0,
+                                       float (&rb)[STAGE_N]) {
+#pragma unroll
+    for (int i = 0; i < STAGE_N; i++) {
+        int kk, c;
+        b_slot(transB, i, &kk, &c);
         const int gk = k0 + kk, gj = col0 + c;
         float v = 0.0f;
         if (gk < k && gj < n) v = from_elem(transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj]);
-        to_elem(Bs[kk][c], v);
+        rb[i] = v;
     }
 }
 
-// gemm_stage stages both operands' slices at k0.
-template <class E, int LD, class TB>
-__device__ __forceinline__ void gemm_stage(int transA, int transB, int m, int n, int k, const float* A, int lda,
-                                           const TB* B, int ldb, int row0, int col0, int k0, E (*As)[LD],
-                                           E (*Bs)[LD], const int* arow = nullptr) {
-    stage_a(transA, m, k, A, lda, row0, k0, As, arow);
-    stage_b(transB, n, k, B, ldb, col0, k0, Bs);
+// store_b puts a loaded B share into shared memory, k-major (Bs[kk][c]).
+template <class E, int LD>
+__device__ __forceinline__ void store_b(int transB, E (*Bs)[LD], const float (&rb)[STAGE_N]) {
+#pragma unroll
+    for (int i = 0; i < STAGE_N; i++) {
+        int kk, c;
+        b_slot(transB, i, &kk, &c);
+        to_elem(Bs[kk][c], rb[i]);
+    }
 }
 
 // store_epi is the plain GEMM epilogue: C = alpha·acc + beta·C (beta 0
@@ -206,9 +242,18 @@ __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
 
+    float ra[STAGE_N], rb[STAGE_N];
+    load_a(transA, m, k, A, lda, row0, 0, ra, arow);
+    load_b(transB, n, k, B, ldb, col0, 0, rb);
+#pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs, arow);
+        store_a(transA, As, ra);
+        store_b(transB, Bs, rb);
         __syncthreads();
+        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
+            load_a(transA, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
+            load_b(transB, n, k, B, ldb, col0, k0 + GEMM_BK, rb);
+        }
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk++) {
             float a[4], b[4];
@@ -260,9 +305,18 @@ __device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, 
     wmma::fragment<wmma::accumulator, 16, 16, T::K, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
+    float ra[STAGE_N], rb[STAGE_N];
+    load_a(transA, m, k, A, lda, row0, 0, ra, arow);
+    load_b(transB, n, k, B, ldb, col0, 0, rb);
+#pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        gemm_stage(transA, transB, m, n, k, A, lda, B, ldb, row0, col0, k0, As, Bs, arow);
+        store_a(transA, As, ra);
+        store_b(transB, Bs, rb);
         __syncthreads();
+        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
+            load_a(transA, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
+            load_b(transB, n, k, B, ldb, col0, k0 + GEMM_BK, rb);
+        }
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += T::K) {
             // As[kk][r] holds A(r, kk): column-major; Bs[kk][c] holds B(kk, c): row-major.
@@ -318,11 +372,21 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
 #pragma unroll
         for (int j = 0; j < 4; j++) acc1[i][j] = acc3[i][j] = 0.0f;
 
+    float ra[STAGE_N], rb1[STAGE_N], rb3[STAGE_N];
+    load_a(0, m, k, A, lda, row0, 0, ra, arow);
+    load_b(0, n, k, B1, ldb, col0, 0, rb1);
+    load_b(0, n, k, B3, ldb, col0, 0, rb3);
+#pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        stage_a(0, m, k, A, lda, row0, k0, As, arow);
-        stage_b(0, n, k, B1, ldb, col0, k0, B1s);
-        stage_b(0, n, k, B3, ldb, col0, k0, B3s);
+        store_a(0, As, ra);
+        store_b(0, B1s, rb1);
+        store_b(0, B3s, rb3);
         __syncthreads();
+        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
+            load_a(0, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
+            load_b(0, n, k, B1, ldb, col0, k0 + GEMM_BK, rb1);
+            load_b(0, n, k, B3, ldb, col0, k0 + GEMM_BK, rb3);
+        }
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk++) {
             float a[4], b1[4], b3[4];
@@ -380,11 +444,21 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
         wmma::fill_fragment(acc1[j], 0.0f);
         wmma::fill_fragment(acc3[j], 0.0f);
     }
+    float ra[STAGE_N], rb1[STAGE_N], rb3[STAGE_N];
+    load_a(0, m, k, A, lda, row0, 0, ra, arow);
+    load_b(0, n, k, B1, ldb, col0, 0, rb1);
+    load_b(0, n, k, B3, ldb, col0, 0, rb3);
+#pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        stage_a(0, m, k, A, lda, row0, k0, As, arow);
-        stage_b(0, n, k, B1, ldb, col0, k0, B1s);
-        stage_b(0, n, k, B3, ldb, col0, k0, B3s);
+        store_a(0, As, ra);
+        store_b(0, B1s, rb1);
+        store_b(0, B3s, rb3);
         __syncthreads();
+        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
+            load_a(0, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
+            load_b(0, n, k, B1, ldb, col0, k0 + GEMM_BK, rb1);
+            load_b(0, n, k, B3, ldb, col0, k0 + GEMM_BK, rb3);
+        }
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += T::K) {
             wmma::fragment<wmma::matrix_a, 16, 16, T::K, typename T::frag, wmma::col_major> fa;
