@@ -197,6 +197,51 @@ __device__ __forceinline__ void store_b(int transB, E (*Bs)[LD], const float (&r
     }
 }
 
+// slice_ab is a tile's staging of A and B: the operands, and this thread's
+// share of the next k-slice in registers. load fetches the slice at k0,
+// store puts it in shared memory, so a k-loop reads
+//
+//	load(0); for each k0 { store; sync; load(k0 + BK) unless last; compute; sync }
+template <class TB> struct slice_ab {
+    int transA, transB, m, n, k;
+    const float* A;
+    int lda;
+    const TB* B;
+    int ldb, row0, col0;
+    const int* arow;
+    float ra[STAGE_N], rb[STAGE_N];
+    __device__ __forceinline__ void load(int k0) {
+        load_a(transA, m, k, A, lda, row0, k0, ra, arow);
+        load_b(transB, n, k, B, ldb, col0, k0, rb);
+    }
+    template <class E, int LD> __device__ __forceinline__ void store(E (*As)[LD], E (*Bs)[LD]) const {
+        store_a(transA, As, ra);
+        store_b(transB, Bs, rb);
+    }
+};
+
+// slice_abb is slice_ab with two B operands read against one A (the
+// experts' W1 and W3), neither transposed.
+template <class TB> struct slice_abb {
+    int m, n, k;
+    const float* A;
+    int lda;
+    const TB *B1, *B3;
+    int ldb, row0, col0;
+    const int* arow;
+    float ra[STAGE_N], rb1[STAGE_N], rb3[STAGE_N];
+    __device__ __forceinline__ void load(int k0) {
+        load_a(0, m, k, A, lda, row0, k0, ra, arow);
+        load_b(0, n, k, B1, ldb, col0, k0, rb1);
+        load_b(0, n, k, B3, ldb, col0, k0, rb3);
+    }
+    template <class E, int LD> __device__ __forceinline__ void store(E (*As)[LD], E (*B1s)[LD], E (*B3s)[LD]) const {
+        store_a(0, As, ra);
+        store_b(0, B1s, rb1);
+        store_b(0, B3s, rb3);
+    }
+};
+
 // store_epi is the plain GEMM epilogue: C = alpha·acc + beta·C (beta 0
 // overwrites without reading).
 struct store_epi {
@@ -242,18 +287,13 @@ __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
 
-    float ra[STAGE_N], rb[STAGE_N];
-    load_a(transA, m, k, A, lda, row0, 0, ra, arow);
-    load_b(transB, n, k, B, ldb, col0, 0, rb);
+    slice_ab<TB> next{transA, transB, m, n, k, A, lda, B, ldb, row0, col0, arow};
+    next.load(0);
 #pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        store_a(transA, As, ra);
-        store_b(transB, Bs, rb);
+        next.store(As, Bs);
         __syncthreads();
-        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
-            load_a(transA, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
-            load_b(transB, n, k, B, ldb, col0, k0 + GEMM_BK, rb);
-        }
+        if (k0 + GEMM_BK < k) next.load(k0 + GEMM_BK); // in flight while this slice is computed
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk++) {
             float a[4], b[4];
@@ -305,18 +345,13 @@ __device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, 
     wmma::fragment<wmma::accumulator, 16, 16, T::K, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
-    float ra[STAGE_N], rb[STAGE_N];
-    load_a(transA, m, k, A, lda, row0, 0, ra, arow);
-    load_b(transB, n, k, B, ldb, col0, 0, rb);
+    slice_ab<TB> next{transA, transB, m, n, k, A, lda, B, ldb, row0, col0, arow};
+    next.load(0);
 #pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        store_a(transA, As, ra);
-        store_b(transB, Bs, rb);
+        next.store(As, Bs);
         __syncthreads();
-        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
-            load_a(transA, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
-            load_b(transB, n, k, B, ldb, col0, k0 + GEMM_BK, rb);
-        }
+        if (k0 + GEMM_BK < k) next.load(k0 + GEMM_BK); // in flight while this slice is computed
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += T::K) {
             // As[kk][r] holds A(r, kk): column-major; Bs[kk][c] holds B(kk, c): row-major.
@@ -372,21 +407,13 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
 #pragma unroll
         for (int j = 0; j < 4; j++) acc1[i][j] = acc3[i][j] = 0.0f;
 
-    float ra[STAGE_N], rb1[STAGE_N], rb3[STAGE_N];
-    load_a(0, m, k, A, lda, row0, 0, ra, arow);
-    load_b(0, n, k, B1, ldb, col0, 0, rb1);
-    load_b(0, n, k, B3, ldb, col0, 0, rb3);
+    slice_abb<TB> next{m, n, k, A, lda, B1, B3, ldb, row0, col0, arow};
+    next.load(0);
 #pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        store_a(0, As, ra);
-        store_b(0, B1s, rb1);
-        store_b(0, B3s, rb3);
+        next.store(As, B1s, B3s);
         __syncthreads();
-        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
-            load_a(0, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
-            load_b(0, n, k, B1, ldb, col0, k0 + GEMM_BK, rb1);
-            load_b(0, n, k, B3, ldb, col0, k0 + GEMM_BK, rb3);
-        }
+        if (k0 + GEMM_BK < k) next.load(k0 + GEMM_BK); // in flight while this slice is computed
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk++) {
             float a[4], b1[4], b3[4];
@@ -444,21 +471,13 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
         wmma::fill_fragment(acc1[j], 0.0f);
         wmma::fill_fragment(acc3[j], 0.0f);
     }
-    float ra[STAGE_N], rb1[STAGE_N], rb3[STAGE_N];
-    load_a(0, m, k, A, lda, row0, 0, ra, arow);
-    load_b(0, n, k, B1, ldb, col0, 0, rb1);
-    load_b(0, n, k, B3, ldb, col0, 0, rb3);
+    slice_abb<TB> next{m, n, k, A, lda, B1, B3, ldb, row0, col0, arow};
+    next.load(0);
 #pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        store_a(0, As, ra);
-        store_b(0, B1s, rb1);
-        store_b(0, B3s, rb3);
+        next.store(As, B1s, B3s);
         __syncthreads();
-        if (k0 + GEMM_BK < k) { // the next slice, in flight while this one is computed
-            load_a(0, m, k, A, lda, row0, k0 + GEMM_BK, ra, arow);
-            load_b(0, n, k, B1, ldb, col0, k0 + GEMM_BK, rb1);
-            load_b(0, n, k, B3, ldb, col0, k0 + GEMM_BK, rb3);
-        }
+        if (k0 + GEMM_BK < k) next.load(k0 + GEMM_BK); // in flight while this slice is computed
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += T::K) {
             wmma::fragment<wmma::matrix_a, 16, 16, T::K, typename T::frag, wmma::col_major> fa;
