@@ -232,13 +232,7 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 		defer b.scratch.Put(ga)
 		a = ga
 	}
-	if b1.DType == engine.BF16 || b3.DType == engine.BF16 {
-		w1, w3 := b.widen(b1), b.widen(b3)
-		defer b.scratch.Put(w1)
-		defer b.scratch.Put(w3)
-		b1, b3 = w1, w3
-	}
-	b.GemmGrouped(false, rows, n, k, a, b1, strideB, 0, g, offsets, groups)
+	b.GemmGrouped(false, rows, n, k, a, b1, strideB, 0, g, offsets, groups) // widens bf16 weights itself
 	b.GemmGrouped(false, rows, n, k, a, b3, strideB, 0, u, offsets, groups)
 	b.SwiGLU(s, g, u, rows*n)
 }
@@ -271,15 +265,11 @@ func (b *Backend) gatherRows(op string, a, aRows *engine.Tensor, rows, dim int) 
 	return t
 }
 
-// widen returns an F32 scratch copy of t (returned to b.scratch by the
-// caller): BF16 weights widened exactly, F32 ones copied.
+// widen returns an F32 scratch copy of the BF16 tensor t, widened exactly
+// (returned to b.scratch by the caller).
 func (b *Backend) widen(t *engine.Tensor) *engine.Tensor {
 	w := b.scratchF32(t.Len())
-	if t.DType == engine.BF16 {
-		b.Cast(w, t, t.Len())
-	} else {
-		copy(w.F, f32("GemmGrouped", "B", t, t.Len()))
-	}
+	b.Cast(w, t, t.Len())
 	return w
 }
 
