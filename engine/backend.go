@@ -101,27 +101,33 @@ type Backend interface {
 	// order Gemm does, whatever the other groups hold. It is the MoE
 	// layer's expert projections (transB false) and their input gradients
 	// (transB true), every expert in one call. b may be BF16 (weights kept
-	// in bf16), read widened to float32, which is exact.
+	// in bf16), read widened to float32, which is exact; so may a, on a
+	// backend whose GEMMs round to bf16 (see GEMMInput).
 	GemmGrouped(transB bool, rows, n, k int, a, b *Tensor, strideB int, beta float32, c, offsets *Tensor, groups int)
 	// GemmGroupedT accumulates, per group, C_g += A_gᵀ·B_g over the
 	// group's rows of A (rows×m) and B (rows×n), C_g the m×n matrix that
 	// starts at element g·m·n of c: the expert weights' gradients. With
 	// aRows (rows int32s) not nil, row r of A is row aRows[r] of a, as if
 	// Gather had made A first (the bits are the same): the experts' inputs
-	// read through the dispatch permutation, never copied.
+	// read through the dispatch permutation, never copied. a and b may be
+	// BF16 as GemmGrouped's a.
 	GemmGroupedT(rows, m, n int, a, aRows, b, c, offsets *Tensor, groups int)
 	// GemmGroupedSwiGLU is the MoE experts' first layer in one call: per
 	// group, g = A_g·B1_g and u = A_g·B3_g as GemmGrouped (transB false,
 	// beta 0) computes them, and s = silu(g)·u as SwiGLU does; g, u and s
 	// are rows×n. aRows is as GemmGroupedT's: with it, A is gathered from
-	// the rows of a as it is read. b1 and b3 may be BF16, as GemmGrouped's b.
+	// the rows of a as it is read. b1 and b3 may be BF16, as GemmGrouped's
+	// b; s may be BF16 as GemmGrouped's a, and is then written rounded to
+	// nearest even.
 	GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
 	// GemmGroupedSwiGLUBackward is the first half of that layer's
 	// backward in one call: ds = dy·B_gᵀ per group, as GemmGrouped
 	// (transB true, beta 0) computes it, with dy rows×k and B_g the n×k
 	// matrix at g·strideB, then dg and du through the SwiGLU of g and u,
 	// as SwiGLUBackward computes them into zeroed gradients (dg and du are
-	// overwritten, not accumulated); ds, g, u, dg and du are rows×n.
+	// overwritten, not accumulated); ds, g, u, dg and du are rows×n. ds
+	// may be nil (not kept); dy, dg and du may be BF16 together, as
+	// GemmGrouped's a (dg and du written rounded).
 	GemmGroupedSwiGLUBackward(rows, n, k int, dy, b *Tensor, strideB int, g, u, ds, dg, du, offsets *Tensor, groups int)
 
 	// Add computes y += x over n elements. Scale computes x *= s.
@@ -212,7 +218,8 @@ type Backend interface {
 	// Combine accumulates out[t] += Σ_j weights[t·k+j] · y[inv[t·k+j]].
 	Combine(out, y, weights, inv *Tensor, rows, k, dim int)
 	// CombineBackward accumulates dy[inv[t·k+j]] += weights[t·k+j]·dout[t]
-	// and dweights[t·k+j] += dout[t]·y[inv[t·k+j]].
+	// and dweights[t·k+j] += dout[t]·y[inv[t·k+j]]. dy may be BF16 as
+	// GemmGrouped's a: each row gets the float sum rounded.
 	CombineBackward(dy, dweights, dout, y, weights, inv *Tensor, rows, k, dim int)
 
 	// ScatterRows copies dst[idx[r]] = src[r] for rows rows of dim floats
@@ -260,10 +267,12 @@ type Backend interface {
 }
 
 // GEMMInput is a backend whose GEMMs round their inputs to a narrower
-// dtype before multiplying (the CUDA backend in bf16 mode). Weights stored
-// in that dtype then give the same products from fewer bytes, so the
-// sampler keeps a copy of them in it. GEMMInputDType is F32 when the
-// inputs are not rounded to a storage dtype.
+// dtype before multiplying (the CUDA backend in bf16 mode). Tensors that
+// only GEMMs read, stored in that dtype, then give the same products from
+// fewer bytes: the sampler keeps a copy of the experts' weights in it, and
+// a workspace keeps the experts' SwiGLU output and the gradients of their
+// products in it (the grouped ops above take them as BF16). GEMMInputDType
+// is F32 when the inputs are not rounded to a storage dtype.
 type GEMMInput interface {
 	GEMMInputDType() DType
 }

@@ -51,6 +51,17 @@ __device__ __forceinline__ bf16 bf16_bits(float x) {
 
 __device__ __forceinline__ float bf16_float(bf16 h) { return __uint_as_float((unsigned)h << 16); }
 
+// load_elem and store_elem read and write an element of a tensor stored as
+// float or bf16, as float: the one place a kernel's storage type meets its
+// arithmetic. Loading bf16 widens exactly; storing rounds to nearest even
+// (bf16_bits), the value a bf16 GEMM's staging rounds the float to, so a
+// tensor that only such GEMMs read can be stored narrow with no product
+// changed.
+__device__ __forceinline__ float load_elem(float v) { return v; }
+__device__ __forceinline__ float load_elem(bf16 v) { return bf16_float(v); }
+__device__ __forceinline__ void store_elem(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_elem(bf16* p, float v) { *p = bf16_bits(v); }
+
 __device__ __forceinline__ void report_status(int* status, int code) {
     atomicCAS(status, 0, code);
 }

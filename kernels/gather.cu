@@ -76,18 +76,20 @@ extern "C" __global__ void __launch_bounds__(256) combine_fwd(float* out, const 
 
 // combine_bwd: one block of 256 threads per token t; the block's threads
 // update the k dy rows, then warp w computes the dot products of slots
-// j = w, w+8, ...
-extern "C" __global__ void __launch_bounds__(256) combine_bwd(float* dy, float* dweights, const float* dout,
-                                                              const float* y, const float* weights, const int* inv,
-                                                              int rows, int k, int dim, int nslots, int* status) {
+// j = w, w+8, ... combine_bwd_d16 keeps dy in bf16 (each row is one slot's,
+// added to once: bf16 of the float sum, as a float dy rounded later).
+template <class TD>
+__device__ __forceinline__ void combine_bwd_body(TD* dy, float* dweights, const float* dout, const float* y,
+                                                 const float* weights, const int* inv, int rows, int k, int dim,
+                                                 int nslots, int* status) {
     const int t = blockIdx.x;
     if (t >= rows || !inv_ok(inv, t, k, nslots, status)) return;
     const int* it = inv + (size_t)t * k;
     const float* g = dout + (size_t)t * dim;
     for (int j = 0; j < k; j++) {
         const float w = weights[(size_t)t * k + j];
-        float* dyr = dy + (size_t)it[j] * dim;
-        for (int d = threadIdx.x; d < dim; d += blockDim.x) dyr[d] += w * g[d];
+        TD* dyr = dy + (size_t)it[j] * dim;
+        for (int d = threadIdx.x; d < dim; d += blockDim.x) store_elem(dyr + d, load_elem(dyr[d]) + w * g[d]);
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int j = warp; j < k; j += nw) {
@@ -97,6 +99,17 @@ extern "C" __global__ void __launch_bounds__(256) combine_bwd(float* dy, float* 
         s = warp_sum(s);
         if (lane == 0) dweights[(size_t)t * k + j] += s;
     }
+}
+
+#define COMBINE_BWD_ARGS(TD)                                                                                       \
+    TD *dy, float *dweights, const float *dout, const float *y, const float *weights, const int *inv, int rows, \
+        int k, int dim, int nslots, int *status
+
+extern "C" __global__ void __launch_bounds__(256) combine_bwd(COMBINE_BWD_ARGS(float)) {
+    combine_bwd_body(dy, dweights, dout, y, weights, inv, rows, k, dim, nslots, status);
+}
+extern "C" __global__ void __launch_bounds__(256) combine_bwd_d16(COMBINE_BWD_ARGS(bf16)) {
+    combine_bwd_body(dy, dweights, dout, y, weights, inv, rows, k, dim, nslots, status);
 }
 
 // scatter_rows: one block per source row i.

@@ -50,6 +50,12 @@
 //                    dgate and dup through the SwiGLU (swiglu_bwd's
 //                    expressions), overwritten.
 //
+// The _w16 kernels read bf16 weights, and in the bf16 precision the _a16,
+// _b16, _s16 and _d16 ones read or write bf16 operands (the tensors that
+// only these products read; see the end of the file). Operand element
+// types are template parameters (TA, TB, TS, TD), read and written through
+// common.cuh's load_elem and store_elem.
+//
 // CPU twin: engine.Backend.Gemm, engine.Backend.GemmBatched,
 // engine.Backend.GemmGrouped, engine.Backend.GemmGroupedT,
 // engine.Backend.GemmGroupedSwiGLU, engine.Backend.GemmGroupedSwiGLUBackward.
@@ -92,12 +98,6 @@ template <> struct tc<PREC_BF16> {
     typedef __nv_bfloat16 frag;
     template <class F> __device__ static void round(F&) {} // rounded when staged
 };
-
-// from_elem reads a stored operand element as a float: bf16 weights
-// widen exactly, so staging them in a precision rounds them no further
-// than staging their fp32 master copy does.
-__device__ __forceinline__ float from_elem(float v) { return v; }
-__device__ __forceinline__ float from_elem(bf16 v) { return bf16_float(v); }
 
 // to_elem stores v as a staging element.
 __device__ __forceinline__ void to_elem(float& d, float v) { d = v; }
@@ -142,7 +142,8 @@ __device__ __forceinline__ void b_slot(int transB, int i, int* kk, int* c) {
 // (row0, k0), zero past the edges. With arow, stored row i of A is row
 // arow[i] of the memory at A: the operand gathered as it is read, never
 // copied. Every tile function below takes arow last and hands it here.
-__device__ __forceinline__ void load_a(int transA, int m, int k, const float* A, int lda, int row0, int k0,
+template <class TA>
+__device__ __forceinline__ void load_a(int transA, int m, int k, const TA* A, int lda, int row0, int k0,
                                        float (&ra)[STAGE_N], const int* arow) {
 #pragma unroll
     for (int i = 0; i < STAGE_N; i++) {
@@ -153,7 +154,7 @@ __device__ __forceinline__ void load_a(int transA, int m, int k, const float* A,
         if (gi < m && gk < k) {
             const int sr = transA ? gk : gi;
             const size_t row = arow ? (size_t)arow[sr] : (size_t)sr;
-            v = A[row * lda + (transA ? gi : gk)];
+            v = load_elem(A[row * lda + (transA ? gi : gk)]);
         }
         ra[i] = v;
     }
@@ -181,7 +182,7 @@ __device__ __forceinline__ void load_b(int transB, int n, int k, const TB* B, in
         b_slot(transB, i, &kk, &c);
         const int gk = k0 + kk, gj = col0 + c;
         float v = 0.0f;
-        if (gk < k && gj < n) v = from_elem(transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj]);
+        if (gk < k && gj < n) v = load_elem(transB ? B[(size_t)gj * ldb + gk] : B[(size_t)gk * ldb + gj]);
         rb[i] = v;
     }
 }
@@ -202,9 +203,9 @@ __device__ __forceinline__ void store_b(int transB, E (*Bs)[LD], const float (&r
 // store puts it in shared memory, so a k-loop reads
 //
 //	load(0); for each k0 { store; sync; load(k0 + BK) unless last; compute; sync }
-template <class TB> struct slice_ab {
+template <class TA, class TB> struct slice_ab {
     int transA, transB, m, n, k;
-    const float* A;
+    const TA* A;
     int lda;
     const TB* B;
     int ldb, row0, col0;
@@ -257,27 +258,29 @@ struct store_epi {
 };
 
 // swiglu_bwd_epi is the epilogue of the product ds = dy·W2ᵀ in the experts'
-// backward: it writes ds and, through the SwiGLU, dgate and dup, with
-// swiglu_bwd's expressions added to 0 (the bits of swiglu_bwd accumulating
-// into zeroed gradients).
-struct swiglu_bwd_epi {
+// backward: it writes ds (unless DS is null: the model does not read it
+// again) and, through the SwiGLU, dgate and dup, with swiglu_bwd's
+// expressions added to 0 (the bits of swiglu_bwd accumulating into zeroed
+// gradients), stored as TD.
+template <class TD> struct swiglu_bwd_epi {
     const float *G, *U;
-    float *DS, *DG, *DU;
+    float* DS;
+    TD *DG, *DU;
     int ld;
     __device__ __forceinline__ void operator()(int gi, int gj, float acc) const {
         const size_t o = (size_t)gi * ld + gj;
         const float d = 1.0f * acc, g = G[o], u = U[o]; // alpha 1, as store_epi
         const float s = 1.0f / (1.0f + expf(-g));
-        DS[o] = d;
-        DG[o] = 0.0f + d * u * s * (1.0f + g * (1.0f - s));
-        DU[o] = 0.0f + d * g * s;
+        if (DS) DS[o] = d;
+        store_elem(DG + o, 0.0f + d * u * s * (1.0f + g * (1.0f - s)));
+        store_elem(DU + o, 0.0f + d * g * s);
     }
 };
 
 // gemm_tile_epi computes the 64×64 tile of op(A)·op(B) whose first output
 // is (row0, col0) and hands each output in range to epi.
-template <class Epi, class TB>
-__device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int n, int k, const float* A, int lda,
+template <class Epi, class TA, class TB>
+__device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int n, int k, const TA* A, int lda,
                                               const TB* B, int ldb, int row0, int col0, float (*As)[GEMM_BM + 4],
                                               float (*Bs)[GEMM_BN + 4], const Epi& epi, const int* arow = nullptr) {
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
@@ -287,7 +290,7 @@ __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
 
-    slice_ab<TB> next{transA, transB, m, n, k, A, lda, B, ldb, row0, col0, arow};
+    slice_ab<TA, TB> next{transA, transB, m, n, k, A, lda, B, ldb, row0, col0, arow};
     next.load(0);
 #pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
@@ -323,8 +326,8 @@ __device__ __forceinline__ void gemm_tile_epi(int transA, int transB, int m, int
 }
 
 // gemm_tile computes the 64×64 tile of C whose first output is (row0, col0).
-template <class TB>
-__device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const float* A,
+template <class TA, class TB>
+__device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, int k, float alpha, const TA* A,
                                           int lda, const TB* B, int ldb, float beta, float* C, int ldc, int row0,
                                           int col0, float (*As)[GEMM_BM + 4], float (*Bs)[GEMM_BN + 4],
                                           const int* arow = nullptr) {
@@ -333,8 +336,8 @@ __device__ __forceinline__ void gemm_tile(int transA, int transB, int m, int n, 
 
 // gemm_tile_epi_tc is gemm_tile_epi on the tensor cores in precision P
 // (see the top of the file); Cs is a 64×64 staging tile.
-template <int P, class Epi, class TB>
-__device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, int n, int k, const float* A,
+template <int P, class Epi, class TA, class TB>
+__device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, int n, int k, const TA* A,
                                                  int lda, const TB* B, int ldb, int row0, int col0,
                                                  typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                                  typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
@@ -345,7 +348,7 @@ __device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, 
     wmma::fragment<wmma::accumulator, 16, 16, T::K, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
-    slice_ab<TB> next{transA, transB, m, n, k, A, lda, B, ldb, row0, col0, arow};
+    slice_ab<TA, TB> next{transA, transB, m, n, k, A, lda, B, ldb, row0, col0, arow};
     next.load(0);
 #pragma unroll 1
     for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
@@ -379,9 +382,9 @@ __device__ __forceinline__ void gemm_tile_epi_tc(int transA, int transB, int m, 
 }
 
 // gemm_tile_tc is gemm_tile on the tensor cores.
-template <int P, class TB>
+template <int P, class TA, class TB>
 __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int n, int k, float alpha,
-                                             const float* A, int lda, const TB* B, int ldb, float beta, float* C,
+                                             const TA* A, int lda, const TB* B, int ldb, float beta, float* C,
                                              int ldc, int row0, int col0,
                                              typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                              typename tc<P>::elem (*Bs)[GEMM_BN + tc<P>::pad],
@@ -394,9 +397,9 @@ __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int 
 // and u = A·B3 (A m×k, B1 and B3 k×n, none transposed) from one staging of
 // A, and writes g, u and s = silu(g)·u, with swiglu_fwd's expression: the
 // bits of gemm_tile twice and swiglu_fwd, in one pass.
-template <class TB>
+template <class TB, class TS>
 __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const float* A, int lda, const TB* B1,
-                                                 const TB* B3, int ldb, float* G, float* U, float* S, int ldc,
+                                                 const TB* B3, int ldb, float* G, float* U, TS* S, int ldc,
                                                  int row0, int col0, float (*As)[GEMM_BM + 4],
                                                  float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4],
                                                  const int* arow = nullptr) {
@@ -447,16 +450,16 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
             const float g = 1.0f * acc1[i][j], u = 1.0f * acc3[i][j]; // alpha 1, as gemm_tile
             G[o] = g;
             U[o] = u;
-            S[o] = g / (1.0f + expf(-g)) * u;
+            store_elem(S + o, g / (1.0f + expf(-g)) * u);
         }
     }
 }
 
 // gemm_tile_swiglu_tc is gemm_tile_swiglu on the tensor cores (as
 // gemm_tile_tc), C1s and C3s its staging tiles.
-template <int P, class TB>
+template <int P, class TB, class TS>
 __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const float* A, int lda, const TB* B1,
-                                                    const TB* B3, int ldb, float* G, float* U, float* S, int ldc,
+                                                    const TB* B3, int ldb, float* G, float* U, TS* S, int ldc,
                                                     int row0, int col0,
                                                     typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                                     typename tc<P>::elem (*B1s)[GEMM_BN + tc<P>::pad],
@@ -509,7 +512,7 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
         const float g = 1.0f * C1s[i][j], u = 1.0f * C3s[i][j];
         G[o] = g;
         U[o] = u;
-        S[o] = g / (1.0f + expf(-g)) * u;
+        store_elem(S + o, g / (1.0f + expf(-g)) * u);
     }
 }
 
@@ -589,8 +592,8 @@ __device__ __forceinline__ bool group_tile(const int* offsets, int groups, int r
 
 // grouped_rows is sgemm_grouped's body: grid (cdiv(n, 64), cdiv(rows, 64) +
 // groups), 256 threads.
-template <int P, class TB>
-__device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k, const float* A, const TB* B,
+template <int P, class TA, class TB>
+__device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k, const TA* A, const TB* B,
                                              long long strideB, float beta, float* C, const int* offsets,
                                              int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
@@ -598,7 +601,7 @@ __device__ __forceinline__ void grouped_rows(int transB, int rows, int n, int k,
     __align__(32) __shared__ float Cs[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
-    const float* a = A + (size_t)r0 * k;
+    const TA* a = A + (size_t)r0 * k;
     const TB* b = B + g * strideB;
     float* c = C + (size_t)r0 * n;
     if constexpr (P != PREC_FP32)
@@ -627,10 +630,10 @@ __device__ __forceinline__ bool rows_in_range(const int* idx, int n, int lim, in
 // grouped_swiglu is sgemm_grouped_swiglu's body: g = A_g·B1_g, u = A_g·B3_g
 // and s = silu(g)·u on each group's rows, grid as grouped_rows'. With arow
 // (rows entries), row r of A is row arow[r] of the arows×k matrix at A.
-template <int P, class TB>
+template <int P, class TB, class TS>
 __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const float* A, const int* arow, int arows,
                                                const TB* B1, const TB* B3, long long strideB, float* G, float* U,
-                                               float* S, const int* offsets, int groups, int* status) {
+                                               TS* S, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem B1s[GEMM_BK][GEMM_BN + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem B3s[GEMM_BK][GEMM_BN + tc<P>::pad];
@@ -656,9 +659,9 @@ __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const flo
 
 // grouped_t is sgemm_grouped_t's body: grid (cdiv(n, 64), cdiv(m, 64),
 // groups), 256 threads; arow as grouped_swiglu's (A arows×m).
-template <int P>
-__device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A, const int* arow, int arows,
-                                          const float* B, float* C, const int* offsets, int groups, int* status) {
+template <int P, class TA, class TB>
+__device__ __forceinline__ void grouped_t(int rows, int m, int n, const TA* A, const int* arow, int arows,
+                                          const TB* B, float* C, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
     __align__(32) __shared__ float Cs[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
@@ -666,13 +669,13 @@ __device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A
     int lo, cnt;
     if (g >= groups || !group_rows(offsets, g, rows, status, &lo, &cnt) || cnt == 0) return;
     const int* ar = nullptr;
-    const float* a = A + (size_t)lo * m;
+    const TA* a = A + (size_t)lo * m;
     if (arow) {
         if (!rows_in_range(arow + lo, cnt, arows, status)) return;
         ar = arow + lo;
         a = A;
     }
-    const float* b = B + (size_t)lo * n;
+    const TB* b = B + (size_t)lo * n;
     float* c = C + (size_t)g * m * n;
     if constexpr (P != PREC_FP32)
         gemm_tile_tc<P>(1, 0, m, n, cnt, 1.0f, a, m, b, n, 1.0f, c, n, blockIdx.y * GEMM_BM, blockIdx.x * GEMM_BN, As,
@@ -682,12 +685,14 @@ __device__ __forceinline__ void grouped_t(int rows, int m, int n, const float* A
                   ar);
 }
 
-#define GROUPED_ROWS_ARGS(TB)                                                                                 \
-    int transB, int rows, int n, int k, const float *A, const TB *B, long long strideB, float beta, float *C, \
+#define GROUPED_ROWS_ARGS_AB(TA, TB)                                                                       \
+    int transB, int rows, int n, int k, const TA *A, const TB *B, long long strideB, float beta, float *C, \
         const int *offsets, int groups, int *status
-#define GROUPED_T_ARGS                                                                                          \
-    int rows, int m, int n, const float *A, const int *arow, int arows, const float *B, float *C, const int *offsets, \
+#define GROUPED_ROWS_ARGS(TB) GROUPED_ROWS_ARGS_AB(float, TB)
+#define GROUPED_T_ARGS_AB(TA, TB)                                                                                 \
+    int rows, int m, int n, const TA *A, const int *arow, int arows, const TB *B, float *C, const int *offsets, \
         int groups, int *status
+#define GROUPED_T_ARGS GROUPED_T_ARGS_AB(float, float)
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped(GROUPED_ROWS_ARGS(float)) {
     grouped_rows<PREC_FP32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
@@ -711,17 +716,17 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_bf16(GROUPED_T
 // grouped_swiglu_bwd is sgemm_grouped_swiglu_bwd's body: ds_g = dy_g·W2_gᵀ
 // (W2_g n×k at g·strideB) on each group's rows, and through the SwiGLU
 // dgate and dup, grid as grouped_rows'.
-template <int P>
-__device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const float* DY, const float* W2,
+template <int P, class TA, class TD>
+__device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const TA* DY, const float* W2,
                                                    long long strideB, const float* G, const float* U, float* DS,
-                                                   float* DG, float* DU, const int* offsets, int groups, int* status) {
+                                                   TD* DG, TD* DU, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
     __align__(32) __shared__ float Cs[P == PREC_FP32 ? 1 : GEMM_BM][GEMM_BN + 4];
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
     const size_t o = (size_t)r0 * n;
-    const swiglu_bwd_epi epi{G + o, U + o, DS + o, DG + o, DU + o, n};
+    const swiglu_bwd_epi<TD> epi{G + o, U + o, DS ? DS + o : nullptr, DG + o, DU + o, n};
     if constexpr (P != PREC_FP32)
         gemm_tile_epi_tc<P>(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs,
                            Cs, epi);
@@ -729,9 +734,10 @@ __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const
         gemm_tile_epi(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs, epi);
 }
 
-#define GROUPED_SWIGLU_ARGS(TB)                                                                                \
+#define GROUPED_SWIGLU_ARGS_S(TB, TS)                                                                          \
     int rows, int n, int k, const float *A, const int *arow, int arows, const TB *B1, const TB *B3,                 \
-        long long strideB, float *G, float *U, float *S, const int *offsets, int groups, int *status
+        long long strideB, float *G, float *U, TS *S, const int *offsets, int groups, int *status
+#define GROUPED_SWIGLU_ARGS(TB) GROUPED_SWIGLU_ARGS_S(TB, float)
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS(float)) {
     grouped_swiglu<PREC_FP32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
@@ -743,9 +749,10 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bf16(GROU
     grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 
-#define GROUPED_SWIGLU_BWD_ARGS                                                                                     \
-    int rows, int n, int k, const float *DY, const float *W2, long long strideB, const float *G, const float *U, \
-        float *DS, float *DG, float *DU, const int *offsets, int groups, int *status
+#define GROUPED_SWIGLU_BWD_ARGS_AD(TA, TD)                                                                      \
+    int rows, int n, int k, const TA *DY, const float *W2, long long strideB, const float *G, const float *U, \
+        float *DS, TD *DG, TD *DU, const int *offsets, int groups, int *status
+#define GROUPED_SWIGLU_BWD_ARGS GROUPED_SWIGLU_BWD_ARGS_AD(float, float)
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd(GROUPED_SWIGLU_BWD_ARGS) {
     grouped_swiglu_bwd<PREC_FP32>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
@@ -779,4 +786,36 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_w16_bf16(GROUPED
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16_bf16(GROUPED_SWIGLU_ARGS(bf16)) {
     grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+
+// The kernels below are for bf16 storage: in bf16 mode the tensors that
+// only these products read, the experts' SwiGLU output and the gradients
+// dy, dgate and dup, are kept in bf16 (moe's Acts), with the same bits as
+// in float32, because staging rounds a float to the bf16 value that
+// store_elem wrote. Their infixes name what is bf16: _a16 A (or dy), _w16
+// the weights, _b16 B, _s16 the SwiGLU output, _d16 dgate and dup. They
+// exist in the bf16 precision only.
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_a16_bf16(GROUPED_ROWS_ARGS_AB(bf16, float)) {
+    grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_a16_w16_bf16(GROUPED_ROWS_ARGS_AB(bf16, bf16)) {
+    grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_s16_bf16(GROUPED_SWIGLU_ARGS_S(float, bf16)) {
+    grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16_s16_bf16(GROUPED_SWIGLU_ARGS_S(bf16, bf16)) {
+    grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_a16_bf16(GROUPED_T_ARGS_AB(bf16, float)) {
+    grouped_t<PREC_BF16>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_b16_bf16(GROUPED_T_ARGS_AB(float, bf16)) {
+    grouped_t<PREC_BF16>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_a16_b16_bf16(GROUPED_T_ARGS_AB(bf16, bf16)) {
+    grouped_t<PREC_BF16>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_d16_bf16(GROUPED_SWIGLU_BWD_ARGS_AD(bf16, bf16)) {
+    grouped_swiglu_bwd<PREC_BF16>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
 }

@@ -41,7 +41,7 @@ var Modules = []Module{
 	}},
 	{"cast", []string{"cast_f32_bf16", "cast_bf16_f32"}},
 	{"embedding", []string{"embedding_fwd", "embedding_bwd_apply"}},
-	{"gather", []string{"gather_fwd", "gather_bwd", "combine_fwd", "combine_bwd", "scatter_rows"}},
+	{"gather", []string{"gather_fwd", "gather_bwd", "combine_fwd", "combine_bwd", "combine_bwd_d16", "scatter_rows"}},
 	{"gemm", []string{
 		"sgemm_tiled", "sgemm_tiled_tf32", "sgemm_tiled_bf16",
 		"sgemm_grouped", "sgemm_grouped_tf32", "sgemm_grouped_bf16",
@@ -50,6 +50,9 @@ var Modules = []Module{
 		"sgemm_grouped_swiglu_bwd", "sgemm_grouped_swiglu_bwd_tf32", "sgemm_grouped_swiglu_bwd_bf16",
 		"sgemm_grouped_w16", "sgemm_grouped_w16_tf32", "sgemm_grouped_w16_bf16",
 		"sgemm_grouped_swiglu_w16", "sgemm_grouped_swiglu_w16_tf32", "sgemm_grouped_swiglu_w16_bf16",
+		"sgemm_grouped_a16_bf16", "sgemm_grouped_a16_w16_bf16", "sgemm_grouped_swiglu_s16_bf16",
+		"sgemm_grouped_swiglu_w16_s16_bf16", "sgemm_grouped_t_a16_bf16", "sgemm_grouped_t_b16_bf16",
+		"sgemm_grouped_t_a16_b16_bf16", "sgemm_grouped_swiglu_bwd_a16_d16_bf16",
 	}},
 	{"logprob", []string{"logprob_fwd", "logprob_bwd", "logprob_fused", "entropy"}},
 	{"reduce", []string{"add_f32", "scale_f32", "sumsq_partial", "sumsq_final"}},

@@ -50,7 +50,7 @@ ptx-check:
 		exit 1; \
 	fi; \
 	echo "ptx-check: kernels/ptx matches the sources ($(words $(KERNELS_CU)) files)"; \
-	printf '%-22s %-24s %5s %7s %6s %6s %6s\n' file kernel regs smem stack spillS spillL; \
+	printf '%-14s %-38s %5s %7s %6s %6s %6s\n' file kernel regs smem stack spillS spillL; \
 	for p in "$$tmp"/ptx/*.ptx; do \
 		if ! $(KERNELS_PTXAS) -arch=$(KERNELS_PTXAS_ARCH) -v "$$p" -o "$$tmp/cubin" >"$$tmp/log" 2>&1; then \
 			cat "$$tmp/log"; echo "ptx-check: ptxas failed on $$(basename $$p)" >&2; exit 1; \
@@ -59,7 +59,7 @@ ptx-check:
 			/Compiling entry function/ { if (k != "") out(); k = $$0; sub(/.*function .?/, "", k); sub(/.? for .*/, "", k); regs = smem = stack = ss = sl = 0 } \
 			/bytes stack frame/ && k != "" && !seen { stack = $$1; ss = $$5; sl = $$9; seen = 1 } \
 			/Used [0-9]+ registers/ { for (i = 1; i <= NF; i++) { if ($$i ~ /registers/) regs = $$(i-1); if ($$i == "smem") smem = $$(i-2) } } \
-			function out() { printf "%-22s %-24s %5s %7s %6s %6s %6s\n", file, k, regs, smem, stack, ss, sl; seen = 0 } \
+			function out() { printf "%-14s %-38s %5s %7s %6s %6s %6s\n", file, k, regs, smem, stack, ss, sl; seen = 0 } \
 			END { if (k != "") out() }' "$$tmp/log"; \
 		if grep -qi 'error' "$$tmp/log"; then cat "$$tmp/log"; exit 1; fi; \
 	done

@@ -67,6 +67,12 @@ type Acts struct {
 	// products read instead of the fp32 ones: half the bytes, the same
 	// products, because those GEMMs round their inputs to bf16 anyway.
 	w16 *engine.Tensor
+	// gemmIn is the dtype of the tensors that only the experts' grouped
+	// products read (their SwiGLU output, and the gradients dy, dgate and
+	// dup): BF16 where those products round their inputs to it
+	// (engine.GEMMInput), for the reason w16 is; else, and in a dense FFN,
+	// whose products may be cuBLAS's, F32.
+	gemmIn engine.DType
 
 	hostPos           []int32
 	hostLogp, hostEnt []float32
@@ -110,6 +116,9 @@ func (a *Acts) acts() []act {
 	d, h, V, E, K, H := c.DModel, c.ExpertHidden, c.Vocab, c.NumExperts(), c.K(), c.Heads
 	f := func(t **engine.Tensor, width int) act { return act{t, engine.F32, width, false} }
 	i := func(t **engine.Tensor, width int) act { return act{t, engine.I32, width, false} }
+	// g is a tensor that only the experts' grouped products read: stored
+	// in a.gemmIn (see Acts).
+	g := func(t **engine.Tensor, width int) act { return act{t, a.gemmIn, width, false} }
 	l := []act{i(&a.ids, 1), i(&a.targets, 1), i(&a.pos, 1),
 		f(&a.hf, d), f(&a.rstf, 1), f(&a.logits, V), f(&a.logp, 1), f(&a.lse, 1), f(&a.ent, 1),
 		{&a.load, engine.F32, len(a.layers) * 2 * E, true}, {&a.auxCoef, engine.F32, len(a.layers) * E, true},
@@ -123,11 +132,11 @@ func (a *Acts) acts() []act {
 			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
 			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
 			act{&s.offsets, engine.I32, E + 1, true},
-			f(&s.g, K*h), f(&s.u, K*h), f(&s.s, K*h), f(&s.y, K*d))
+			f(&s.g, K*h), f(&s.u, K*h), g(&s.s, K*h), f(&s.y, K*d))
 	}
 	if a.backward {
 		l = append(l, f(&a.dres, d), f(&a.dh, d), f(&a.dq, d), f(&a.dk, d), f(&a.dqkv, 3*d), f(&a.da, d),
-			f(&a.dxp, K*d), f(&a.dg, K*h), f(&a.du, K*h), f(&a.ds, K*h), f(&a.dy, K*d),
+			f(&a.dxp, K*d), g(&a.dg, K*h), g(&a.du, K*h), f(&a.ds, h), g(&a.dy, K*d),
 			f(&a.dweights, K), f(&a.drl, E), f(&a.dprobs, E), f(&a.dlogits, V), f(&a.dlogp, 1), f(&a.dent, 1))
 	}
 	return l
@@ -145,11 +154,7 @@ func (m *Model) newActs(B, T int, backward bool) *Acts {
 		if t.whole {
 			shape = []int{t.width}
 		}
-		if t.dtype == engine.I32 {
-			*t.t = m.be.NewI32(shape...)
-		} else {
-			*t.t = m.be.NewF32(shape...)
-		}
+		*t.t = m.be.New(t.dtype, shape...)
 	}
 	a.hostPos, a.hostLogp, a.hostEnt = make([]int32, a.N), make([]float32, a.N), make([]float32, a.N)
 	a.hostProbs = make([]float32, a.N*m.Cfg.NumExperts())
@@ -161,7 +166,11 @@ func (m *Model) newActs(B, T int, backward bool) *Acts {
 
 // actsShell is a workspace of B×T tokens with no tensors yet.
 func (m *Model) actsShell(B, T int, backward bool) *Acts {
-	return &Acts{B: B, T: T, N: B * T, cfg: m.Cfg, backward: backward,
+	gemmIn := engine.F32
+	if gi, ok := m.be.(engine.GEMMInput); ok && !m.Cfg.DenseFFN {
+		gemmIn = gi.GEMMInputDType()
+	}
+	return &Acts{B: B, T: T, N: B * T, cfg: m.Cfg, backward: backward, gemmIn: gemmIn,
 		x: make([]*engine.Tensor, m.Cfg.Layers+1), layers: make([]layerActs, m.Cfg.Layers)}
 }
 
@@ -604,7 +613,7 @@ func (m *Model) backward(a *Acts, entropy bool) {
 			// and W3 into one dxp.
 			NK := N * K
 			be.GemmGroupedT(NK, h, d, s.s, nil, a.dy, m.gv[w.w2], s.offsets, E)
-			be.GemmGroupedSwiGLUBackward(NK, h, d, a.dy, m.pv[w.w2], h*d, s.g, s.u, a.ds, a.dg, a.du, s.offsets, E)
+			be.GemmGroupedSwiGLUBackward(NK, h, d, a.dy, m.pv[w.w2], h*d, s.g, s.u, nil, a.dg, a.du, s.offsets, E) // ds is not read again
 			be.GemmGroupedT(NK, d, h, s.h2, s.perm, a.dg, m.gv[w.w1], s.offsets, E)
 			be.GemmGrouped(true, NK, d, h, a.dg, m.pv[w.w1], d*h, 0, a.dxp, s.offsets, E)
 			be.GemmGroupedT(NK, d, h, s.h2, s.perm, a.du, m.gv[w.w3], s.offsets, E)

@@ -187,11 +187,10 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 	if transB {
 		ldb = k
 	}
-	if bm.DType == engine.BF16 {
-		wb := b.widen(bm)
-		defer b.scratch.Put(wb)
-		bm = wb
-	}
+	a, doneA := b.asF32(a)
+	defer doneA(false)
+	bm, doneB := b.asF32(bm)
+	defer doneB(false)
 	for g := range groups {
 		r0, m := int(off[g]), int(off[g+1]-off[g])
 		if m == 0 {
@@ -208,6 +207,10 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.
 		panic(fmt.Sprintf("cpu: %s: negative size rows=%d m=%d n=%d groups=%d", op, rows, m, n, groups))
 	}
 	off := groupOffsets(op, offsets, groups, rows)
+	a, doneA := b.asF32(a)
+	defer doneA(false)
+	bm, doneB := b.asF32(bm)
+	defer doneB(false)
 	if aRows != nil {
 		ga := b.gatherRows(op, a, aRows, rows, m)
 		defer b.scratch.Put(ga)
@@ -222,10 +225,13 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.
 	}
 }
 
-// GemmGroupedSwiGLU is GemmGrouped twice and SwiGLU, so its bits are theirs.
+// GemmGroupedSwiGLU is GemmGrouped twice and SwiGLU, so its bits are theirs
+// (a bf16 s: theirs rounded, as Cast rounds).
 func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Tensor, strideB int, g, u, s,
 	offsets *engine.Tensor, groups int) {
 	const op = "GemmGroupedSwiGLU"
+	s, doneS := b.asF32(s)
+	defer doneS(true)
 	fusedArgs(op, rows, n, k, groups, strideB, offsets, namedF32{"g", g}, namedF32{"u", u}, namedF32{"s", s})
 	if aRows != nil {
 		ga := b.gatherRows(op, a, aRows, rows, k)
@@ -238,9 +244,20 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 }
 
 // GemmGroupedSwiGLUBackward is GemmGrouped and SwiGLUBackward into zeroed
-// gradients, so its bits are theirs.
+// gradients, so its bits are theirs (bf16 dg and du: theirs rounded); a nil
+// ds is computed in scratch.
 func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tensor, strideB int, g, u, ds, dg, du,
 	offsets *engine.Tensor, groups int) {
+	if ds == nil {
+		ds = b.scratchF32(rows * n)
+		defer b.scratch.Put(ds)
+	}
+	dy, doneDY := b.asF32(dy)
+	defer doneDY(false)
+	dg, doneDG := b.asF32(dg)
+	defer doneDG(true)
+	du, doneDU := b.asF32(du)
+	defer doneDU(true)
 	fusedArgs("GemmGroupedSwiGLUBackward", rows, n, k, groups, strideB, offsets,
 		namedF32{"g", g}, namedF32{"u", u}, namedF32{"ds", ds}, namedF32{"dg", dg}, namedF32{"du", du})
 	b.GemmGrouped(true, rows, n, k, dy, bm, strideB, 0, ds, offsets, groups)
@@ -265,12 +282,22 @@ func (b *Backend) gatherRows(op string, a, aRows *engine.Tensor, rows, dim int) 
 	return t
 }
 
-// widen returns an F32 scratch copy of the BF16 tensor t, widened exactly
-// (returned to b.scratch by the caller).
-func (b *Backend) widen(t *engine.Tensor) *engine.Tensor {
+// asF32 returns t's values as an F32 tensor: t itself, or for a BF16 t a
+// scratch copy widened exactly. done releases the copy, after rounding it
+// back into t (to nearest even, as Cast) when store is set: an op reads a
+// bf16 operand, or writes a bf16 output, through it.
+func (b *Backend) asF32(t *engine.Tensor) (f *engine.Tensor, done func(store bool)) {
+	if t == nil || t.DType != engine.BF16 {
+		return t, func(bool) {}
+	}
 	w := b.scratchF32(t.Len())
 	b.Cast(w, t, t.Len())
-	return w
+	return w, func(store bool) {
+		if store {
+			b.Cast(t, w, t.Len())
+		}
+		b.scratch.Put(w)
+	}
 }
 
 // scratchF32 is a pooled F32 tensor of n elements, contents undefined.

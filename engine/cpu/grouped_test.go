@@ -172,3 +172,92 @@ func TestGemmGroupedBF16Weights(t *testing.T) {
 		t.Fatal("GemmGroupedSwiGLU with bf16 weights differs from its widened weights")
 	}
 }
+
+// TestGroupedBF16Operands: each grouped op given bf16 operands (the
+// tensors a workspace keeps in bf16 where GEMMs round to it) gives the
+// bits of the op on their float32 widening, and writes a bf16 output as
+// the float32 one rounded to nearest even.
+func TestGroupedBF16Operands(t *testing.T) {
+	b := New()
+	r := newRand(23)
+	offsets := ti([]int32{0, 5, 5, 12})
+	const G, rows, n, k = 3, 12, 6, 5
+	to16 := func(v []float32) *engine.Tensor {
+		h := engine.HostBF16(len(v))
+		b.Cast(h, tf(v), len(v))
+		return h
+	}
+	wide := func(h *engine.Tensor) []float32 {
+		v := make([]float32, h.Len())
+		b.Cast(wrap(v), h, len(v))
+		return v
+	}
+	round := func(v []float32) []float32 { return wide(to16(v)) }
+	x, w, y := randVec(r, rows*k, 1), randVec(r, G*k*n, 1), randVec(r, rows*n, 1)
+	g, u := randVec(r, rows*n, 1), randVec(r, rows*n, 1)
+	const toks = rows / 2 // CombineBackward's tokens, k = 2
+	dout, wts := randVec(r, toks*n, 1), randVec(r, rows, 1)
+	for _, tc := range []struct {
+		name string
+		// run computes with bf16 operands (narrow) or with their widening
+		// and returns the outputs, rounded where the narrow run's are bf16.
+		run func(narrow bool) []float32
+	}{
+		{"GemmGrouped bf16 A", func(narrow bool) []float32 {
+			out, a := make([]float32, rows*n), tf(round(x))
+			if narrow {
+				a = to16(x)
+			}
+			b.GemmGrouped(false, rows, n, k, a, tf(w), k*n, 0, wrap(out), offsets, G)
+			return out
+		}},
+		{"GemmGroupedT bf16 A and B", func(narrow bool) []float32 {
+			out, a, bm := make([]float32, G*k*n), tf(round(x)), tf(round(y))
+			if narrow {
+				a, bm = to16(x), to16(y)
+			}
+			b.GemmGroupedT(rows, k, n, a, nil, bm, wrap(out), offsets, G)
+			return out
+		}},
+		{"GemmGroupedSwiGLU bf16 s", func(narrow bool) []float32 {
+			gg, uu, s := make([]float32, rows*n), make([]float32, rows*n), make([]float32, rows*n)
+			if !narrow {
+				b.GemmGroupedSwiGLU(rows, n, k, tf(x), nil, tf(w), tf(w), k*n, wrap(gg), wrap(uu), wrap(s), offsets, G)
+				return append(append(gg, uu...), round(s)...)
+			}
+			s16 := engine.HostBF16(rows * n)
+			b.GemmGroupedSwiGLU(rows, n, k, tf(x), nil, tf(w), tf(w), k*n, wrap(gg), wrap(uu), s16, offsets, G)
+			return append(append(gg, uu...), wide(s16)...)
+		}},
+		{"GemmGroupedSwiGLUBackward bf16 dy, dg, du, no ds", func(narrow bool) []float32 {
+			dg, du := make([]float32, rows*n), make([]float32, rows*n)
+			if !narrow {
+				b.GemmGroupedSwiGLUBackward(rows, n, k, tf(round(x)), tf(w), k*n, tf(g), tf(u), wrap(make([]float32, rows*n)),
+					wrap(dg), wrap(du), offsets, G)
+				return append(round(dg), round(du)...)
+			}
+			dg16, du16 := engine.HostBF16(rows*n), engine.HostBF16(rows*n)
+			b.GemmGroupedSwiGLUBackward(rows, n, k, to16(x), tf(w), k*n, tf(g), tf(u), nil, dg16, du16, offsets, G)
+			return append(wide(dg16), wide(du16)...)
+		}},
+		{"CombineBackward bf16 dy", func(narrow bool) []float32 {
+			inv := ti([]int32{3, 0, 7, 1, 2, 11, 4, 5, 10, 6, 9, 8})
+			dw := make([]float32, rows)
+			if !narrow {
+				dy := make([]float32, rows*n)
+				b.CombineBackward(wrap(dy), wrap(dw), tf(dout), tf(y), tf(wts), inv, toks, 2, n)
+				return append(round(dy), dw...)
+			}
+			dy16 := engine.HostBF16(rows * n)
+			b.CombineBackward(dy16, wrap(dw), tf(dout), tf(y), tf(wts), inv, toks, 2, n)
+			return append(wide(dy16), dw...)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, want := tc.run(true), tc.run(false)
+			if !slices.Equal(got, want) {
+				t.Fatalf("bf16 operands give\n%v\nthe float32 ones\n%v", got, want)
+			}
+		})
+	}
+}

@@ -290,9 +290,12 @@ func (*Backend) Combine(out, y, weights, inv *engine.Tensor, rows, k, dim int) {
 
 // CombineBackward accumulates dy[inv[t·k+j]] += weights[t·k+j]·dout[t] and
 // dweights[t·k+j] += dout[t]·y[inv[t·k+j]]. inv must be a permutation (as
-// RouterDispatch makes it), so every row of dy has one writer.
-func (*Backend) CombineBackward(dy, dweights, dout, y, weights, inv *engine.Tensor, rows, k, dim int) {
+// RouterDispatch makes it), so every row of dy has one writer. A bf16 dy
+// gets the float sums rounded, as Cast rounds.
+func (b *Backend) CombineBackward(dy, dweights, dout, y, weights, inv *engine.Tensor, rows, k, dim int) {
 	const op = "CombineBackward"
+	dy, doneDY := b.asF32(dy)
+	defer doneDY(true)
 	n := rows * k
 	dys, ys := f32(op, "dy", dy, n*dim), f32(op, "y", y, n*dim)
 	dws, ws, is := f32(op, "dweights", dweights, n), f32(op, "weights", weights, n), i32(op, "inv", inv, n)

@@ -160,3 +160,147 @@ func weights16MatchRounded(t *testing.T, be *Backend) {
 
 // TestGroupedBF16Weights runs weights16MatchRounded on the GPU.
 func TestGroupedBF16Weights(t *testing.T) { weights16MatchRounded(t, gpuBackend(t)) }
+
+// storage16MatchesF32: in bf16 mode, each grouped op given bf16 operands
+// (the tensors moe keeps in bf16 there: the experts' SwiGLU output, dy,
+// dgate, dup) computes the bits it computes on the float32 tensors, and
+// writes a bf16 output as the float32 one rounded to nearest even; the
+// kernels with those operands (the _a16, _b16, _s16, _d16 and combine_bwd_d16
+// ones) against the kernels without.
+func storage16MatchesF32(t *testing.T, be *Backend) {
+	was := be.GEMMPrecision()
+	defer be.SetGEMMPrecision(was)
+	if err := be.SetGEMMPrecision(GEMMBF16); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	const groups, rows, n, k = 5, 170, 70, 33
+	vec := func(n int) *engine.Tensor {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		t := be.NewF32(n)
+		be.Upload(t, v)
+		return t
+	}
+	to16 := func(t32 *engine.Tensor) *engine.Tensor {
+		h := be.New(engine.BF16, t32.Len())
+		be.Cast(h, t32, t32.Len())
+		return h
+	}
+	// host downloads t; a float32 t rounded to bf16 when round is set.
+	host := func(t *engine.Tensor, round bool) []float32 {
+		if round && t.DType == engine.F32 {
+			t = to16(t)
+		}
+		if t.DType == engine.BF16 {
+			w := be.NewF32(t.Len())
+			be.Cast(w, t, t.Len())
+			t = w
+		}
+		h := make([]float32, t.Len())
+		be.Download(h, t)
+		return h
+	}
+	off := be.NewI32(6)
+	be.UploadI32(off, []int32{0, 37, 37, 120, 165, 170})
+	perm := be.NewI32(rows)
+	idx := make([]int32, rows)
+	for i := range idx {
+		idx[i] = int32(r.IntN(rows / 2))
+	}
+	be.UploadI32(perm, idx)
+	x, xn, w1, w3, w2 := vec(rows*k), vec(rows*n), vec(groups*k*n), vec(groups*k*n), vec(groups*n*k)
+	w1h, w3h, w2h := to16(w1), to16(w3), to16(w2)
+	g, u, dy, xk := vec(rows*n), vec(rows*n), vec(rows*k), vec(rows/2*k)
+	inv := be.NewI32(rows)
+	p := r.Perm(rows)
+	slots := make([]int32, rows)
+	for i, v := range p {
+		slots[i] = int32(v)
+	}
+	be.UploadI32(inv, slots)
+	dout, wts, yk := vec(rows/2*k), vec(rows), vec(rows*k)
+	// op16 is t in bf16 for a narrow run, else t.
+	op16 := func(t *engine.Tensor, narrow bool) *engine.Tensor {
+		if narrow {
+			return to16(t)
+		}
+		return t
+	}
+	// out is a float32 output, or a bf16 one in a narrow run.
+	out := func(n int, narrow bool) *engine.Tensor {
+		if narrow {
+			return be.New(engine.BF16, n)
+		}
+		return be.NewF32(n)
+	}
+	swiglu := func(narrow bool, a, aRows, b1, b3 *engine.Tensor) []float32 {
+		gg, uu, s := be.NewF32(rows*n), be.NewF32(rows*n), out(rows*n, narrow)
+		be.GemmGroupedSwiGLU(rows, n, k, a, aRows, b1, b3, k*n, gg, uu, s, off, groups)
+		return append(append(host(gg, false), host(uu, false)...), host(s, true)...)
+	}
+	grouped := func(narrow, transB bool, bm *engine.Tensor, beta float32) []float32 {
+		c := be.NewF32(rows * k)
+		be.Copy(c, x)
+		be.GemmGrouped(transB, rows, k, n, op16(xn, narrow), bm, n*k, beta, c, off, groups)
+		return host(c, false)
+	}
+	groupedT := func(m, w int, a, aRows, bm *engine.Tensor) []float32 {
+		c := be.NewF32(groups * m * w)
+		be.Zero(c)
+		be.GemmGroupedT(rows, m, w, a, aRows, bm, c, off, groups)
+		return host(c, false)
+	}
+
+	for _, tc := range []struct {
+		name string
+		// run computes with bf16 operands (narrow) or float32 ones and
+		// returns the outputs, a float32 one rounded where the narrow
+		// run's is bf16.
+		run func(narrow bool) []float32
+	}{
+		{"GemmGroupedSwiGLU s16, gathered A", func(narrow bool) []float32 { return swiglu(narrow, xk, perm, w1, w3) }},
+		{"GemmGroupedSwiGLU w16 s16", func(narrow bool) []float32 { return swiglu(narrow, x, nil, w1h, w3h) }},
+		{"GemmGrouped a16", func(narrow bool) []float32 { return grouped(narrow, false, w2, 0) }},
+		{"GemmGrouped a16 w16", func(narrow bool) []float32 { return grouped(narrow, false, w2h, 0) }},
+		{"GemmGrouped a16 transposed B, beta 1", func(narrow bool) []float32 { return grouped(narrow, true, w1, 1) }},
+		{"GemmGroupedT a16", func(narrow bool) []float32 { return groupedT(n, k, op16(xn, narrow), nil, dy) }},
+		{"GemmGroupedT b16, gathered A", func(narrow bool) []float32 { return groupedT(k, n, xk, perm, op16(xn, narrow)) }},
+		{"GemmGroupedT a16 b16", func(narrow bool) []float32 {
+			return groupedT(n, k, op16(xn, narrow), nil, op16(dy, narrow))
+		}},
+		{"GemmGroupedSwiGLUBackward a16 d16, no ds", func(narrow bool) []float32 {
+			ds, dg, du := be.NewF32(rows*n), out(rows*n, narrow), out(rows*n, narrow)
+			if narrow {
+				ds = nil
+			}
+			d := op16(dy, narrow)
+			be.GemmGroupedSwiGLUBackward(rows, n, k, d, w2, n*k, g, u, ds, dg, du, off, groups)
+			return append(host(dg, true), host(du, true)...)
+		}},
+		{"CombineBackward d16", func(narrow bool) []float32 {
+			d, dw := out(rows*k, narrow), be.NewF32(rows)
+			be.Zero(d)
+			be.Zero(dw)
+			be.CombineBackward(d, dw, dout, yk, wts, inv, rows/2, 2, k)
+			return append(host(d, true), host(dw, false)...)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, want := tc.run(true), tc.run(false)
+			if err := be.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("output %d with bf16 operands is %v, with float32 ones %v", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestGroupedBF16Storage runs storage16MatchesF32 on the GPU.
+func TestGroupedBF16Storage(t *testing.T) { storage16MatchesF32(t, gpuBackend(t)) }

@@ -732,6 +732,7 @@ func TestOnEmulator(t *testing.T) {
 	t.Run("sample", func(t *testing.T) { sampleMatchesCPU(t, be) })
 	t.Run("cast", func(t *testing.T) { castMatchesCPU(t, be) })
 	t.Run("bf16 weights", func(t *testing.T) { weights16MatchRounded(t, be) })
+	t.Run("bf16 storage", func(t *testing.T) { storage16MatchesF32(t, be) })
 	t.Run("allocator", func(t *testing.T) { allocatorWarm(t, be, 256) })
 	t.Run("graph", func(t *testing.T) { graphReplay(t, be) })
 }

@@ -105,6 +105,91 @@ func TestRLStepOnEmulator(t *testing.T) {
 	}
 }
 
+// emulatedRun is what TestGraphsOnEmulator and TestBF16StorageOnEmulator
+// compare: three Generate calls (the last compacts the batch), four
+// training steps, and the weights after them.
+type emulatedRun struct {
+	seqs    [][]moe.Sequence
+	losses  []float64
+	weights []float32
+	graphs  int
+}
+
+// runEmulated runs that work on a fresh emulated CUDA backend, handed to
+// the model through wrap (which may set the backend up and return it, or
+// a wrapper of it).
+func runEmulated(t *testing.T, lib string, wrap func(*Backend) engine.Backend) emulatedRun {
+	t.Helper()
+	cfg := paritytest.SmallConfig(false)
+	f := newFakeDriver()
+	f.useEmulator(t, lib)
+	cb, err := newBackend(f, nil, "emulator", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	be := wrap(cb)
+	m, err := moe.New(cfg, be, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r emulatedRun
+	for call, o := range []moe.SampleOptions{
+		{Temperature: 1, MaxNew: 5},
+		{Temperature: 1, MaxNew: 5},
+		{Temperature: 0.7, TopK: 5, MaxNew: 5, MaxNewPer: []int{5, 1, 1, 1, 1, 1, 1, 1}}, // compacts after step 1
+	} {
+		seqs, err := m.Generate([][]int32{{1, 2}, {3}, {4, 5, 6}, {7}, {8}, {9}, {10}, {11}}, 2, o,
+			engine.NewRNG(uint64(call), engine.StreamSample))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.seqs = append(r.seqs, seqs)
+	}
+	const B, T = 2, 8
+	docs := [][]int32{{1, 2, 3, 4, 5, 6, 7, 8, 9}, {9, 8, 7, 6, 5, 4, 3, 2, 1}}
+	acts := m.NewActs(B, T)
+	defer acts.Free(be)
+	tc := moe.DefaultTrain
+	tc.Batch, tc.SeqLen, tc.Steps = B, T, 4
+	for i := range tc.Steps {
+		st, err := m.TrainStep(acts, moe.NewBatch(docs, T, 0), tc, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.losses = append(r.losses, st.Loss, st.AuxLoss, st.GradNorm)
+	}
+	r.weights = make([]float32, m.Params.Len())
+	be.Download(r.weights, m.Params)
+	if err := be.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if f.emuErr != nil {
+		t.Fatal(f.emuErr)
+	}
+	r.graphs = f.graphLaunches
+	return r
+}
+
+// sameRuns reports where b differs from a, bit for bit.
+func sameRuns(t *testing.T, what string, a, b emulatedRun) {
+	t.Helper()
+	for c := range a.seqs {
+		for s := range a.seqs[c] {
+			x, y := a.seqs[c][s], b.seqs[c][s]
+			if !slices.Equal(x.Tokens, y.Tokens) || !slices.Equal(x.LogProbs, y.LogProbs) {
+				t.Errorf("call %d sequence %d: %s sampled %v %v, else %v %v", c, s, what, x.Tokens, x.LogProbs, y.Tokens, y.LogProbs)
+			}
+		}
+	}
+	if !slices.Equal(a.losses, b.losses) {
+		t.Errorf("training %s: loss, aux loss, grad norm per step %v; else %v", what, a.losses, b.losses)
+	}
+	if !slices.Equal(a.weights, b.weights) {
+		t.Errorf("the weights after 4 training steps differ %s", what)
+	}
+}
+
 // TestGraphsOnEmulator: work replayed as CUDA graphs computes, bit for bit,
 // what the same work launched op by op (MOERL_CUDA_GRAPHS=0) computes:
 // Generate's decode steps, over calls that reuse the recorded shapes and one
@@ -115,82 +200,56 @@ func TestGraphsOnEmulator(t *testing.T) {
 	if lib == "" {
 		t.Skip("MOERL_EMU_LIB is not set; make kernels-emu-gotest runs this test")
 	}
-	cfg := paritytest.SmallConfig(false)
-	type result struct {
-		seqs    [][]moe.Sequence
-		losses  []float64
-		weights []float32
-		graphs  int
-	}
-	run := func(graphs bool) result {
-		if !graphs {
-			t.Setenv("MOERL_CUDA_GRAPHS", "0")
-		}
-		f := newFakeDriver()
-		f.useEmulator(t, lib)
-		be, err := newBackend(f, nil, "emulator", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer be.Close()
-		m, err := moe.New(cfg, be, 7)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r result
-		for call, o := range []moe.SampleOptions{
-			{Temperature: 1, MaxNew: 5},
-			{Temperature: 1, MaxNew: 5},
-			{Temperature: 0.7, TopK: 5, MaxNew: 5, MaxNewPer: []int{5, 1, 1, 1, 1, 1, 1, 1}}, // compacts after step 1
-		} {
-			seqs, err := m.Generate([][]int32{{1, 2}, {3}, {4, 5, 6}, {7}, {8}, {9}, {10}, {11}}, 2, o,
-				engine.NewRNG(uint64(call), engine.StreamSample))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.seqs = append(r.seqs, seqs)
-		}
-		const B, T = 2, 8
-		docs := [][]int32{{1, 2, 3, 4, 5, 6, 7, 8, 9}, {9, 8, 7, 6, 5, 4, 3, 2, 1}}
-		acts := m.NewActs(B, T)
-		defer acts.Free(be)
-		tc := moe.DefaultTrain
-		tc.Batch, tc.SeqLen, tc.Steps = B, T, 4
-		for i := range tc.Steps {
-			st, err := m.TrainStep(acts, moe.NewBatch(docs, T, 0), tc, i)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.losses = append(r.losses, st.Loss, st.AuxLoss, st.GradNorm)
-		}
-		r.weights = make([]float32, m.Params.Len())
-		be.Download(r.weights, m.Params)
-		if err := be.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		if f.emuErr != nil {
-			t.Fatal(f.emuErr)
-		}
-		r.graphs = f.graphLaunches
-		return r
-	}
-	g, d := run(true), run(false)
+	plain := func(b *Backend) engine.Backend { return b }
+	g := runEmulated(t, lib, plain)
+	t.Setenv("MOERL_CUDA_GRAPHS", "0")
+	d := runEmulated(t, lib, plain)
 	if g.graphs == 0 || d.graphs != 0 {
 		t.Fatalf("graph launches: %d with graphs, %d with MOERL_CUDA_GRAPHS=0", g.graphs, d.graphs)
 	}
-	for c := range g.seqs {
-		for s := range g.seqs[c] {
-			a, b := g.seqs[c][s], d.seqs[c][s]
-			if !slices.Equal(a.Tokens, b.Tokens) || !slices.Equal(a.LogProbs, b.LogProbs) {
-				t.Errorf("call %d sequence %d: graphs sampled %v %v, direct %v %v", c, s, a.Tokens, a.LogProbs, b.Tokens, b.LogProbs)
+	sameRuns(t, "with graphs", g, d)
+	t.Logf("%d graph launches (decode steps, training forwards and backwards)", g.graphs)
+}
+
+// wideInputs is a CUDA backend that does not offer engine.GEMMInput's
+// narrow storage: its models keep every activation, and their sampler's
+// weights, in float32.
+type wideInputs struct{ *Backend }
+
+func (wideInputs) GEMMInputDType() engine.DType { return engine.F32 }
+
+// TestBF16StorageOnEmulator: in bf16 mode, the tensors kept in bf16
+// because only bf16 GEMMs read them (the experts' SwiGLU output, the
+// gradients dy, dgate and dup, and the sampler's copy of the experts'
+// weights) change no bit of sampling or training against keeping them in
+// float32.
+func TestBF16StorageOnEmulator(t *testing.T) {
+	lib := os.Getenv("MOERL_EMU_LIB")
+	if lib == "" {
+		t.Skip("MOERL_EMU_LIB is not set; make kernels-emu-gotest runs this test")
+	}
+	var fd *fakeDriver // the narrow run's
+	bf16 := func(wide bool) func(*Backend) engine.Backend {
+		return func(b *Backend) engine.Backend {
+			if err := b.SetGEMMPrecision(GEMMBF16); err != nil {
+				t.Fatal(err)
 			}
+			if wide {
+				return wideInputs{b}
+			}
+			fd = b.drv.(*fakeDriver)
+			return b
 		}
 	}
-	if !slices.Equal(g.losses, d.losses) {
-		t.Errorf("training with graphs: loss, aux loss, grad norm per step %v; direct %v", g.losses, d.losses)
+	narrow := runEmulated(t, lib, bf16(false))
+	launched := fd.launched()
+	wide := runEmulated(t, lib, bf16(true))
+	sameRuns(t, "with bf16 storage", narrow, wide)
+	for _, k := range []string{"sgemm_grouped_swiglu_s16_bf16", "sgemm_grouped_swiglu_w16_s16_bf16", "sgemm_grouped_a16_bf16",
+		"sgemm_grouped_a16_w16_bf16", "sgemm_grouped_t_a16_b16_bf16", "sgemm_grouped_t_b16_bf16",
+		"sgemm_grouped_swiglu_bwd_a16_d16_bf16", "combine_bwd_d16"} {
+		if launched[k] == 0 {
+			t.Errorf("the bf16-storage run never launched %s", k)
+		}
 	}
-	if !slices.Equal(g.weights, d.weights) {
-		t.Errorf("the weights after 4 training steps differ with graphs")
-	}
-	t.Logf("%d graph launches (decode steps, training forwards and backwards)", g.graphs)
 }

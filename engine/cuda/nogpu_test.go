@@ -264,6 +264,20 @@ func exercise(t *testing.T, be engine.Backend) {
 			be.GemmGrouped(false, 8, 5, 3, f(8*3), w, 15, 0, f(8*5), offsets, 8)
 			be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, w, w, 15, f(8*5), f(8*5), f(8*5), offsets, 8)
 		}
+		if err := cb.SetGEMMPrecision(GEMMBF16); err != nil { // bf16 storage of what only bf16 GEMMs read
+			t.Fatal(err)
+		}
+		h16 := func(n int) *engine.Tensor { return be.New(engine.BF16, n) }
+		w := h16(8 * 3 * 5)
+		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), h16(8*5), offsets, 8)
+		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, w, w, 15, f(8*5), f(8*5), h16(8*5), offsets, 8)
+		be.GemmGrouped(false, 8, 5, 3, h16(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
+		be.GemmGrouped(false, 8, 5, 3, h16(8*3), w, 15, 0, f(8*5), offsets, 8)
+		be.GemmGroupedT(8, 3, 5, h16(8*3), nil, f(8*5), f(8*3*5), offsets, 8)
+		be.GemmGroupedT(8, 3, 5, f(4*3), gathered, h16(8*5), f(8*3*5), offsets, 8)
+		be.GemmGroupedT(8, 3, 5, h16(8*3), nil, h16(8*5), f(8*3*5), offsets, 8)
+		be.GemmGroupedSwiGLUBackward(8, 5, 3, h16(8*3), f(8*3*5), 15, f(8*5), f(8*5), nil, h16(8*5), h16(8*5), offsets, 8)
+		be.CombineBackward(h16(8*5), f(8), f(4*5), f(8*5), f(8), i(8, 0, 1, 2, 3, 4, 5, 6, 7), 4, 2, 5)
 		if err := cb.SetGEMMPrecision(was); err != nil {
 			t.Fatal(err)
 		}
@@ -673,6 +687,7 @@ func TestMisusePanics(t *testing.T) {
 	b, f, _ := newFake(t, false)
 	x := b.NewF32(16)
 	host := engine.HostF32(16)
+	off := b.NewI32(2)
 	for _, tc := range []struct {
 		want string
 		call func()
@@ -685,6 +700,13 @@ func TestMisusePanics(t *testing.T) {
 		{"cuda: Sample: topP 0 must lie in (0, 1]", func() { b.Sample(b.NewI32(1), x, x, x, 1, 4, 1, 0, 0) }},
 		{"cuda: AdamW: betas 1, 0.95 must lie in [0, 1)", func() { b.AdamW(x, x, x, x, 4, 4, 1, 1e-3, 1, 0.95, 1e-8, 0, 1) }},
 		{"cuda: AdamW: nDecay 5 must lie in [0, n = 4]", func() { b.AdamW(x, x, x, x, 4, 5, 1, 1e-3, 0.9, 0.95, 1e-8, 0, 1) }},
+		// bf16 storage: only the bf16 GEMM precision reads it (b multiplies in float32).
+		{"cuda: GemmGrouped: A is bf16, which only the bf16 GEMM precision reads", func() {
+			b.GemmGrouped(false, 2, 2, 2, b.New(engine.BF16, 4), x, 4, 0, x, off, 1)
+		}},
+		{"cuda: CombineBackward: dy is bf16, which only the bf16 GEMM precision reads", func() {
+			b.CombineBackward(b.New(engine.BF16, 4), x, x, x, x, b.NewI32(2), 1, 2, 2)
+		}},
 	} {
 		before := len(f.launches)
 		mustPanic(t, tc.want, tc.call)

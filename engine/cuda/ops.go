@@ -666,14 +666,14 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 	if transB {
 		rowsB, colsB = n, k
 	}
-	chk.f32("A", a, int64(rows)*int64(k))
+	a16 := b.narrow(chk, "A", "_a16", a, int64(rows)*int64(k))
 	w16 := weights(chk, "B", bm, extent(0, rowsB, colsB, colsB, strideB, groups))
 	chk.f32("C", c, int64(rows)*int64(n))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped"+w16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped"+a16+w16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		boolArg(transB), i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), tensorArg(bm), i64Arg(int64(strideB)),
 		f32Arg(beta), tensorArg(c), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -687,38 +687,52 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 	chk := b.begin("GemmGroupedSwiGLU")
 	b.groupedCheck(chk, rows, n, k, groups)
 	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
-	arow, arows := b.gatheredA(chk, a, aRows, rows, k)
+	arow, arows, _ := b.gatheredA(chk, a, aRows, rows, k, "")
 	w16 := weights(chk, "B1", b1, extent(0, k, n, n, strideB, groups))
 	chk.require(b1 == nil || b3 == nil || b1.DType == b3.DType, "B1 is %v and B3 %v: one dtype for both", dtypeOf(b1), dtypeOf(b3))
 	weights(chk, "B3", b3, extent(0, k, n, n, strideB, groups))
-	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u}, named{"s", s})
+	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u})
+	s16 := b.narrow(chk, "s", "_s16", s, int64(rows)*int64(n))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_swiglu"+w16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_swiglu"+w16+s16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), arow, i32Arg(arows), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
 		tensorArg(g), tensorArg(u), tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
 
 // GemmGroupedSwiGLUBackward runs ds = dy·Wᵀ and the SwiGLU's backward of
-// every group in one launch of sgemm_grouped_swiglu_bwd (its _tf32 twin in
-// TF32 mode): the gradients are written by the GEMM's epilogue.
+// every group in one launch of sgemm_grouped_swiglu_bwd (its twin in the
+// GEMM precision): the gradients are written by the GEMM's epilogue, ds
+// only where it is not nil. In bf16 mode dy, dg and du may be bf16
+// together (sgemm_grouped_swiglu_bwd_a16_d16_bf16).
 func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tensor, strideB int, g, u, ds, dg, du,
 	offsets *engine.Tensor, groups int) {
 	chk := b.begin("GemmGroupedSwiGLUBackward")
 	b.groupedCheck(chk, rows, n, k, groups)
 	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
-	chk.f32("dy", dy, int64(rows)*int64(k))
+	a16 := b.narrow(chk, "dy", "_a16", dy, int64(rows)*int64(k))
 	chk.f32("B", bm, extent(0, n, k, k, strideB, groups))
-	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u}, named{"ds", ds}, named{"dg", dg}, named{"du", du})
+	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u})
+	if ds != nil {
+		chk.f32("ds", ds, int64(rows)*int64(n))
+	}
+	d16 := b.narrow(chk, "dg", "_d16", dg, int64(rows)*int64(n))
+	b.narrow(chk, "du", "_d16", du, int64(rows)*int64(n))
+	chk.require(dtypeOf(dg) == dtypeOf(du) && (a16 == "") == (d16 == ""),
+		"dy is %v, dg %v and du %v: one dtype for the three", dtypeOf(dy), dtypeOf(dg), dtypeOf(du))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_swiglu_bwd"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	dsArg := ptrArg(0)
+	if ds != nil {
+		dsArg = tensorArg(ds)
+	}
+	b.launch("sgemm_grouped_swiglu_bwd"+a16+d16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(dy), tensorArg(bm), i64Arg(int64(strideB)), tensorArg(g),
-		tensorArg(u), tensorArg(ds), tensorArg(dg), tensorArg(du), tensorArg(offsets), i32Arg(groups), b.statusArg())
+		tensorArg(u), dsArg, tensorArg(dg), tensorArg(du), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
 
 // GemmGroupedT accumulates every group's Aᵀ·B in one launch of
@@ -727,14 +741,14 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.Tensor, groups int) {
 	chk := b.begin("GemmGroupedT")
 	b.groupedCheck(chk, rows, m, n, groups)
-	arow, arows := b.gatheredA(chk, a, aRows, rows, m)
-	chk.f32("B", bm, int64(rows)*int64(n))
+	arow, arows, a16 := b.gatheredA(chk, a, aRows, rows, m, "_a16")
+	b16 := b.narrow(chk, "B", "_b16", bm, int64(rows)*int64(n))
 	chk.f32("C", c, int64(groups)*int64(m)*int64(n))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || m == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_t"+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_t"+a16+b16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(m, 64), groups}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(m), i32Arg(n), tensorArg(a), arow, i32Arg(arows), tensorArg(bm), tensorArg(c),
 		tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -758,20 +772,46 @@ func dtypeOf(t *engine.Tensor) engine.DType {
 }
 
 // gatheredA checks a grouped product's A operand and returns the kernel's
-// row-index argument and A's row count: A itself (rows×width) when aRows
-// is nil, or the rows of a that aRows (rows int32s) names, whose range the
-// kernel checks against a's whole rows.
-func (b *Backend) gatheredA(c *argCheck, a, aRows *engine.Tensor, rows, width int) (karg, int) {
-	if aRows == nil {
-		c.f32("A", a, int64(rows)*int64(width))
-		return ptrArg(0), rows
+// row-index argument, A's row count and its dtype's kernel-name infix
+// (see narrow; tag "" takes float32 only): A itself (rows×width) when
+// aRows is nil, or the rows of a that aRows (rows int32s) names, whose
+// range the kernel checks against a's whole rows.
+func (b *Backend) gatheredA(c *argCheck, a, aRows *engine.Tensor, rows, width int, tag string) (karg, int, string) {
+	n := int64(rows) * int64(width)
+	if aRows != nil {
+		n = 0
 	}
-	c.f32("A", a, 0)
+	infix := ""
+	if tag == "" {
+		c.f32("A", a, n)
+	} else {
+		infix = b.narrow(c, "A", tag, a, n)
+	}
+	if aRows == nil {
+		return ptrArg(0), rows, infix
+	}
 	c.i32("aRows", aRows, int64(rows))
 	if a == nil || width == 0 {
-		return ptrArg(0), 0
+		return ptrArg(0), 0, infix
 	}
-	return tensorArg(aRows), a.Len() / width
+	return tensorArg(aRows), a.Len() / width, infix
+}
+
+// narrow checks an operand that may be stored in bf16 where the GEMMs
+// multiply in bf16 (moe keeps the tensors that only such products read in
+// bf16, for half the bytes and the same bits; see engine.GEMMInput), and
+// returns its kernel-name infix: tag for bf16, "" for float32. In another
+// precision a bf16 operand would change the products, so no kernel takes
+// one.
+func (b *Backend) narrow(c *argCheck, name, tag string, t *engine.Tensor, n int64) string {
+	if t == nil || t.DType != engine.BF16 {
+		c.f32(name, t, n)
+		return ""
+	}
+	c.require(b.GEMMPrecision() == GEMMBF16, "%s is bf16, which only the bf16 GEMM precision reads (this backend multiplies in %v)",
+		name, b.GEMMPrecision())
+	c.bf16(name, t, n)
+	return tag
 }
 
 // groupedCheck checks the sizes of a grouped product and states the
@@ -840,7 +880,7 @@ func (b *Backend) Combine(out, y, weights, inv *engine.Tensor, rows, k, dim int)
 func (b *Backend) CombineBackward(dy, dweights, dout, y, weights, inv *engine.Tensor, rows, k, dim int) {
 	c := b.begin("CombineBackward")
 	slots, total := b.slotsCheck(c, rows, k, dim)
-	c.f32("dy", dy, total)
+	d16 := b.narrow(c, "dy", "_d16", dy, total)
 	c.f32("dweights", dweights, int64(slots))
 	c.f32("dout", dout, int64(rows)*int64(dim))
 	c.f32("y", y, total)
@@ -849,7 +889,7 @@ func (b *Backend) CombineBackward(dy, dweights, dout, y, weights, inv *engine.Te
 	if !b.ok(c) || total == 0 {
 		return
 	}
-	b.launch("combine_bwd", dim3{rows, 1, 1}, rowBlock(dim), 0, tensorArg(dy), tensorArg(dweights), tensorArg(dout),
+	b.launch("combine_bwd"+d16, dim3{rows, 1, 1}, rowBlock(dim), 0, tensorArg(dy), tensorArg(dweights), tensorArg(dout),
 		tensorArg(y), tensorArg(weights), tensorArg(inv), i32Arg(rows), i32Arg(k), i32Arg(dim), i32Arg(slots),
 		b.statusArg())
 }

@@ -57,7 +57,10 @@ const std::unordered_map<std::string, Entry>& table() {
         K(cast_f32_bf16), K(cast_bf16_f32), K(sgemm_tiled_bf16), K(sgemm_grouped_bf16), K(sgemm_grouped_t_bf16),
         K(sgemm_grouped_swiglu_bf16), K(sgemm_grouped_swiglu_bwd_bf16), K(sgemm_grouped_w16), K(sgemm_grouped_w16_tf32),
         K(sgemm_grouped_w16_bf16), K(sgemm_grouped_swiglu_w16), K(sgemm_grouped_swiglu_w16_tf32),
-        K(sgemm_grouped_swiglu_w16_bf16),
+        K(sgemm_grouped_swiglu_w16_bf16), K(sgemm_grouped_a16_bf16), K(sgemm_grouped_a16_w16_bf16),
+        K(sgemm_grouped_swiglu_s16_bf16), K(sgemm_grouped_swiglu_w16_s16_bf16), K(sgemm_grouped_t_a16_bf16), K(sgemm_grouped_t_b16_bf16),
+       
+        K(sgemm_grouped_t_a16_b16_bf16), K(sgemm_grouped_swiglu_bwd_a16_d16_bf16), K(combine_bwd_d16),
         K(attn_fwd_d32), K(attn_bwd_dkdv_d32), K(attn_bwd_dq_d32), K(attn_decode_d32),
         K(attn_fwd_d64), K(attn_bwd_dkdv_d64), K(attn_bwd_dq_d64), K(attn_decode_d64),
         K(attn_fwd_d128), K(attn_bwd_dkdv_d128), K(attn_bwd_dq_d128), K(attn_decode_d128),
