@@ -1,6 +1,7 @@
 # gpu-bundle: everything a GPU machine (no Go there) needs, in .gpu/:
 # bundle.tar.gz (the moerl binary, the test binaries of the packages with
-# GPU tests, the summariser), the peer benchmark script, and run.sh, which
+# GPU tests, the summariser), the peer benchmark script with peer_mem.py
+# (which adds the peer's peak memory to its results), and run.sh, which
 # unpacks and runs them all within one 10-minute command and writes a
 # summary to $OUT.
 #
@@ -30,6 +31,7 @@ gpu-bundle:
 	tar -C $(GPU_DIR)/bin -cf - . | gzip -9 > $(GPU_DIR)/bundle.tar.gz && rm -rf $(GPU_DIR)/bin
 	@if [ -n "$(PEER_SCRIPT)" ] && [ -f "$(PEER_SCRIPT)" ]; then cp "$(PEER_SCRIPT)" $(GPU_DIR)/ && echo "peer: $(PEER_SCRIPT)"; \
 	else echo "gpu-bundle: no peer script found (set PEER_SCRIPT or MOERL_PEER_DIR): run.sh will skip the peer"; fi
+	cp scripts/peer_mem.py $(GPU_DIR)/
 	cp scripts/gpu-run.sh $(GPU_DIR)/run.sh && chmod +x $(GPU_DIR)/run.sh
 	@kb=$$(du -sk $(GPU_DIR) | cut -f1); echo "gpu-bundle: $(GPU_DIR) is $$((kb / 1024)) MiB"; \
 	if [ $$kb -gt $$(( $(GPU_MAX_MB) * 1024 )) ]; then \

@@ -4,7 +4,8 @@
 #
 #   1. moerl bench on moe-tiny, then on moe-small (train, generate, rl-step);
 #   2. the PyTorch peer (torch_moe_bench.py, next to this script) on the
-#      same card: the timings come first, before the long runs;
+#      same card, through peer_mem.py, which adds each workload's peak
+#      memory: the timings come first, before the long runs;
 #   3. the GPU tests: cuda.test (every op against the CPU backend, the fake
 #      driver's checks), moe.test -test.run CUDA (the whole model, training
 #      curves, sampling), each binary with -test.v under its own timeout;
@@ -97,7 +98,11 @@ if [ "$MOERL_REQUIRE_CUDA" = 1 ]; then
   STDOUT="$work/bench-moe-small.json" step "bench moe-small" bench 130 \
     ./moerl bench --device cuda --config moe-small --workloads train,generate,rl-step --steps 10 --warmup 2 --json
   if [ -f "$here/torch_moe_bench.py" ]; then
-    step "peer torch_moe_bench.py" peer 130 env OUT="$work" python3 "$here/torch_moe_bench.py"
+    # peer_mem.py runs the peer as it is and adds each workload's peak
+    # memory to its JSON (BENCH.md's memory target), where it is bundled.
+    peer=("$here/torch_moe_bench.py")
+    [ -f "$here/peer_mem.py" ] && peer=("$here/peer_mem.py" "$here/torch_moe_bench.py")
+    step "peer torch_moe_bench.py" peer 130 env OUT="$work" python3 "${peer[@]}"
   else
     skip "peer torch_moe_bench.py" peer "not in the bundle (make gpu-bundle found no peer script)"
   fi

@@ -147,9 +147,13 @@ type BenchRow struct {
 	PeerFP32Ms   float64 `json:"peer_fp32_ms_per_step,omitempty"`
 	PeerBF16     float64 `json:"peer_bf16_tokens_per_s,omitempty"`
 	PeerBF16Ms   float64 `json:"peer_bf16_ms_per_step,omitempty"`
-	PeerError    string  `json:"peer_error,omitempty"`
-	RatioFP32    float64 `json:"ratio_vs_peer_fp32,omitempty"`
-	RatioBF16    float64 `json:"ratio_vs_peer_bf16,omitempty"`
+	// The peer's peak memory (peer_mem.py adds it): for train, of its fp32
+	// and its bf16 run; for generate, of its one run, in PeerFP32PeakMem.
+	PeerFP32PeakMem int64   `json:"peer_fp32_peak_mem_bytes,omitempty"`
+	PeerBF16PeakMem int64   `json:"peer_bf16_peak_mem_bytes,omitempty"`
+	PeerError       string  `json:"peer_error,omitempty"`
+	RatioFP32       float64 `json:"ratio_vs_peer_fp32,omitempty"`
+	RatioBF16       float64 `json:"ratio_vs_peer_bf16,omitempty"`
 }
 
 // benchConfigs and benchWorkloads are BENCH.md's GPU table, in its order.
@@ -440,6 +444,7 @@ type peerEntry struct {
 	MsPerStep float64 `json:"ms_per_step"`
 	TokPerS   float64 `json:"tok_per_s"`
 	GenTokPS  float64 `json:"gen_tok_per_s"`
+	PeakMem   int64   `json:"peak_mem_bytes"` // added by peer_mem.py
 	Err       string  `json:"-"`
 }
 
@@ -527,6 +532,7 @@ func benchRows(moerl []MoerlBench, peer map[string]peerEntry, require bool) []Be
 				fp, okf := peer["train/"+c+"/fp32/eager"]
 				bf, okb := peer["train/"+c+"/bf16/eager"]
 				row.PeerFP32, row.PeerFP32Ms, row.PeerBF16, row.PeerBF16Ms = fp.TokPerS, fp.MsPerStep, bf.TokPerS, bf.MsPerStep
+				row.PeerFP32PeakMem, row.PeerBF16PeakMem = fp.PeakMem, bf.PeakMem
 				row.PeerError = join(fp.Err, bf.Err)
 				if !okf && !okb {
 					row.PeerError = "not measured"
@@ -537,7 +543,7 @@ func benchRows(moerl []MoerlBench, peer map[string]peerEntry, require bool) []Be
 				}
 			case "generate":
 				g, ok := peer["gen/"+c]
-				row.PeerFP32, row.PeerError = g.GenTokPS, g.Err
+				row.PeerFP32, row.PeerFP32PeakMem, row.PeerError = g.GenTokPS, g.PeakMem, g.Err
 				if !ok {
 					row.PeerError = "not measured"
 				}
@@ -672,21 +678,24 @@ func markdown(w io.Writer, s *Summary) {
 			peer = cell(short(r.PeerError))
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, ms, r.MoerlGEMM,
-			num(r.WaitShare, "%.2f"), mem(r.MoerlPeakMem), peer, rate(r.PeerBF16), num(r.RatioFP32, "%.2f×"), num(r.RatioBF16, "%.2f×"))
+			num(r.WaitShare, "%.2f"), memVs(r.MoerlPeakMem, r.PeerFP32PeakMem), peer, rate(r.PeerBF16), num(r.RatioFP32, "%.2f×"),
+			num(r.RatioBF16, "%.2f×"))
 	}
-	fmt.Fprintf(w, "\nPeak memory: moerl's caching allocator's blocks in use (the model included); the peer does not report its own.\n")
+	fmt.Fprintf(w, "\nPeak memory: moerl's caching allocator's blocks in use (the model included), and in brackets the peer's "+
+		"torch.cuda.max_memory_allocated over the same workload (fp32 here, bf16 below; run.sh runs the peer through peer_mem.py), "+
+		"✔ where moerl's is no more (BENCH.md's target).\n")
 	if len(s.BenchBF16) > 0 {
 		fmt.Fprintf(w, "\n### moerl with --bf16 (GEMM products in bf16, bf16-moe.json)\n\n")
 		fmt.Fprintf(w, "| config | workload | moerl tok/s | moerl ms/step | GEMM | waits | peak mem | peer tok/s (train: bf16) | × peer |\n")
 		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range s.BenchBF16 {
 			moerl := r.moerlCell()
-			peer, x := rate(r.PeerFP32), num(r.RatioFP32, "%.2f×") // generate: the peer's one number
+			peer, x, pm := rate(r.PeerFP32), num(r.RatioFP32, "%.2f×"), r.PeerFP32PeakMem // generate: the peer's one run
 			if r.Workload == "train" {
-				peer, x = rate(r.PeerBF16), num(r.RatioBF16, "%.2f×")
+				peer, x, pm = rate(r.PeerBF16), num(r.RatioBF16, "%.2f×"), r.PeerBF16PeakMem
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config, r.Workload, moerl, num(r.MoerlMs, "%.1f"),
-				r.MoerlGEMM, num(r.WaitShare, "%.2f"), mem(r.MoerlPeakMem), peer, x)
+				r.MoerlGEMM, num(r.WaitShare, "%.2f"), memVs(r.MoerlPeakMem, pm), peer, x)
 		}
 	}
 	if p := s.Profile; p != nil && len(p.Kernels) > 0 {
@@ -778,6 +787,19 @@ func mem(b int64) string {
 		return ""
 	}
 	return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+}
+
+// memVs is moerl's peak memory and, where the peer measured its own, the
+// peer's in brackets with ✔ where moerl's is no more, ✘ where it is.
+func memVs(moerl, peer int64) string {
+	if moerl <= 0 || peer <= 0 {
+		return mem(moerl)
+	}
+	mark := "✔"
+	if moerl > peer {
+		mark = "✘"
+	}
+	return fmt.Sprintf("%s (peer %s %s)", mem(moerl), mem(peer), mark)
 }
 
 // tail returns the last n lines of a file.

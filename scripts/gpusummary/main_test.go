@@ -26,8 +26,8 @@ FAIL
 `
 
 const peerJSON = `{"torch": "2.11.0", "gpu": "NVIDIA H200", "transformers": "5.17.0",
- "train/moe-tiny/fp32/eager": {"params": 1, "ms_per_step": 46.8, "tok_per_s": 350000, "warmup_s": 3},
- "train/moe-tiny/bf16/eager": {"params": 1, "ms_per_step": 42.7, "tok_per_s": 384000, "warmup_s": 3},
+ "train/moe-tiny/fp32/eager": {"params": 1, "ms_per_step": 46.8, "tok_per_s": 350000, "warmup_s": 3, "peak_mem_bytes": 3221225472},
+ "train/moe-tiny/bf16/eager": {"params": 1, "ms_per_step": 42.7, "tok_per_s": 384000, "warmup_s": 3, "peak_mem_bytes": 1073741824},
  "gen/moe-tiny": {"batch": 256, "new_tokens": 128, "s": 1, "gen_tok_per_s": 32400},
  "train/moe-small/fp32/eager": "RuntimeError('CUDA out of memory')",
  "gen/moe-small": {"batch": 256, "new_tokens": 128, "s": 3, "gen_tok_per_s": 9900}}`
@@ -82,7 +82,7 @@ func TestSummaryOfAFailedGPURun(t *testing.T) {
 		"pretrain moe-tiny\trun\tskip\t0\t\t0\tno time left in the 560 s budget\n"
 	s, md := runDir(t, true, steps, map[string]string{
 		"bench-moe-tiny.json": benchTiny, "torch_moe_bench.json": peerJSON, "cuda.log": cudaLog,
-		"bf16-moe.json":      `{"workloads": [{"workload": "train", "config": "moe-tiny", "gemm": "bf16", "tokens_per_s": 1200000, "ms_per_step": 13.6}]}`,
+		"bf16-moe.json":      `{"workloads": [{"workload": "train", "config": "moe-tiny", "gemm": "bf16", "tokens_per_s": 1200000, "ms_per_step": 13.6, "peak_mem_bytes": 1610612736}]}`,
 		"moe.log":            "=== RUN   TestCUDATrainingCurveMatchesCPU\npanic: test timed out after 2m20s\n",
 		"bench-moe-tiny.log": "moe-tiny rl-step: FAILED\n",
 	})
@@ -105,7 +105,8 @@ func TestSummaryOfAFailedGPURun(t *testing.T) {
 		t.Errorf("%d bench rows, want BENCH.md's 6: %+v", len(s.Bench), s.Bench)
 	}
 	tr := rows["moe-tiny train"]
-	if tr.Moerl != 700000 || tr.PeerFP32 != 350000 || tr.PeerBF16 != 384000 || tr.RatioFP32 != 46.8/23.4 || tr.MoerlPeakMem != 1<<31 {
+	if tr.Moerl != 700000 || tr.PeerFP32 != 350000 || tr.PeerBF16 != 384000 || tr.RatioFP32 != 46.8/23.4 || tr.MoerlPeakMem != 1<<31 ||
+		tr.PeerFP32PeakMem != 3<<30 || tr.PeerBF16PeakMem != 1<<30 {
 		t.Errorf("moe-tiny train row: %+v", tr)
 	}
 	if g := rows["moe-tiny generate"]; g.RatioFP32 != 2 {
@@ -119,9 +120,10 @@ func TestSummaryOfAFailedGPURun(t *testing.T) {
 	}
 	for _, want := range []string{
 		"# moerl GPU run, ", ": FAIL", "| cuda.test | **fail (exit 1)** | 30 s | 2 / 2 / 1 |",
-		"| moe-tiny | train | 700.0 k | 23.4 | tf32 | 0.93 | 2.00 GiB | 350.0 k | 384.0 k | 2.00× | 1.82× |",
+		"| moe-tiny | train | 700.0 k | 23.4 | tf32 | 0.93 | 2.00 GiB (peer 3.00 GiB ✔) | 350.0 k | 384.0 k | 2.00× | 1.82× |",
 		"- cuda.test: TestOpsMatchCPU/Add", "## Log of moe.test (its end)", "no time left in the 560 s budget",
-		"| moe-tiny | train | 1.20 M | 13.6 | bf16 |  |  | 384.0 k | 3.14× |",
+		"| moe-tiny | train | 1.20 M | 13.6 | bf16 |  | 1.50 GiB (peer 1.00 GiB ✘) | 384.0 k | 3.14× |",
+		"| moe-tiny | generate | 64.8 k | ", // no peer memory for generate in this peer JSON: moerl's alone
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary.md lacks %q:\n%s", want, md)
