@@ -215,11 +215,8 @@ func RLStep(m *moe.Model) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	defer func() {
-		for _, t := range []*engine.Tensor{ref.Params, ref.Grads, ref.M, ref.V} {
-			m.Backend().Free(t)
-		}
-	}()
+	ref.Freeze() // the reference only scores, as in moerl rl
+	defer ref.Free()
 	tr, err := rl.NewTrainer(cfg, m, ref, tokenizer.Default())
 	if err != nil {
 		return Result{}, err
@@ -257,6 +254,9 @@ func Run(be engine.Backend, preset, workload string, o Options) Result {
 		return Result{Workload: workload, Config: preset, Error: fmt.Sprintf("model: %v", err)}
 	}
 	defer m.Free()
+	if workload == "generate" {
+		m.Freeze() // a sampler needs no gradients or moments (the peer's has none); before Measure counts the peak
+	}
 	sh := Shapes[preset]
 	r := Measure(be, workload, func() (Result, error) {
 		switch workload {

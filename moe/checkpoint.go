@@ -48,6 +48,7 @@ func (m *Model) SaveCheckpoint(path string, tok *tokenizer.Tokenizer, st RunStat
 		ck.Add(p.Name, p.Shape, params[p.Off:p.Off+p.Len()])
 	}
 	if optimizer {
+		m.mustTrain("SaveCheckpoint with the optimizer")
 		mm, vv := make([]float32, m.lay.total), make([]float32, m.lay.total)
 		m.be.Download(mm, m.M)
 		m.be.Download(vv, m.V)
@@ -70,6 +71,18 @@ func (m *Model) SaveCheckpoint(path string, tok *tokenizer.Tokenizer, st RunStat
 // than the model it declares, which MaxParams bounds, and the file's own
 // bytes for the check.
 func LoadCheckpoint(path string, be engine.Backend) (*Model, *tokenizer.Tokenizer, RunState, error) {
+	return loadCheckpoint(path, be, true)
+}
+
+// LoadFrozen is LoadCheckpoint for a model that will only Forward and
+// Generate (an RL reference, a reward model that scores, an evaluated
+// model): it allocates no gradients or moments, three times the
+// parameters' memory, and leaves the file's moments unused.
+func LoadFrozen(path string, be engine.Backend) (*Model, *tokenizer.Tokenizer, RunState, error) {
+	return loadCheckpoint(path, be, false)
+}
+
+func loadCheckpoint(path string, be engine.Backend, trainable bool) (*Model, *tokenizer.Tokenizer, RunState, error) {
 	f, err := engine.Open(path)
 	if err != nil {
 		return nil, nil, RunState{}, err
@@ -83,7 +96,7 @@ func LoadCheckpoint(path string, be engine.Backend) (*Model, *tokenizer.Tokenize
 	if err != nil {
 		return nil, nil, RunState{}, err
 	}
-	m := newEmpty(cc.Model, be)
+	m := newEmpty(cc.Model, be, trainable)
 	host := make([]float32, lay.total)
 	for _, p := range lay.params {
 		w, err := ck.F32(p.Name, p.Shape...)
@@ -93,7 +106,7 @@ func LoadCheckpoint(path string, be engine.Backend) (*Model, *tokenizer.Tokenize
 		copy(host[p.Off:], w)
 	}
 	be.Upload(m.Params, host)
-	if _, err := ck.Tensor("adamw.m"); err == nil {
+	if _, err := ck.Tensor("adamw.m"); err == nil && trainable {
 		for name, dst := range map[string]*engine.Tensor{"adamw.m": m.M, "adamw.v": m.V} {
 			w, err := ck.F32(name, lay.total)
 			if err != nil {

@@ -97,12 +97,15 @@ type Acts struct {
 }
 
 // act is one backend tensor of a workspace: the field that holds it and its
-// size, tokens × width, or width alone when whole.
+// size, tokens × width, or width alone when whole. A field with an alias
+// holds the tensor of the alias field (allocated before it in the list)
+// and owns nothing.
 type act struct {
 	t     **engine.Tensor
 	dtype engine.DType
 	width int
 	whole bool
+	alias **engine.Tensor
 }
 
 // acts is the one list of a workspace's backend tensors, in a fixed order:
@@ -114,25 +117,45 @@ type act struct {
 func (a *Acts) acts() []act {
 	c := a.cfg
 	d, h, V, E, K, H := c.DModel, c.ExpertHidden, c.Vocab, c.NumExperts(), c.K(), c.Heads
-	f := func(t **engine.Tensor, width int) act { return act{t, engine.F32, width, false} }
-	i := func(t **engine.Tensor, width int) act { return act{t, engine.I32, width, false} }
+	f := func(t **engine.Tensor, width int) act { return act{t: t, dtype: engine.F32, width: width} }
+	i := func(t **engine.Tensor, width int) act { return act{t: t, dtype: engine.I32, width: width} }
 	// g is a tensor that only the experts' grouped products read: stored
 	// in a.gemmIn (see Acts).
-	g := func(t **engine.Tensor, width int) act { return act{t, a.gemmIn, width, false} }
+	g := func(t **engine.Tensor, width int) act { return act{t: t, dtype: a.gemmIn, width: width} }
 	l := []act{i(&a.ids, 1), i(&a.targets, 1), i(&a.pos, 1),
 		f(&a.hf, d), f(&a.rstf, 1), f(&a.logits, V), f(&a.logp, 1), f(&a.lse, 1), f(&a.ent, 1),
-		{&a.load, engine.F32, len(a.layers) * 2 * E, true}, {&a.auxCoef, engine.F32, len(a.layers) * E, true},
-		{&a.zeroIdx, engine.I32, 1, false}}
-	for j := range a.x {
+		{t: &a.load, dtype: engine.F32, width: len(a.layers) * 2 * E, whole: true},
+		{t: &a.auxCoef, dtype: engine.F32, width: len(a.layers) * E, whole: true},
+		i(&a.zeroIdx, 1)}
+	for j := range a.x { // every layer's, so that a test can find where two passes part
 		l = append(l, f(&a.x[j], d))
 	}
+	// A forward-only workspace (the sampler's) needs most of a layer's
+	// activations only while the layer runs: its layers after the first
+	// lay them over the first's tensors, so the prefill's workspace, which
+	// holds every prompt token, shrinks to about one layer's. What is read
+	// after the forward keeps a tensor per layer: q, k, v and the roped
+	// keys (the prefill copies the keys and values into the KV cache), the
+	// experts (routing is recorded from them) and the replayed experts
+	// (uploaded before the forward).
+	var first []act
 	for j := range a.layers {
 		s := &a.layers[j]
-		l = append(l, f(&s.h1, d), f(&s.rstd1, 1), f(&s.qkv, 3*d), f(&s.qr, d), f(&s.kr, d),
+		la := []act{f(&s.h1, d), f(&s.rstd1, 1), f(&s.qkv, 3*d), f(&s.qr, d), f(&s.kr, d),
 			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
 			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
-			act{&s.offsets, engine.I32, E + 1, true},
-			f(&s.g, K*h), f(&s.u, K*h), g(&s.s, K*h), f(&s.y, K*d))
+			{t: &s.offsets, dtype: engine.I32, width: E + 1, whole: true},
+			f(&s.g, K*h), f(&s.u, K*h), g(&s.s, K*h), f(&s.y, K*d)}
+		if j == 0 {
+			first = la
+		} else if !a.backward {
+			for k := range la {
+				if t := la[k].t; t != &s.qkv && t != &s.kr && t != &s.experts && t != &s.replay {
+					la[k].alias = first[k].t
+				}
+			}
+		}
+		l = append(l, la...)
 	}
 	if a.backward {
 		l = append(l, f(&a.dres, d), f(&a.dh, d), f(&a.dq, d), f(&a.dk, d), f(&a.dqkv, 3*d), f(&a.da, d),
@@ -150,6 +173,10 @@ func (m *Model) NewActs(B, T int) *Acts { return m.newActs(B, T, true) }
 func (m *Model) newActs(B, T int, backward bool) *Acts {
 	a := m.actsShell(B, T, backward)
 	for _, t := range a.acts() {
+		if t.alias != nil {
+			*t.t = *t.alias
+			continue
+		}
 		shape := []int{a.N, t.width}
 		if t.whole {
 			shape = []int{t.width}
@@ -181,6 +208,10 @@ func (m *Model) view(a *Acts, B, T int) *Acts {
 	v := m.actsShell(B, T, a.backward)
 	src, dst := a.acts(), v.acts()
 	for i, t := range dst {
+		if t.alias != nil {
+			*t.t = *t.alias
+			continue
+		}
 		if t.whole {
 			*t.t = *src[i].t
 		} else {
@@ -216,11 +247,13 @@ func (a *Acts) Free(be engine.Backend) {
 	}
 }
 
-// tensors lists the workspace's backend tensors.
+// tensors lists the workspace's backend tensors, each once.
 func (a *Acts) tensors() []*engine.Tensor {
 	var ts []*engine.Tensor
 	for _, t := range a.acts() {
-		ts = append(ts, *t.t)
+		if t.alias == nil {
+			ts = append(ts, *t.t)
+		}
 	}
 	return ts
 }
@@ -529,6 +562,7 @@ func (m *Model) BackwardEntropy(a *Acts, dlogp, dent []float32) {
 	if !a.backward {
 		panic("moe: Backward on a forward-only workspace")
 	}
+	m.mustTrain("Backward")
 	if dent != nil && !a.entropy {
 		panic("moe: Backward with an entropy gradient after a Forward without ForwardOptions.Entropy (or of a value head)")
 	}

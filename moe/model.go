@@ -38,24 +38,54 @@ func New(cfg Config, be engine.Backend, seed uint64) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := newEmpty(cfg, be)
+	m := newEmpty(cfg, be, true)
 	host := make([]float32, m.lay.total)
 	m.lay.init(host, engine.NewRNG(seed, engine.StreamInit))
 	be.Upload(m.Params, host)
 	return m, nil
 }
 
-func newEmpty(cfg Config, be engine.Backend) *Model {
+// newEmpty allocates a model's buffers, uninitialised: the parameters, and
+// for a trainable model the gradients and AdamW moments.
+func newEmpty(cfg Config, be engine.Backend, trainable bool) *Model {
 	lay := newLayout(cfg)
-	m := &Model{Cfg: cfg, be: be, lay: lay,
-		Params: be.NewF32(lay.total), Grads: be.NewF32(lay.total),
-		M: be.NewF32(lay.total), V: be.NewF32(lay.total),
+	m := &Model{Cfg: cfg, be: be, lay: lay, Params: be.NewF32(lay.total),
 		pv: map[*Param]*engine.Tensor{}, gv: map[*Param]*engine.Tensor{}}
+	if trainable {
+		m.Grads, m.M, m.V = be.NewF32(lay.total), be.NewF32(lay.total), be.NewF32(lay.total)
+	}
 	for _, p := range lay.params {
 		m.pv[p] = m.Params.View(p.Off, p.Shape...)
-		m.gv[p] = m.Grads.View(p.Off, p.Shape...)
+		if trainable {
+			m.gv[p] = m.Grads.View(p.Off, p.Shape...)
+		}
 	}
 	return m
+}
+
+// Frozen reports whether the model has no gradients or moments (NewFrozen,
+// LoadFrozen, Freeze): it can Forward and Generate, not train.
+func (m *Model) Frozen() bool { return m.Grads == nil }
+
+// Freeze frees the gradients and AdamW moments, three times the
+// parameters' memory, of a model that will only Forward and Generate
+// (a reference, a sampler, a scorer).
+func (m *Model) Freeze() {
+	for _, t := range []*engine.Tensor{m.Grads, m.M, m.V} {
+		if t != nil {
+			m.be.Free(t)
+		}
+	}
+	m.Grads, m.M, m.V = nil, nil, nil
+	clear(m.gv)
+}
+
+// mustTrain panics, naming op, on a frozen model: training one is a bug in
+// the caller, not a user's mistake.
+func (m *Model) mustTrain(op string) {
+	if m.Frozen() {
+		panic("moe: " + op + " on a frozen model (no gradients or optimizer moments: see Model.Freeze)")
+	}
 }
 
 // Backend is the backend the model computes on.
@@ -68,7 +98,10 @@ func (m *Model) NumParams() int { return m.lay.total }
 func (m *Model) ParamList() []*Param { return m.lay.params }
 
 // ZeroGrad clears the gradients before a backward pass.
-func (m *Model) ZeroGrad() { m.be.Zero(m.Grads) }
+func (m *Model) ZeroGrad() {
+	m.mustTrain("ZeroGrad")
+	m.be.Zero(m.Grads)
+}
 
 // OptConfig is AdamW with global-norm clipping.
 type OptConfig struct {
@@ -86,6 +119,7 @@ var DefaultOpt = OptConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1,
 // names the first parameter whose gradient is not finite, so a run can
 // either stop there or skip the batch.
 func (m *Model) Step(lr float64, o OptConfig) (float64, error) {
+	m.mustTrain("Step")
 	be, n := m.be, m.lay.total
 	norm := sqrt(be.SumSquares(m.Grads, n))
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
@@ -191,6 +225,7 @@ func paramLayer(name string) int {
 // ResetOptimizer clears the AdamW moments and step count (Kimi's mirror
 // descent may start each iteration from a fresh optimizer).
 func (m *Model) ResetOptimizer() {
+	m.mustTrain("ResetOptimizer")
 	m.be.Zero(m.M)
 	m.be.Zero(m.V)
 	m.OptStep = 0
@@ -211,7 +246,7 @@ func (m *Model) CopyWeightsFrom(src *Model) error {
 func NewCritic(policy *Model) (*Model, error) {
 	cfg := policy.Cfg
 	cfg.ValueHead = true
-	c := newEmpty(cfg, policy.be)
+	c := newEmpty(cfg, policy.be, true)
 	src := policy.HostParams()
 	dst := make([]float32, c.lay.total)
 	for i, p := range c.lay.params {
@@ -234,6 +269,7 @@ func (m *Model) HostParams() []float32 {
 
 // HostGrads downloads the gradients.
 func (m *Model) HostGrads() []float32 {
+	m.mustTrain("HostGrads")
 	out := make([]float32, m.lay.total)
 	m.be.Download(out, m.Grads)
 	return out
@@ -248,13 +284,7 @@ func NewFrozen(cfg Config, be engine.Backend) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	lay := newLayout(cfg)
-	m := &Model{Cfg: cfg, be: be, lay: lay, Params: be.NewF32(lay.total),
-		pv: map[*Param]*engine.Tensor{}, gv: map[*Param]*engine.Tensor{}}
-	for _, p := range lay.params {
-		m.pv[p] = m.Params.View(p.Off, p.Shape...)
-	}
-	return m, nil
+	return newEmpty(cfg, be, false), nil
 }
 
 // Free releases the model's backend memory (weights, gradients, moments

@@ -301,3 +301,111 @@ func TestGenerateReusesWorkspace(t *testing.T) {
 		t.Error("FreeSampler kept the workspace")
 	}
 }
+
+// TestFrozenModel: a frozen model (Freeze, or LoadFrozen of a checkpoint
+// with moments) computes the log-probs and samples of the trainable one
+// bit for bit, holds no gradients or moments, and refuses to train or to
+// save an optimizer it does not have, naming the op.
+func TestFrozenModel(t *testing.T) {
+	cfg := tinyConfig(false)
+	tok := tokenizer.Default()
+	cfg.Vocab = tok.VocabSize()
+	be := cpu.New()
+	m, _ := New(cfg, be, 5)
+	docs := [][]int32{{1, 2, 3, 4, 5, 6, 7, 8, 9}, {9, 8, 7, 6, 5, 4, 3, 2, 1}}
+	b := NewBatch(docs, cfg.MaxSeq, 0)
+	tc := DefaultTrain
+	tc.Batch, tc.SeqLen, tc.Steps = 2, cfg.MaxSeq, 2
+	a := m.NewActs(2, cfg.MaxSeq)
+	if _, err := m.TrainStep(a, b, tc, 0); err != nil { // moments worth saving
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "m.ck")
+	if err := m.SaveCheckpoint(path, tok, RunState{Stage: "pretrain", Step: 1}, true); err != nil {
+		t.Fatal(err)
+	}
+	run := func(m *Model) ([]float32, []Sequence) {
+		acts := m.NewActs(2, cfg.MaxSeq)
+		logp := slices.Clone(m.Forward(acts, b.IDs, b.Targets, ForwardOptions{}))
+		seqs, err := m.Generate([][]int32{{1, 2}, {3}}, 2, SampleOptions{Temperature: 1, MaxNew: 4}, engine.NewRNG(1, engine.StreamSample))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return logp, seqs
+	}
+	wantLogp, wantSeqs := run(m)
+	loaded, _, _, err := LoadFrozen(path, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Freeze()
+	for name, f := range map[string]*Model{"Freeze": m, "LoadFrozen": loaded} {
+		if !f.Frozen() || f.Grads != nil || f.M != nil || f.V != nil {
+			t.Errorf("%s: frozen %v, grads %v, moments %v %v", name, f.Frozen(), f.Grads, f.M, f.V)
+		}
+		logp, seqs := run(f)
+		if !slices.Equal(logp, wantLogp) || !reflect.DeepEqual(seqs, wantSeqs) {
+			t.Errorf("%s: the frozen model computes other log-probs or samples", name)
+		}
+		for _, tc2 := range []struct {
+			op   string
+			call func()
+		}{
+			{"Backward", func() {
+				acts := f.NewActs(2, cfg.MaxSeq)
+				f.Forward(acts, b.IDs, b.Targets, ForwardOptions{})
+				f.Backward(acts, make([]float32, acts.N))
+			}},
+			{"Step", func() { f.Step(1e-3, DefaultOpt) }},
+			{"ResetOptimizer", f.ResetOptimizer},
+			{"SaveCheckpoint with the optimizer", func() { f.SaveCheckpoint(path+".2", tok, RunState{}, true) }},
+		} {
+			func() {
+				defer func() {
+					if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), tc2.op+" on a frozen model") {
+						t.Errorf("%s: %s panicked with %v", name, tc2.op, p)
+					}
+				}()
+				tc2.call()
+			}()
+		}
+		if err := f.SaveCheckpoint(path+".w", tok, RunState{Stage: "pretrain"}, false); err != nil {
+			t.Errorf("%s: saving the weights alone: %v", name, err)
+		}
+	}
+}
+
+// TestSamplerWorkspaceShared: a forward-only workspace lays its later
+// layers' activations over the first layer's, except what is read after
+// the forward; a training workspace keeps every layer's.
+func TestSamplerWorkspaceShared(t *testing.T) {
+	cfg := tinyConfig(false)
+	cfg.Layers = 3
+	m, _ := New(cfg, cpu.New(), 1)
+	for _, backward := range []bool{false, true} {
+		a := m.newActs(2, 4, backward)
+		l0 := &a.layers[0]
+		for _, l := range []int{1, 2} {
+			s := &a.layers[l]
+			for _, c := range []struct {
+				name       string
+				got, first *engine.Tensor
+				shared     bool
+			}{
+				{"h1", s.h1, l0.h1, true}, {"att", s.att, l0.att, true}, {"g", s.g, l0.g, true}, {"s", s.s, l0.s, true},
+				{"offsets", s.offsets, l0.offsets, true}, {"qkv", s.qkv, l0.qkv, false}, {"kr", s.kr, l0.kr, false},
+				{"experts", s.experts, l0.experts, false}, {"replay", s.replay, l0.replay, false},
+			} {
+				if want := c.shared && !backward; (c.got == c.first) != want {
+					t.Errorf("backward=%v: layer %d's %s shared with layer 0's: %v, want %v", backward, l, c.name, c.got == c.first, want)
+				}
+			}
+			if s.v.F == nil || &s.v.F[0] == &l0.v.F[0] {
+				t.Errorf("backward=%v: layer %d's v is not its own view of its qkv", backward, l)
+			}
+		}
+		if a.x[1] == a.x[2] {
+			t.Errorf("backward=%v: the layers' hidden states share a tensor", backward)
+		}
+	}
+}

@@ -278,7 +278,7 @@ func (t *Trainer) restoreStale(files []staleFile) error {
 	be := t.Policy.Backend()
 	have := map[int]bool{}
 	for _, f := range files {
-		m, _, _, err := moe.LoadCheckpoint(f.Path, be)
+		m, _, _, err := moe.LoadFrozen(f.Path, be)
 		if err != nil {
 			return fmt.Errorf("rollout_staleness %d: the weights after step %d: %w", k, f.Step, err)
 		}

@@ -124,7 +124,7 @@ func evaluate(env *Env, model, scorer string, s Eval) (eval.Report, []ProblemRes
 	if err != nil {
 		return eval.Report{}, nil, err
 	}
-	m, _, _, err := moe.LoadCheckpoint(model, env.Backend)
+	m, _, _, err := moe.LoadFrozen(model, env.Backend)
 	if err != nil {
 		return eval.Report{}, nil, err
 	}
@@ -157,7 +157,7 @@ func evaluate(env *Env, model, scorer string, s Eval) (eval.Report, []ProblemRes
 	if scorer == "" || s.Scored == 0 {
 		return rep, results, nil
 	}
-	sm, _, _, err := moe.LoadCheckpoint(scorer, env.Backend)
+	sm, _, _, err := moe.LoadFrozen(scorer, env.Backend)
 	if err != nil {
 		return eval.Report{}, nil, fmt.Errorf("scorer: %w", err)
 	}

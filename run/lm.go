@@ -146,7 +146,7 @@ func RunDistill(env *Env, dir, init, teacher string, s Distill, mode Mode) (stri
 		if err != nil {
 			return nil, nil, 0, err
 		}
-		tm, _, _, err := moe.LoadCheckpoint(teacher, env.Backend)
+		tm, _, _, err := moe.LoadFrozen(teacher, env.Backend)
 		if err != nil {
 			return nil, nil, 0, fmt.Errorf("teacher: %w", err)
 		}

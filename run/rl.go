@@ -69,7 +69,7 @@ type rlStepper struct {
 
 func newRLStepper(env *Env, f *Folder, init, rmPath string, cfg rl.Config) (*rlStepper, error) {
 	s := &rlStepper{pp: f.Path(PolicyFile), cp: f.Path(CriticFile), init: init}
-	ref, tok, _, err := moe.LoadCheckpoint(init, env.Backend)
+	ref, tok, _, err := moe.LoadFrozen(init, env.Backend)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +105,7 @@ func newRLStepper(env *Env, f *Folder, init, rmPath string, cfg rl.Config) (*rlS
 		}
 	}
 	if rmPath != "" {
-		rm, _, _, err := moe.LoadCheckpoint(rmPath, env.Backend)
+		rm, _, _, err := moe.LoadFrozen(rmPath, env.Backend) // it scores, never trains here
 		if err != nil {
 			return nil, fmt.Errorf("reward model: %w", err)
 		}

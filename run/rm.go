@@ -91,7 +91,7 @@ type rmStepper struct {
 }
 
 func newRMStepper(env *Env, ck, policyPath string, s RM, partial bool) (*rmStepper, error) {
-	policy, _, _, err := moe.LoadCheckpoint(policyPath, env.Backend)
+	policy, _, _, err := moe.LoadFrozen(policyPath, env.Backend) // it samples, and the reward model starts from its weights
 	if err != nil {
 		return nil, err
 	}

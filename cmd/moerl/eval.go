@@ -70,7 +70,7 @@ task's canonical form, ties split.`, stderr)
 		if err != nil {
 			return err
 		}
-		m, tok, _, err := moe.LoadCheckpoint(*ckpt, be)
+		m, tok, _, err := moe.LoadFrozen(*ckpt, be)
 		if err != nil {
 			return err
 		}

@@ -54,7 +54,7 @@ at <eos> or after --max-new tokens. Prints one line per sample (or JSONL).`, std
 	if err != nil {
 		return err
 	}
-	m, tok, _, err := moe.LoadCheckpoint(*ckpt, be)
+	m, tok, _, err := moe.LoadFrozen(*ckpt, be)
 	if err != nil {
 		return err
 	}
