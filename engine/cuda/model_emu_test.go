@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/moerl/moerl/engine"
@@ -77,17 +78,27 @@ func TestOnPolicyOnEmulator(t *testing.T) {
 
 // TestRLStepOnEmulator runs one GRPO step and one PPO step (critic
 // included) of the RL trainer on the emulated CUDA backend: the loop runs,
-// its numbers are finite, and the trainer's log-probs are the sampler's bits.
+// its numbers are finite, and the trainer's log-probs are the sampler's
+// bits; and the GRPO step again in bf16 mode, whose workspaces (views of
+// the trainer's, bf16 tensors among them) hold the bf16 storage.
 func TestRLStepOnEmulator(t *testing.T) {
 	gpu := emulatedBackend(t)
 	cfg := paritytest.SmallConfig(false)
 	cfg.MaxSeq = 24
-	for _, preset := range []string{"grpo", "ppo"} {
+	for _, name := range []string{"grpo", "ppo", "grpo in bf16"} {
+		preset, bf16 := strings.CutSuffix(name, " in bf16")
+		if bf16 {
+			if err := gpu.SetGEMMPrecision(GEMMBF16); err != nil {
+				t.Fatal(err)
+			}
+			defer gpu.SetGEMMPrecision(GEMMFP32)
+		}
 		rc, _ := rl.DefaultConfig(preset)
 		rc.Steps, rc.Prompts, rc.MaxNew, rc.Difficulties = 1, 2, 6, []int{2}
 		rc.Algo.GroupSize = min(rc.Algo.GroupSize, 2)
 		policy, _ := moe.New(cfg, gpu, 1)
 		ref, _ := moe.New(cfg, gpu, 1)
+		ref.Freeze() // as moerl rl loads it
 		tr, err := rl.NewTrainer(rc, policy, ref, tokenizer.Default())
 		if err != nil {
 			t.Fatal(err)
@@ -100,7 +111,7 @@ func TestRLStepOnEmulator(t *testing.T) {
 			t.Fatal(err)
 		}
 		if st.LogpGap != 0 || math.IsNaN(st.Loss) || math.IsNaN(st.Entropy) || math.IsNaN(st.GradNorm) {
-			t.Errorf("%s: log-prob gap %g, loss %g, entropy %g, grad norm %g", preset, st.LogpGap, st.Loss, st.Entropy, st.GradNorm)
+			t.Errorf("%s: log-prob gap %g, loss %g, entropy %g, grad norm %g", name, st.LogpGap, st.Loss, st.Entropy, st.GradNorm)
 		}
 	}
 }
