@@ -717,17 +717,7 @@ func opsMatchCPU(t *testing.T, be engine.Backend) {
 // checked end to end against the CPU backend without a GPU. It needs the
 // emulator library: make -f kernels/ptx.mk kernels-emu-gotest.
 func TestOnEmulator(t *testing.T) {
-	lib := os.Getenv("MOERL_EMU_LIB")
-	if lib == "" {
-		t.Skip("MOERL_EMU_LIB is not set; make -f kernels/ptx.mk kernels-emu-gotest runs this test")
-	}
-	f := newFakeDriver()
-	f.useEmulator(t, lib)
-	be, err := newBackend(f, nil, "emulator: fallback GEMM kernel", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
+	be := emulatedBackend(t)
 	t.Run("ops", func(t *testing.T) { opsMatchCPU(t, be) })
 	t.Run("sample", func(t *testing.T) { sampleMatchesCPU(t, be) })
 	t.Run("cast", func(t *testing.T) { castMatchesCPU(t, be) })

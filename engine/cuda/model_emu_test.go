@@ -19,10 +19,24 @@ import (
 // library is not built (make kernels-emu-gotest builds it).
 func emulatedBackend(t *testing.T) *Backend {
 	t.Helper()
+	be, _ := emulated(t, emulatorLib(t))
+	return be
+}
+
+// emulatorLib is the emulator library's path, or a skip.
+func emulatorLib(t *testing.T) string {
+	t.Helper()
 	lib := os.Getenv("MOERL_EMU_LIB")
 	if lib == "" {
 		t.Skip("MOERL_EMU_LIB is not set; make kernels-emu-gotest runs this test")
 	}
+	return lib
+}
+
+// emulated is a fresh emulated CUDA backend and its fake driver, closed
+// when the test ends, which then fails if the emulator reported an error.
+func emulated(t *testing.T, lib string) (*Backend, *fakeDriver) {
+	t.Helper()
 	f := newFakeDriver()
 	f.useEmulator(t, lib)
 	be, err := newBackend(f, nil, "emulator: fallback GEMM kernel", 0)
@@ -35,7 +49,7 @@ func emulatedBackend(t *testing.T) *Backend {
 		}
 		be.Close()
 	})
-	return be
+	return be, f
 }
 
 // TestModelOnEmulator runs the whole model through the CUDA backend's
@@ -132,13 +146,7 @@ type emulatedRun struct {
 func runEmulated(t *testing.T, lib string, wrap func(*Backend) engine.Backend) emulatedRun {
 	t.Helper()
 	cfg := paritytest.SmallConfig(false)
-	f := newFakeDriver()
-	f.useEmulator(t, lib)
-	cb, err := newBackend(f, nil, "emulator", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
+	cb, f := emulated(t, lib)
 	be := wrap(cb)
 	m, err := moe.New(cfg, be, 7)
 	if err != nil {
@@ -207,10 +215,7 @@ func sameRuns(t *testing.T, what string, a, b emulatedRun) {
 // that compacts the batch, and training steps, whose forward and backward
 // are replayed from the third step on.
 func TestGraphsOnEmulator(t *testing.T) {
-	lib := os.Getenv("MOERL_EMU_LIB")
-	if lib == "" {
-		t.Skip("MOERL_EMU_LIB is not set; make kernels-emu-gotest runs this test")
-	}
+	lib := emulatorLib(t)
 	plain := func(b *Backend) engine.Backend { return b }
 	g := runEmulated(t, lib, plain)
 	t.Setenv("MOERL_CUDA_GRAPHS", "0")
@@ -235,10 +240,7 @@ func (wideInputs) GEMMInputDType() engine.DType { return engine.F32 }
 // weights) change no bit of sampling or training against keeping them in
 // float32.
 func TestBF16StorageOnEmulator(t *testing.T) {
-	lib := os.Getenv("MOERL_EMU_LIB")
-	if lib == "" {
-		t.Skip("MOERL_EMU_LIB is not set; make kernels-emu-gotest runs this test")
-	}
+	lib := emulatorLib(t)
 	var fd *fakeDriver // the narrow run's
 	bf16 := func(wide bool) func(*Backend) engine.Backend {
 		return func(b *Backend) engine.Backend {
