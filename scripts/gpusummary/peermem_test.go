@@ -11,10 +11,14 @@ import (
 // stubTorch is just enough of torch.cuda for peer_mem.py: each reset
 // starts a new workload, whose "peak" is 1000 times its number.
 const stubTorch = `
+import os
 class _Cuda:
     resets = 0
     def synchronize(self): pass
-    def reset_peak_memory_stats(self): _Cuda.resets += 1
+    def reset_peak_memory_stats(self):
+        if os.environ.get("STUB_BROKEN"):
+            raise RuntimeError("no memory stats here")
+        _Cuda.resets += 1
     def max_memory_allocated(self): return 1000 * _Cuda.resets
 cuda = _Cuda()
 `
@@ -39,7 +43,7 @@ with open(os.path.join(os.environ["OUT"], "torch_moe_bench.json"), "w") as f:
 // of torch: every workload's result gets its own peak (the stub's peaks
 // grow with each reset, so a missing reset shows), the peer's own numbers
 // are kept, and readPeer reads the lot. A peer without the expected loop
-// still runs. Skipped where python3 is missing (the CI machine has none;
+// still runs, and so does one whose memory calls fail. Skipped where python3 is missing (the CI machine has none;
 // the GPU machine, which runs the wrapper, has it).
 func TestPeerMemWrapper(t *testing.T) {
 	py, err := exec.LookPath("python3")
@@ -57,9 +61,9 @@ func TestPeerMemWrapper(t *testing.T) {
 	}
 	write("torch/__init__.py", stubTorch)
 	write("peer.py", stubPeer)
-	run := func(script string) string {
+	run := func(script string, env ...string) string {
 		cmd := exec.Command(py, "../peer_mem.py", filepath.Join(dir, script))
-		cmd.Env = append(os.Environ(), "PYTHONPATH="+dir, "OUT="+dir)
+		cmd.Env = append(append(os.Environ(), "PYTHONPATH="+dir, "OUT="+dir), env...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("peer_mem.py %s: %v\n%s", script, err, out)
@@ -88,5 +92,13 @@ func TestPeerMemWrapper(t *testing.T) {
 	got, _, _ = readPeer(filepath.Join(dir, "torch_moe_bench.json"))
 	if e := got["gen/moe-tiny"]; e.GenTokPS != 7 || e.PeakMem != 0 {
 		t.Errorf("the unwrapped peer's gen result: %+v", e)
+	}
+
+	if out := run("peer.py", "STUB_BROKEN=1"); !strings.Contains(out, "no memory number for train_bench") {
+		t.Errorf("memory calls that fail: %q", out)
+	}
+	got, _, _ = readPeer(filepath.Join(dir, "torch_moe_bench.json"))
+	if e := got["train/moe-tiny/fp32/eager"]; e.TokPerS != 5 || e.PeakMem != 0 {
+		t.Errorf("the peer's result when its memory calls fail: %+v", e)
 	}
 }
