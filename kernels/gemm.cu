@@ -44,7 +44,8 @@
 //
 //   sgemm_grouped_swiglu  the experts' first layer: g = A_g·W1_g and
 //                    u = A_g·W3_g from one staging of A, and s = silu(g)·u
-//                    (swiglu.cu's expression) written with them.
+//                    (swiglu.cu's expression) written with them (g and u
+//                    only where G is not null: a sampler does not keep them).
 //   sgemm_grouped_swiglu_bwd  its backward's first half: ds = dy·W2ᵀ as
 //                    sgemm_grouped (transB) computes it, and in the epilogue
 //                    dgate and dup through the SwiGLU (swiglu_bwd's
@@ -448,8 +449,10 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
             if (gj >= n) continue;
             const size_t o = (size_t)gi * ldc + gj;
             const float g = 1.0f * acc1[i][j], u = 1.0f * acc3[i][j]; // alpha 1, as gemm_tile
-            G[o] = g;
-            U[o] = u;
+            if (G) { // null in a forward that no backward follows: nothing reads them
+                G[o] = g;
+                U[o] = u;
+            }
             store_elem(S + o, g / (1.0f + expf(-g)) * u);
         }
     }
@@ -510,8 +513,10 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
         if (gi >= m || gj >= n) continue;
         const size_t o = (size_t)gi * ldc + gj;
         const float g = 1.0f * C1s[i][j], u = 1.0f * C3s[i][j];
-        G[o] = g;
-        U[o] = u;
+        if (G) {
+            G[o] = g;
+            U[o] = u;
+        }
         store_elem(S + o, g / (1.0f + expf(-g)) * u);
     }
 }
@@ -649,11 +654,12 @@ __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const flo
         a = A;
     }
     const size_t o = (size_t)r0 * n;
+    float *go = G ? G + o : nullptr, *uo = U ? U + o : nullptr; // G and U are null together
     if constexpr (P != PREC_FP32)
-        gemm_tile_swiglu_tc<P>(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o, S + o, n, 0,
+        gemm_tile_swiglu_tc<P>(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, go, uo, S + o, n, 0,
                                blockIdx.x * GEMM_BN, As, B1s, B3s, C1s, C3s, ar);
     else
-        gemm_tile_swiglu(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, G + o, U + o, S + o, n, 0,
+        gemm_tile_swiglu(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, go, uo, S + o, n, 0,
                          blockIdx.x * GEMM_BN, As, B1s, B3s, ar);
 }
 

@@ -137,15 +137,18 @@ func (a *Acts) acts() []act {
 	// after the forward keeps a tensor per layer: q, k, v and the roped
 	// keys (the prefill copies the keys and values into the KV cache), the
 	// experts (routing is recorded from them) and the replayed experts
-	// (uploaded before the forward).
+	// (uploaded before the forward). The experts' gate and up values it
+	// does not keep at all: only the backward reads them.
 	var first []act
 	for j := range a.layers {
 		s := &a.layers[j]
 		la := []act{f(&s.h1, d), f(&s.rstd1, 1), f(&s.qkv, 3*d), f(&s.qr, d), f(&s.kr, d),
 			f(&s.rstdq, H), f(&s.rstdk, H), f(&s.att, d), f(&s.lse, H), f(&s.x2, d), f(&s.h2, d), f(&s.rstd2, 1),
 			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
-			{t: &s.offsets, dtype: engine.I32, width: E + 1, whole: true},
-			f(&s.g, K*h), f(&s.u, K*h), g(&s.s, K*h), f(&s.y, K*d)}
+			{t: &s.offsets, dtype: engine.I32, width: E + 1, whole: true}, g(&s.s, K*h), f(&s.y, K*d)}
+		if a.backward || c.DenseFFN { // a dense FFN's SwiGLU reads them in the forward too
+			la = append(la, f(&s.g, K*h), f(&s.u, K*h))
+		}
 		if j == 0 {
 			first = la
 		} else if !a.backward {

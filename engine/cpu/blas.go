@@ -230,6 +230,14 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.
 func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Tensor, strideB int, g, u, s,
 	offsets *engine.Tensor, groups int) {
 	const op = "GemmGroupedSwiGLU"
+	if (g == nil) != (u == nil) {
+		panic("cpu: " + op + ": g and u must be given or left out together")
+	}
+	if g == nil {
+		g, u = b.scratchF32(rows*n), b.scratchF32(rows*n)
+		defer b.scratch.Put(g)
+		defer b.scratch.Put(u)
+	}
 	s, doneS := b.asF32(s)
 	defer doneS(true)
 	fusedArgs(op, rows, n, k, groups, strideB, offsets, namedF32{"g", g}, namedF32{"u", u}, namedF32{"s", s})

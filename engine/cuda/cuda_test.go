@@ -385,6 +385,14 @@ func opCases() []opCase {
 			be.GemmGroupedSwiGLU(gRows, gN, gK, t["a"], nil, t["b1"], t["b3"], gK*gN, t["g"], t["u"], t["s"], t["offsets"], groups)
 			return nil
 		}})
+	add(opCase{name: "GemmGroupedSwiGLU/no g and u", tol: tolElementwise, // a sampler's: s alone
+		args: []argSpec{spec("a", gRows*gK, in), spec("b1", groups*gK*gN, in), spec("b3", groups*gK*gN, in),
+			spec("s", gRows*gN, out), offsetsArg},
+		prep: split,
+		run: func(be engine.Backend, t map[string]*engine.Tensor) []float64 {
+			be.GemmGroupedSwiGLU(gRows, gN, gK, t["a"], nil, t["b1"], t["b3"], gK*gN, nil, nil, t["s"], t["offsets"], groups)
+			return nil
+		}})
 	add(opCase{name: "GemmGroupedSwiGLUBackward", tol: tolElementwise,
 		args: []argSpec{spec("dy", gRows*gK, in), spec("b", groups*gN*gK, in), spec("g", gRows*gN, in), spec("u", gRows*gN, in),
 			spec("ds", gRows*gN, out), spec("dg", gRows*gN, out), spec("du", gRows*gN, out), offsetsArg},

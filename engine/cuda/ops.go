@@ -691,7 +691,12 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 	w16 := weights(chk, "B1", b1, extent(0, k, n, n, strideB, groups))
 	chk.require(b1 == nil || b3 == nil || b1.DType == b3.DType, "B1 is %v and B3 %v: one dtype for both", dtypeOf(b1), dtypeOf(b3))
 	weights(chk, "B3", b3, extent(0, k, n, n, strideB, groups))
-	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u})
+	chk.require((g == nil) == (u == nil), "g and u must be given or left out together")
+	gArg, uArg := ptrArg(0), ptrArg(0)
+	if g != nil {
+		chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u})
+		gArg, uArg = tensorArg(g), tensorArg(u)
+	}
 	s16 := b.narrow(chk, "s", "_s16", s, int64(rows)*int64(n))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
@@ -699,7 +704,7 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 	}
 	b.launch("sgemm_grouped_swiglu"+w16+s16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), arow, i32Arg(arows), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
-		tensorArg(g), tensorArg(u), tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
+		gArg, uArg, tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
 
 // GemmGroupedSwiGLUBackward runs ds = dy·Wᵀ and the SwiGLU's backward of
