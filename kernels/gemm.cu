@@ -398,7 +398,7 @@ __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int 
 // and u = A·B3 (A m×k, B1 and B3 k×n, none transposed) from one staging of
 // A, and writes g, u and s = silu(g)·u, with swiglu_fwd's expression: the
 // bits of gemm_tile twice and swiglu_fwd, in one pass.
-template <class TB, class TS>
+template <bool KeepGU, class TB, class TS>
 __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const float* A, int lda, const TB* B1,
                                                  const TB* B3, int ldb, float* G, float* U, TS* S, int ldc,
                                                  int row0, int col0, float (*As)[GEMM_BM + 4],
@@ -449,7 +449,7 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
             if (gj >= n) continue;
             const size_t o = (size_t)gi * ldc + gj;
             const float g = 1.0f * acc1[i][j], u = 1.0f * acc3[i][j]; // alpha 1, as gemm_tile
-            if (G) { // null in a forward that no backward follows: nothing reads them
+            if constexpr (KeepGU) {
                 G[o] = g;
                 U[o] = u;
             }
@@ -460,7 +460,7 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
 
 // gemm_tile_swiglu_tc is gemm_tile_swiglu on the tensor cores (as
 // gemm_tile_tc), C1s and C3s its staging tiles.
-template <int P, class TB, class TS>
+template <int P, bool KeepGU, class TB, class TS>
 __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const float* A, int lda, const TB* B1,
                                                     const TB* B3, int ldb, float* G, float* U, TS* S, int ldc,
                                                     int row0, int col0,
@@ -513,7 +513,7 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
         if (gi >= m || gj >= n) continue;
         const size_t o = (size_t)gi * ldc + gj;
         const float g = 1.0f * C1s[i][j], u = 1.0f * C3s[i][j];
-        if (G) {
+        if constexpr (KeepGU) {
             G[o] = g;
             U[o] = u;
         }
@@ -654,13 +654,22 @@ __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const flo
         a = A;
     }
     const size_t o = (size_t)r0 * n;
-    float *go = G ? G + o : nullptr, *uo = U ? U + o : nullptr; // G and U are null together
-    if constexpr (P != PREC_FP32)
-        gemm_tile_swiglu_tc<P>(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, go, uo, S + o, n, 0,
-                               blockIdx.x * GEMM_BN, As, B1s, B3s, C1s, C3s, ar);
-    else
-        gemm_tile_swiglu(m, n, k, a, k, B1 + g * strideB, B3 + g * strideB, n, go, uo, S + o, n, 0,
-                         blockIdx.x * GEMM_BN, As, B1s, B3s, ar);
+    // G and U are null together, in a forward that no backward follows
+    // (nothing reads them): each case is its own instance of the tile, so
+    // the test costs no registers inside it.
+    const TB *b1 = B1 + g * strideB, *b3 = B3 + g * strideB;
+    const int c0 = blockIdx.x * GEMM_BN;
+    if constexpr (P != PREC_FP32) {
+        if (G)
+            gemm_tile_swiglu_tc<P, true>(m, n, k, a, k, b1, b3, n, G + o, U + o, S + o, n, 0, c0, As, B1s, B3s, C1s, C3s, ar);
+        else
+            gemm_tile_swiglu_tc<P, false>(m, n, k, a, k, b1, b3, n, G, U, S + o, n, 0, c0, As, B1s, B3s, C1s, C3s, ar);
+    } else {
+        if (G)
+            gemm_tile_swiglu<true>(m, n, k, a, k, b1, b3, n, G + o, U + o, S + o, n, 0, c0, As, B1s, B3s, ar);
+        else
+            gemm_tile_swiglu<false>(m, n, k, a, k, b1, b3, n, G, U, S + o, n, 0, c0, As, B1s, B3s, ar);
+    }
 }
 
 // grouped_t is sgemm_grouped_t's body: grid (cdiv(n, 64), cdiv(m, 64),
@@ -745,7 +754,11 @@ __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const
         long long strideB, float *G, float *U, TS *S, const int *offsets, int groups, int *status
 #define GROUPED_SWIGLU_ARGS(TB) GROUPED_SWIGLU_ARGS_S(TB, float)
 
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS(float)) {
+// The float32 SwiGLU tiles need about 128 registers a thread; with a bare
+// __launch_bounds__(256), ptxas held them to 128 and spilled (8 bytes of
+// stack) once the epilogue gained its case without g and u. A minimum of one
+// block lets it take what it needs: 126–128, still two blocks an SM.
+extern "C" __global__ void __launch_bounds__(256, 1) sgemm_grouped_swiglu(GROUPED_SWIGLU_ARGS(float)) {
     grouped_swiglu<PREC_FP32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_tf32(GROUPED_SWIGLU_ARGS(float)) {
@@ -778,7 +791,7 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_bf16(
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_w16(GROUPED_ROWS_ARGS(bf16)) {
     grouped_rows<PREC_FP32>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
 }
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16(GROUPED_SWIGLU_ARGS(bf16)) {
+extern "C" __global__ void __launch_bounds__(256, 1) sgemm_grouped_swiglu_w16(GROUPED_SWIGLU_ARGS(bf16)) {
     grouped_swiglu<PREC_FP32>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_w16_tf32(GROUPED_ROWS_ARGS(bf16)) {
