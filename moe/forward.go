@@ -130,15 +130,14 @@ func (a *Acts) acts() []act {
 	for j := range a.x { // every layer's, so that a test can find where two passes part
 		l = append(l, f(&a.x[j], d))
 	}
-	// A forward-only workspace (the sampler's) needs most of a layer's
-	// activations only while the layer runs: its layers after the first
-	// lay them over the first's tensors, so the prefill's workspace, which
-	// holds every prompt token, shrinks to about one layer's. What is read
-	// after the forward keeps a tensor per layer: q, k, v and the roped
-	// keys (the prefill copies the keys and values into the KV cache), the
-	// experts (routing is recorded from them) and the replayed experts
-	// (uploaded before the forward). The experts' gate and up values it
-	// does not keep at all: only the backward reads them.
+	// A forward-only workspace (the sampler's) needs a layer's activations
+	// only while the layer runs (the keys and values go into the KV cache
+	// inside it): its layers after the first lay them over the first's
+	// tensors, so the prefill's workspace shrinks to about one layer's.
+	// What is read after the forward keeps a tensor per layer: the experts
+	// (routing is recorded from them) and the replayed experts (uploaded
+	// before the forward). The experts' gate and up values it does not keep
+	// at all: only the backward reads them.
 	var first []act
 	for j := range a.layers {
 		s := &a.layers[j]
@@ -153,7 +152,7 @@ func (a *Acts) acts() []act {
 			first = la
 		} else if !a.backward {
 			for k := range la {
-				if t := la[k].t; t != &s.qkv && t != &s.kr && t != &s.experts && t != &s.replay {
+				if t := la[k].t; t != &s.experts && t != &s.replay {
 					la[k].alias = first[k].t
 				}
 			}
@@ -317,7 +316,7 @@ func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float
 	}
 	m.AuxLoss, m.ZLoss = 0, 0
 	pass := func() {
-		m.forward(a, nil, true)
+		m.forward(a, nil, true, nil)
 		m.head(a, o)
 	}
 	if c.RouterZLossCoef > 0 && !c.DenseFFN {
@@ -385,10 +384,12 @@ func expert(w *engine.Tensor, e, rows, cols int) *engine.Tensor {
 
 // forward runs embedding and the layers into a.x[L]. With a cache it is a
 // decode step: a.N = a.B single tokens at positions cache.Lens, whose keys
-// and values are appended to the cache before attending. aux leaves the
-// load-balancing loss's counts and sums in a.load for Forward, and adds
-// the router z-loss to m.ZLoss (training only).
-func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
+// and values are appended to the cache before attending. With pre it is a
+// prefill: each layer's keys and values are copied into pre's caches as
+// the layer runs. aux leaves the load-balancing loss's counts and sums in
+// a.load for Forward, and adds the router z-loss to m.ZLoss (training
+// only).
+func (m *Model) forward(a *Acts, cache *KVCache, aux bool, pre *prefillDst) {
 	c, be := m.Cfg, m.be
 	N, d, H, hd, h, K := a.N, c.DModel, c.Heads, c.HeadDim(), c.ExpertHidden, c.K()
 	E := c.NumExperts()
@@ -411,6 +412,12 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool) {
 		be.RoPE(s.qr, a.pos, N, H, hd, theta)
 		be.RoPE(s.kr, a.pos, N, H, hd, theta)
 		if cache == nil {
+			if pre != nil {
+				for _, idx := range pre.idx {
+					be.ScatterRows(pre.kv.K[l], s.kr, idx, N, d)
+					be.ScatterRows(pre.kv.V[l], s.v, idx, N, d)
+				}
+			}
 			be.Attention(s.att, s.lse, s.qr, s.kr, s.v, a.B, a.T, H, hd)
 		} else {
 			be.ScatterRows(cache.K[l], s.kr, cache.slots, N, d)

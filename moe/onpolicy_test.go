@@ -170,15 +170,15 @@ func checkOnPolicy(t *testing.T, be engine.Backend, c onPolicyCase) {
 		t.Fatal(err)
 	}
 	w := m.sampler(sh)
-	m.prefill(w, c.prompts)
-	m.replicate(w, c.prompts)
-	pre := download(be, w.pre, L)
-	for s := range seqs {
-		p := s / c.G
-		for i := range c.prompts[p] {
-			want.check(t, pre, s*T+i, p*sh.Tp+i, fmt.Sprintf("sequence %d, prompt position %d", s, i))
+	m.prefill(w, c.prompts, func(p0, n int, a *Acts) {
+		pre := download(be, a, L)
+		for s := p0 * c.G; s < (p0+n)*c.G; s++ {
+			p := s / c.G
+			for i := range c.prompts[p] {
+				want.check(t, pre, s*T+i, (p-p0)*sh.Tp+i, fmt.Sprintf("sequence %d, prompt position %d", s, i))
+			}
 		}
-	}
+	})
 	tok := make([]int32, S)
 	for j := 0; ; j++ {
 		more := false
@@ -297,6 +297,43 @@ func TestBlockStepsSameSamples(t *testing.T) {
 				}
 				if next != wantNext {
 					t.Errorf("BlockSteps %d: the sampling stream is left elsewhere than one step at a time leaves it", k)
+				}
+			}
+		})
+	}
+}
+
+// TestPrefillChunksSameSamples: prefilling the prompts in chunks, down to
+// one prompt a chunk, gives the samples (router choices included) and the
+// end state of the sampling stream of one prefill pass over them all.
+func TestPrefillChunksSameSamples(t *testing.T) {
+	for _, c := range onPolicyCases() {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := New(c.cfg, cpu.New(), 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.FreeSampler()
+			var want []Sequence
+			var wantNext uint64
+			for i, tokens := range []int{1 << 20, 1, 2 * c.cfg.MaxSeq, 0} {
+				o := c.o
+				o.PrefillTokens, o.RecordRouting = tokens, !c.cfg.DenseFFN
+				rng := engine.NewRNG(5, engine.StreamSample)
+				got, err := m.Generate(c.prompts, c.G, o, rng)
+				if err != nil {
+					t.Fatal(err)
+				}
+				next := rng.Uint64()
+				if i == 0 {
+					want, wantNext = got, next
+					continue
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("PrefillTokens %d: the samples differ from one prefill pass", tokens)
+				}
+				if next != wantNext {
+					t.Errorf("PrefillTokens %d: the sampling stream is left elsewhere", tokens)
 				}
 			}
 		})

@@ -68,7 +68,21 @@ type SampleOptions struct {
 	// records graphs, 1 on the CPU); RecordRouting runs one at a time. The
 	// samples are the same bits whatever it is (see Generate).
 	BlockSteps int
+	// PrefillTokens bounds the prompt tokens (padded) one prefill pass
+	// holds: the prompts are prefilled in chunks of whole prompts, at least
+	// one a chunk, so that the prefill's workspace does not grow with the
+	// batch. 0 is DefaultPrefillTokens. The samples are the same bits
+	// whatever it is, on every backend whose products do not depend on the
+	// rows beside them (the CPU; CUDA with our own GEMM kernels).
+	PrefillTokens int
 }
+
+// DefaultPrefillTokens is the prefill chunk SampleOptions.PrefillTokens 0
+// means: 4096 tokens hold moe-tiny's prefill workspace to about 90 MB and
+// moe-small's to about 200 MB (one layer's activations a token, the
+// layers' hidden states, the head's), and cost BENCH.md's generate
+// workload (256 prompts of 32) one more pass of the prefill's launches.
+const DefaultPrefillTokens = 4096
 
 // DefaultBlockSteps is the decode steps a backend that records graphs runs
 // per host round trip: one graph launch, one wait and one copy of the
@@ -126,8 +140,13 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 		return nil, err
 	}
 	w := m.sampler(sh)
-	m.prefill(w, prompts)
-	m.replicate(w, prompts)
+	var rec *routeRecorder
+	var recordPrefill func(p0, n int, a *Acts)
+	if o.RecordRouting && !m.Cfg.DenseFFN {
+		rec = m.newRouteRecorder(w, limit)
+		recordPrefill = rec.prefilled
+	}
+	m.prefill(w, prompts, recordPrefill)
 
 	out := make([]Sequence, sh.S)
 	done := make([]bool, sh.S)
@@ -140,10 +159,6 @@ func (m *Model) Generate(prompts [][]int32, G int, o SampleOptions, rng *engine.
 	stop := map[int32]bool{}
 	for _, t := range o.Stop {
 		stop[t] = true
-	}
-	var rec *routeRecorder
-	if o.RecordRouting && !m.Cfg.DenseFFN {
-		rec = m.newRouteRecorder(w, limit)
 	}
 	// row[r] is the sequence decode row r holds: rows are compacted as
 	// sequences finish, so that a long tail of a few unfinished ones does
@@ -234,10 +249,8 @@ func (m *Model) newRouteRecorder(w sampling, limit []int) *routeRecorder {
 	c, be := m.Cfg, m.be
 	L, K := c.Layers, c.K()
 	r := &routeRecorder{m: m, G: w.G, Tp: w.Tp, S: w.S}
-	for l := range L {
-		e := make([]int32, w.P*w.Tp*K)
-		be.DownloadI32(e, w.pre.layers[l].experts)
-		r.pre = append(r.pre, e)
+	for range L {
+		r.pre = append(r.pre, make([]int32, w.P*w.Tp*K))
 	}
 	for _, n := range limit {
 		r.maxStep = max(r.maxStep, n-1) // decode steps feed response tokens 0 … n−2
@@ -253,6 +266,15 @@ func (m *Model) newRouteRecorder(w sampling, limit []int) *routeRecorder {
 		r.buf = g.route
 	}
 	return r
+}
+
+// prefilled downloads the experts of a prefill chunk, prompts [p0, p0+n)
+// in workspace a.
+func (r *routeRecorder) prefilled(p0, n int, a *Acts) {
+	K := r.m.Cfg.K()
+	for l := range r.pre {
+		r.m.be.DownloadI32(r.pre[l][p0*r.Tp*K:(p0+n)*r.Tp*K], a.layers[l].experts)
+	}
 }
 
 // step copies the experts of the decode step just run (rows row) into the
@@ -363,8 +385,9 @@ func (m *Model) FreeSampler() {
 }
 
 // genShape is one Generate call's layout: P prompts right-padded to Tp
-// tokens, S = P·G sequences with caches of Seq positions.
-type genShape struct{ P, G, S, Tp, Seq int }
+// tokens, prefilled Pc at a time, S = P·G sequences with caches of Seq
+// positions.
+type genShape struct{ P, Pc, G, S, Tp, Seq int }
 
 // plan checks Generate's arguments and lays the call out, with each
 // sequence's limit on new tokens.
@@ -392,6 +415,11 @@ func (m *Model) plan(prompts [][]int32, G int, o SampleOptions) (genShape, []int
 		}
 		sh.Tp = max(sh.Tp, len(p))
 	}
+	chunk := o.PrefillTokens
+	if chunk <= 0 {
+		chunk = DefaultPrefillTokens
+	}
+	sh.Pc = min(P, max(1, chunk/sh.Tp))
 	limit := make([]int, sh.S)
 	sh.Seq = sh.Tp // the prefill writes every padded position
 	for s := range limit {
@@ -413,7 +441,7 @@ func (m *Model) plan(prompts [][]int32, G int, o SampleOptions) (genShape, []int
 type generator struct {
 	pre, dec *Acts // forward-only workspaces
 	kv       *KVCache
-	idx      *engine.Tensor // prefill rows' cache slots, for one sample of each prompt
+	idx      *engine.Tensor // a prefill chunk's rows' cache slots, for each of the G samples of its prompts
 	last     *engine.Tensor // each sequence's last prompt row
 	first    *engine.Tensor // each sequence's hidden state at its last prompt token
 	u, lp    *engine.Tensor // uniforms in, log-probs out
@@ -504,14 +532,19 @@ func (m *Model) sampler(sh genShape) sampling {
 		m.gen = &generator{}
 	}
 	w := m.gen
-	if w.pre == nil || w.pre.N < sh.P*sh.Tp {
+	if n := sh.Pc * sh.Tp; w.pre == nil || w.pre.N < n {
 		if w.pre != nil {
 			w.pre.Free(be)
+		}
+		w.pre = m.newActs(1, n, false) // viewed as a chunk of Pc prompts × Tp
+		w.hostIDs = make([]int32, n)
+	}
+	if n := sh.G * sh.Pc * sh.Tp; w.idx == nil || w.idx.Len() < n {
+		if w.idx != nil {
 			be.Free(w.idx)
 		}
-		w.pre = m.newActs(sh.P, sh.Tp, false)
-		w.idx = be.NewI32(sh.P * sh.Tp)
-		w.hostIDs, w.hostIdx = make([]int32, sh.P*sh.Tp), make([]int32, sh.P*sh.Tp)
+		w.idx = be.NewI32(n)
+		w.hostIdx = make([]int32, n)
 	}
 	if w.dec == nil || w.dec.N < sh.S {
 		w.closeGraphs()
@@ -552,12 +585,12 @@ func (m *Model) sampler(sh genShape) sampling {
 		}
 		w.kv = m.NewKVCache(sh.S, sh.Seq)
 	}
-	P, S := sh.P, sh.S
+	Pc, S := sh.Pc, sh.S
 	return sampling{genShape: sh, generator: &generator{
-		pre: m.view(w.pre, P, sh.Tp), dec: m.view(w.dec, S, 1), kv: w.kv.view(S, sh.Seq, d),
-		idx: w.idx.View(0, P*sh.Tp), last: w.last.View(0, S), first: w.first.View(0, S, d),
+		pre: m.view(w.pre, Pc, sh.Tp), dec: m.view(w.dec, S, 1), kv: w.kv.view(S, sh.Seq, d),
+		idx: w.idx.View(0, sh.G*Pc*sh.Tp), last: w.last.View(0, S), first: w.first.View(0, S, d),
 		u: w.u.View(0, S), lp: w.lp.View(0, S), tok: w.tok.View(0, S),
-		hostIDs: w.hostIDs[:P*sh.Tp], hostIdx: w.hostIdx[:P*sh.Tp], hostLast: w.hostLast[:S],
+		hostIDs: w.hostIDs[:Pc*sh.Tp], hostIdx: w.hostIdx[:sh.G*Pc*sh.Tp], hostLast: w.hostLast[:S],
 		hostTok: w.hostTok[:S], hostPos: w.hostPos[:S], hostSlot: w.hostSlot[:S],
 		hostU: w.hostU[:S], hostLp: w.hostLp[:S]}}
 }
@@ -583,39 +616,59 @@ func (m *Model) blockBuffers(n, rows int) *blockBufs {
 	return g.blk
 }
 
-// prefill runs the training forward over the prompts, right-padded.
-func (m *Model) prefill(w sampling, prompts [][]int32) {
-	clear(w.hostIDs)
-	for p, pr := range prompts {
-		copy(w.hostIDs[p*w.Tp:], pr)
-	}
-	m.upload(w.pre, w.hostIDs)
-	m.forward(w.pre, nil, false)
+// prefillDst is where a prefill's forward copies each layer's keys and
+// values as the layer runs: the rows of a chunk of prompts into the caches
+// of each of their G sequences (idx[g] for sample g).
+type prefillDst struct {
+	kv  *KVCache
+	idx []*engine.Tensor
 }
 
-// replicate copies each prompt's keys and values into the caches of its G
-// sequences and gathers each sequence's hidden state at its prompt's last
-// token, from which the first token is sampled.
-func (m *Model) replicate(w sampling, prompts [][]int32) {
-	be, d := m.be, m.Cfg.DModel
-	for g := range w.G {
-		for i := range w.hostIdx {
-			p, t := i/w.Tp, i%w.Tp
-			w.hostIdx[i] = int32((p*w.G+g)*w.Seq + t)
+// prefill runs the training forward over the prompts, right-padded, w.Pc
+// prompts at a time, and leaves every sequence ready to decode: each
+// layer's keys and values copied into the caches of its prompt's G
+// sequences while the layer runs (so a chunk's workspace is free for the
+// next chunk), the cache lengths set, and each sequence's hidden state at
+// its prompt's last token in w.first, from which its first token is
+// sampled. chunk, when not nil, gets each chunk's workspace after its
+// forward, with the chunk's first prompt and its number of prompts.
+func (m *Model) prefill(w sampling, prompts [][]int32, chunk func(p0, n int, a *Acts)) {
+	be, d, L := m.be, m.Cfg.DModel, m.Cfg.Layers
+	for p0 := 0; p0 < w.P; p0 += w.Pc {
+		n := min(w.Pc, w.P-p0)
+		a := w.pre
+		if n < w.Pc {
+			a = m.view(w.pre, n, w.Tp)
 		}
-		be.UploadI32(w.idx, w.hostIdx)
-		for l := range m.Cfg.Layers {
-			be.ScatterRows(w.kv.K[l], w.pre.layers[l].kr, w.idx, w.P*w.Tp, d)
-			be.ScatterRows(w.kv.V[l], w.pre.layers[l].v, w.idx, w.P*w.Tp, d)
+		rows := n * w.Tp
+		ids := w.hostIDs[:rows]
+		clear(ids)
+		for i := range n {
+			copy(ids[i*w.Tp:], prompts[p0+i])
 		}
+		m.upload(a, ids)
+		dst := prefillDst{kv: w.kv, idx: make([]*engine.Tensor, w.G)}
+		for g := range w.G {
+			for i := range rows {
+				p, t := p0+i/w.Tp, i%w.Tp
+				w.hostIdx[g*rows+i] = int32((p*w.G+g)*w.Seq + t)
+			}
+			dst.idx[g] = w.idx.View(g*rows, rows)
+		}
+		be.UploadI32(w.idx.View(0, w.G*rows), w.hostIdx[:w.G*rows])
+		m.forward(a, nil, false, &dst)
+		if chunk != nil {
+			chunk(p0, n, a)
+		}
+		s0, ns := p0*w.G, n*w.G // the chunk's sequences
+		for s := s0; s < s0+ns; s++ {
+			p := s / w.G
+			w.hostLast[s] = int32((p-p0)*w.Tp + len(prompts[p]) - 1)
+			w.kv.Lens[s] = int32(len(prompts[p]))
+		}
+		be.UploadI32(w.last.View(s0, ns), w.hostLast[s0:s0+ns])
+		be.Gather(w.first.View(s0*d, ns, d), a.x[L], w.last.View(s0, ns), ns, d)
 	}
-	for s := range w.S {
-		p := s / w.G
-		w.hostLast[s] = int32(p*w.Tp + len(prompts[p]) - 1)
-		w.kv.Lens[s] = int32(len(prompts[p]))
-	}
-	be.UploadI32(w.last, w.hostLast)
-	be.Gather(w.first, w.pre.x[m.Cfg.Layers], w.last, w.S, d)
 }
 
 // sampleNext draws each sequence's next token from its last hidden state h
@@ -635,7 +688,7 @@ func (m *Model) decodeNext(w sampling, tok []int32, o SampleOptions, rng *engine
 	m.decodeInputs(w, tok)
 	m.uniforms(w, rng)
 	m.gen.steps.run(m.be, stepKey{S: w.S, Seq: w.kv.MaxSeq, topK: o.TopK, temp: o.Temperature, topP: o.TopP}, func() {
-		m.forward(w.dec, w.kv, false)
+		m.forward(w.dec, w.kv, false, nil)
 		m.draw(w, w.dec.x[m.Cfg.Layers], o)
 	})
 	return m.fetch(w)
@@ -724,7 +777,7 @@ func (m *Model) decodeBlock(w sampling, tok []int32, o SampleOptions, rng *engin
 			}
 			cache.slots, cache.lens = bb.slot.View(j*S, S), bb.lens.View(j*S, S)
 			g.dec, g.u, g.tok, g.lp = &dec, bb.u.View(j*S, S), bb.tok.View(j*S, S), bb.lp.View(j*S, S)
-			m.forward(&dec, &cache, false)
+			m.forward(&dec, &cache, false, nil)
 			m.draw(sampling{genShape: w.genShape, generator: &g}, dec.x[m.Cfg.Layers], o)
 		}
 	})
@@ -774,7 +827,7 @@ func (m *Model) fetch(w sampling) ([]int32, []float32) {
 // theirs too and are ignored; their position stays within the cache.
 func (m *Model) decode(w sampling, tok []int32) *engine.Tensor {
 	m.decodeInputs(w, tok)
-	m.forward(w.dec, w.kv, false)
+	m.forward(w.dec, w.kv, false, nil)
 	return w.dec.x[m.Cfg.Layers]
 }
 
