@@ -119,7 +119,9 @@ type Backend interface {
 	// the rows of a as it is read. b1 and b3 may be BF16, as GemmGrouped's
 	// b; s may be BF16 as GemmGrouped's a, and is then written rounded to
 	// nearest even. g and u may both be nil, for a forward that no
-	// backward follows: only s is written.
+	// backward follows: only s is written. They may be BF16 together, with
+	// a BF16 s (see ActivationStorage): s is computed from the unrounded
+	// values.
 	GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
 	// GemmGroupedSwiGLUBackward is the first half of that layer's
 	// backward in one call: ds = dy·B_gᵀ per group, as GemmGrouped
@@ -128,7 +130,8 @@ type Backend interface {
 	// as SwiGLUBackward computes them into zeroed gradients (dg and du are
 	// overwritten, not accumulated); ds, g, u, dg and du are rows×n. ds
 	// may be nil (not kept); dy, dg and du may be BF16 together, as
-	// GemmGrouped's a (dg and du written rounded).
+	// GemmGrouped's a (dg and du written rounded), and with them g and u
+	// (read widened).
 	GemmGroupedSwiGLUBackward(rows, n, k int, dy, b *Tensor, strideB int, g, u, ds, dg, du, offsets *Tensor, groups int)
 
 	// Add computes y += x over n elements. Scale computes x *= s.
@@ -276,6 +279,17 @@ type Backend interface {
 // is F32 when the inputs are not rounded to a storage dtype.
 type GEMMInput interface {
 	GEMMInputDType() DType
+}
+
+// ActivationStorage is a backend that keeps, in a narrower dtype, the
+// activations a backward reads elementwise rather than through a GEMM (the
+// experts' gate and up values; the CUDA backend in bf16 mode, where
+// ActivationDType is BF16). Unlike GEMMInput's tensors this changes
+// results: not the forward's, which computes from the values before they
+// are stored, but the backward's, which reads them rounded.
+// ActivationDType is F32 where they are kept as they are.
+type ActivationStorage interface {
+	ActivationDType() DType
 }
 
 // Graph is a recorded sequence of a backend's ops that Launch replays on

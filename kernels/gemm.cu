@@ -263,14 +263,14 @@ struct store_epi {
 // again) and, through the SwiGLU, dgate and dup, with swiglu_bwd's
 // expressions added to 0 (the bits of swiglu_bwd accumulating into zeroed
 // gradients), stored as TD.
-template <class TD> struct swiglu_bwd_epi {
-    const float *G, *U;
+template <class TD, class TG> struct swiglu_bwd_epi {
+    const TG *G, *U;
     float* DS;
     TD *DG, *DU;
     int ld;
     __device__ __forceinline__ void operator()(int gi, int gj, float acc) const {
         const size_t o = (size_t)gi * ld + gj;
-        const float d = 1.0f * acc, g = G[o], u = U[o]; // alpha 1, as store_epi
+        const float d = 1.0f * acc, g = load_elem(G[o]), u = load_elem(U[o]); // alpha 1, as store_epi
         const float s = 1.0f / (1.0f + expf(-g));
         if (DS) DS[o] = d;
         store_elem(DG + o, 0.0f + d * u * s * (1.0f + g * (1.0f - s)));
@@ -398,9 +398,9 @@ __device__ __forceinline__ void gemm_tile_tc(int transA, int transB, int m, int 
 // and u = A·B3 (A m×k, B1 and B3 k×n, none transposed) from one staging of
 // A, and writes g, u and s = silu(g)·u, with swiglu_fwd's expression: the
 // bits of gemm_tile twice and swiglu_fwd, in one pass.
-template <bool KeepGU, class TB, class TS>
+template <bool KeepGU, class TB, class TS, class TG>
 __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const float* A, int lda, const TB* B1,
-                                                 const TB* B3, int ldb, float* G, float* U, TS* S, int ldc,
+                                                 const TB* B3, int ldb, TG* G, TG* U, TS* S, int ldc,
                                                  int row0, int col0, float (*As)[GEMM_BM + 4],
                                                  float (*B1s)[GEMM_BN + 4], float (*B3s)[GEMM_BN + 4],
                                                  const int* arow = nullptr) {
@@ -450,8 +450,8 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
             const size_t o = (size_t)gi * ldc + gj;
             const float g = 1.0f * acc1[i][j], u = 1.0f * acc3[i][j]; // alpha 1, as gemm_tile
             if constexpr (KeepGU) {
-                G[o] = g;
-                U[o] = u;
+                store_elem(G + o, g);
+                store_elem(U + o, u);
             }
             store_elem(S + o, g / (1.0f + expf(-g)) * u);
         }
@@ -460,9 +460,9 @@ __device__ __forceinline__ void gemm_tile_swiglu(int m, int n, int k, const floa
 
 // gemm_tile_swiglu_tc is gemm_tile_swiglu on the tensor cores (as
 // gemm_tile_tc), C1s and C3s its staging tiles.
-template <int P, bool KeepGU, class TB, class TS>
+template <int P, bool KeepGU, class TB, class TS, class TG>
 __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const float* A, int lda, const TB* B1,
-                                                    const TB* B3, int ldb, float* G, float* U, TS* S, int ldc,
+                                                    const TB* B3, int ldb, TG* G, TG* U, TS* S, int ldc,
                                                     int row0, int col0,
                                                     typename tc<P>::elem (*As)[GEMM_BM + tc<P>::pad],
                                                     typename tc<P>::elem (*B1s)[GEMM_BN + tc<P>::pad],
@@ -514,8 +514,8 @@ __device__ __forceinline__ void gemm_tile_swiglu_tc(int m, int n, int k, const f
         const size_t o = (size_t)gi * ldc + gj;
         const float g = 1.0f * C1s[i][j], u = 1.0f * C3s[i][j];
         if constexpr (KeepGU) {
-            G[o] = g;
-            U[o] = u;
+            store_elem(G + o, g);
+            store_elem(U + o, u);
         }
         store_elem(S + o, g / (1.0f + expf(-g)) * u);
     }
@@ -635,9 +635,9 @@ __device__ __forceinline__ bool rows_in_range(const int* idx, int n, int lim, in
 // grouped_swiglu is sgemm_grouped_swiglu's body: g = A_g·B1_g, u = A_g·B3_g
 // and s = silu(g)·u on each group's rows, grid as grouped_rows'. With arow
 // (rows entries), row r of A is row arow[r] of the arows×k matrix at A.
-template <int P, class TB, class TS>
+template <int P, class TB, class TS, class TG>
 __device__ __forceinline__ void grouped_swiglu(int rows, int n, int k, const float* A, const int* arow, int arows,
-                                               const TB* B1, const TB* B3, long long strideB, float* G, float* U,
+                                               const TB* B1, const TB* B3, long long strideB, TG* G, TG* U,
                                                TS* S, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem B1s[GEMM_BK][GEMM_BN + tc<P>::pad];
@@ -731,9 +731,9 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_bf16(GROUPED_T
 // grouped_swiglu_bwd is sgemm_grouped_swiglu_bwd's body: ds_g = dy_g·W2_gᵀ
 // (W2_g n×k at g·strideB) on each group's rows, and through the SwiGLU
 // dgate and dup, grid as grouped_rows'.
-template <int P, class TA, class TD>
+template <int P, class TA, class TD, class TG>
 __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const TA* DY, const float* W2,
-                                                   long long strideB, const float* G, const float* U, float* DS,
+                                                   long long strideB, const TG* G, const TG* U, float* DS,
                                                    TD* DG, TD* DU, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
     __align__(32) __shared__ typename tc<P>::elem Bs[GEMM_BK][GEMM_BN + tc<P>::pad];
@@ -741,7 +741,7 @@ __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const
     int g, r0, m;
     if (!group_tile(offsets, groups, rows, status, &g, &r0, &m)) return;
     const size_t o = (size_t)r0 * n;
-    const swiglu_bwd_epi<TD> epi{G + o, U + o, DS ? DS + o : nullptr, DG + o, DU + o, n};
+    const swiglu_bwd_epi<TD, TG> epi{G + o, U + o, DS ? DS + o : nullptr, DG + o, DU + o, n};
     if constexpr (P != PREC_FP32)
         gemm_tile_epi_tc<P>(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs,
                            Cs, epi);
@@ -749,9 +749,10 @@ __device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const
         gemm_tile_epi(0, 1, m, n, k, DY + (size_t)r0 * k, k, W2 + g * strideB, k, 0, blockIdx.x * GEMM_BN, As, Bs, epi);
 }
 
-#define GROUPED_SWIGLU_ARGS_S(TB, TS)                                                                          \
+#define GROUPED_SWIGLU_ARGS_GS(TB, TG, TS)                                                                     \
     int rows, int n, int k, const float *A, const int *arow, int arows, const TB *B1, const TB *B3,                 \
-        long long strideB, float *G, float *U, TS *S, const int *offsets, int groups, int *status
+        long long strideB, TG *G, TG *U, TS *S, const int *offsets, int groups, int *status
+#define GROUPED_SWIGLU_ARGS_S(TB, TS) GROUPED_SWIGLU_ARGS_GS(TB, float, TS)
 #define GROUPED_SWIGLU_ARGS(TB) GROUPED_SWIGLU_ARGS_S(TB, float)
 
 // The float32 SwiGLU tiles need about 128 registers a thread; with a bare
@@ -768,9 +769,10 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bf16(GROU
     grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 
-#define GROUPED_SWIGLU_BWD_ARGS_AD(TA, TD)                                                                      \
-    int rows, int n, int k, const TA *DY, const float *W2, long long strideB, const float *G, const float *U, \
+#define GROUPED_SWIGLU_BWD_ARGS_AGD(TA, TG, TD)                                                               \
+    int rows, int n, int k, const TA *DY, const float *W2, long long strideB, const TG *G, const TG *U, \
         float *DS, TD *DG, TD *DU, const int *offsets, int groups, int *status
+#define GROUPED_SWIGLU_BWD_ARGS_AD(TA, TD) GROUPED_SWIGLU_BWD_ARGS_AGD(TA, float, TD)
 #define GROUPED_SWIGLU_BWD_ARGS GROUPED_SWIGLU_BWD_ARGS_AD(float, float)
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd(GROUPED_SWIGLU_BWD_ARGS) {
@@ -836,5 +838,16 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_a16_b16_bf16(G
     grouped_t<PREC_BF16>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_d16_bf16(GROUPED_SWIGLU_BWD_ARGS_AD(bf16, bf16)) {
+    grouped_swiglu_bwd<PREC_BF16>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
+}
+
+// The _g16 kernels keep the experts' gate and up values in bf16 too (a
+// training workspace in bf16 mode): the forward's s is computed from the
+// float values before they are stored, so the forward's results do not
+// change; the backward reads them rounded, at bf16's precision.
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_g16_s16_bf16(GROUPED_SWIGLU_ARGS_GS(float, bf16, bf16)) {
+    grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
+}
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_g16_d16_bf16(GROUPED_SWIGLU_BWD_ARGS_AGD(bf16, bf16, bf16)) {
     grouped_swiglu_bwd<PREC_BF16>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
 }

@@ -53,6 +53,7 @@ var Modules = []Module{
 		"sgemm_grouped_a16_bf16", "sgemm_grouped_a16_w16_bf16", "sgemm_grouped_swiglu_s16_bf16",
 		"sgemm_grouped_swiglu_w16_s16_bf16", "sgemm_grouped_t_a16_bf16", "sgemm_grouped_t_b16_bf16",
 		"sgemm_grouped_t_a16_b16_bf16", "sgemm_grouped_swiglu_bwd_a16_d16_bf16",
+		"sgemm_grouped_swiglu_g16_s16_bf16", "sgemm_grouped_swiglu_bwd_a16_g16_d16_bf16",
 	}},
 	{"logprob", []string{"logprob_fwd", "logprob_bwd", "logprob_fused", "entropy"}},
 	{"reduce", []string{"add_f32", "scale_f32", "sumsq_partial", "sumsq_final"}},

@@ -71,8 +71,12 @@ type Acts struct {
 	// products read (their SwiGLU output, and the gradients dy, dgate and
 	// dup): BF16 where those products round their inputs to it
 	// (engine.GEMMInput), for the reason w16 is; else, and in a dense FFN,
-	// whose products may be cuBLAS's, F32.
-	gemmIn engine.DType
+	// whose products may be cuBLAS's, F32. gateIn is the dtype of the
+	// experts' gate and up values a training workspace keeps for the
+	// backward: BF16 where gemmIn is and the backend stores activations in
+	// it (engine.ActivationStorage), which rounds what the backward reads;
+	// else F32.
+	gemmIn, gateIn engine.DType
 
 	hostPos           []int32
 	hostLogp, hostEnt []float32
@@ -146,7 +150,7 @@ func (a *Acts) acts() []act {
 			f(&s.rlogits, E), f(&s.probs, E), f(&s.weights, K), i(&s.experts, K), i(&s.replay, K), i(&s.perm, K), i(&s.inv, K),
 			{t: &s.offsets, dtype: engine.I32, width: E + 1, whole: true}, g(&s.s, K*h), f(&s.y, K*d)}
 		if a.backward || c.DenseFFN { // a dense FFN's SwiGLU reads them in the forward too
-			la = append(la, f(&s.g, K*h), f(&s.u, K*h))
+			la = append(la, act{t: &s.g, dtype: a.gateIn, width: K * h}, act{t: &s.u, dtype: a.gateIn, width: K * h})
 		}
 		if j == 0 {
 			first = la
@@ -195,11 +199,14 @@ func (m *Model) newActs(B, T int, backward bool) *Acts {
 
 // actsShell is a workspace of B×T tokens with no tensors yet.
 func (m *Model) actsShell(B, T int, backward bool) *Acts {
-	gemmIn := engine.F32
+	gemmIn, gateIn := engine.F32, engine.F32
 	if gi, ok := m.be.(engine.GEMMInput); ok && !m.Cfg.DenseFFN {
 		gemmIn = gi.GEMMInputDType()
 	}
-	return &Acts{B: B, T: T, N: B * T, cfg: m.Cfg, backward: backward, gemmIn: gemmIn,
+	if as, ok := m.be.(engine.ActivationStorage); ok && gemmIn == engine.BF16 && backward {
+		gateIn = as.ActivationDType()
+	}
+	return &Acts{B: B, T: T, N: B * T, cfg: m.Cfg, backward: backward, gemmIn: gemmIn, gateIn: gateIn,
 		x: make([]*engine.Tensor, m.Cfg.Layers+1), layers: make([]layerActs, m.Cfg.Layers)}
 }
 

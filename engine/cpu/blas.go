@@ -226,7 +226,8 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.
 }
 
 // GemmGroupedSwiGLU is GemmGrouped twice and SwiGLU, so its bits are theirs
-// (a bf16 s: theirs rounded, as Cast rounds).
+// (bf16 g, u or s: theirs rounded, as Cast rounds; s from the unrounded g
+// and u).
 func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Tensor, strideB int, g, u, s,
 	offsets *engine.Tensor, groups int) {
 	const op = "GemmGroupedSwiGLU"
@@ -238,6 +239,10 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 		defer b.scratch.Put(g)
 		defer b.scratch.Put(u)
 	}
+	g, doneG := b.asF32(g)
+	defer doneG(true)
+	u, doneU := b.asF32(u)
+	defer doneU(true)
 	s, doneS := b.asF32(s)
 	defer doneS(true)
 	fusedArgs(op, rows, n, k, groups, strideB, offsets, namedF32{"g", g}, namedF32{"u", u}, namedF32{"s", s})
@@ -252,8 +257,8 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 }
 
 // GemmGroupedSwiGLUBackward is GemmGrouped and SwiGLUBackward into zeroed
-// gradients, so its bits are theirs (bf16 dg and du: theirs rounded); a nil
-// ds is computed in scratch.
+// gradients, so its bits are theirs (bf16 dg and du: theirs rounded; bf16
+// dy, g and u: read widened); a nil ds is computed in scratch.
 func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tensor, strideB int, g, u, ds, dg, du,
 	offsets *engine.Tensor, groups int) {
 	if ds == nil {
@@ -262,6 +267,10 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	}
 	dy, doneDY := b.asF32(dy)
 	defer doneDY(false)
+	g, doneG := b.asF32(g)
+	defer doneG(false)
+	u, doneU := b.asF32(u)
+	defer doneU(false)
 	dg, doneDG := b.asF32(dg)
 	defer doneDG(true)
 	du, doneDU := b.asF32(du)

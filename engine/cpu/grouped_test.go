@@ -229,6 +229,25 @@ func TestGroupedBF16Operands(t *testing.T) {
 			b.GemmGroupedSwiGLU(rows, n, k, tf(x), nil, tf(w), tf(w), k*n, wrap(gg), wrap(uu), s16, offsets, G)
 			return append(append(gg, uu...), wide(s16)...)
 		}},
+		{"GemmGroupedSwiGLU bf16 g, u and s", func(narrow bool) []float32 {
+			gg, uu, s := make([]float32, rows*n), make([]float32, rows*n), make([]float32, rows*n)
+			if !narrow {
+				b.GemmGroupedSwiGLU(rows, n, k, tf(x), nil, tf(w), tf(w), k*n, wrap(gg), wrap(uu), wrap(s), offsets, G)
+				return append(append(round(gg), round(uu)...), round(s)...)
+			}
+			g16, u16, s16 := engine.HostBF16(rows*n), engine.HostBF16(rows*n), engine.HostBF16(rows*n)
+			b.GemmGroupedSwiGLU(rows, n, k, tf(x), nil, tf(w), tf(w), k*n, g16, u16, s16, offsets, G)
+			return append(append(wide(g16), wide(u16)...), wide(s16)...)
+		}},
+		{"GemmGroupedSwiGLUBackward bf16 g and u", func(narrow bool) []float32 {
+			dg, du := make([]float32, rows*n), make([]float32, rows*n)
+			gt, ut := tf(round(g)), tf(round(u))
+			if narrow {
+				gt, ut = to16(g), to16(u)
+			}
+			b.GemmGroupedSwiGLUBackward(rows, n, k, tf(x), tf(w), k*n, gt, ut, nil, wrap(dg), wrap(du), offsets, G)
+			return append(dg, du...)
+		}},
 		{"GemmGroupedSwiGLUBackward bf16 dy, dg, du, no ds", func(narrow bool) []float32 {
 			dg, du := make([]float32, rows*n), make([]float32, rows*n)
 			if !narrow {

@@ -17,9 +17,10 @@ import (
 )
 
 var (
-	_ engine.Backend   = (*Backend)(nil)
-	_ engine.Capturer  = (*Backend)(nil)
-	_ engine.GEMMInput = (*Backend)(nil)
+	_ engine.Backend           = (*Backend)(nil)
+	_ engine.Capturer          = (*Backend)(nil)
+	_ engine.GEMMInput         = (*Backend)(nil)
+	_ engine.ActivationStorage = (*Backend)(nil)
 )
 
 // Backend runs engine.Backend's ops on one NVIDIA GPU. Tensors it makes
@@ -518,6 +519,12 @@ func (b *Backend) GEMMInputDType() engine.DType {
 	}
 	return engine.F32
 }
+
+// ActivationDType is engine.BF16 in bf16 mode: a model then keeps the
+// experts' gate and up values in bf16 for its backward (see
+// engine.ActivationStorage), as llm.c keeps every activation in its
+// floatX; engine.F32 otherwise.
+func (b *Backend) ActivationDType() engine.DType { return b.GEMMInputDType() }
 
 // SetTF32 is SetGEMMPrecision(GEMMTF32) when on, GEMMFP32 when not.
 func (b *Backend) SetTF32(on bool) error {

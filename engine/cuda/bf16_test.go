@@ -166,7 +166,9 @@ func TestGroupedBF16Weights(t *testing.T) { weights16MatchRounded(t, gpuBackend(
 // dgate, dup) computes the bits it computes on the float32 tensors, and
 // writes a bf16 output as the float32 one rounded to nearest even; the
 // kernels with those operands (the _a16, _b16, _s16, _d16 and combine_bwd_d16
-// ones) against the kernels without.
+// ones) against the kernels without; and the _g16 kernels, which keep the
+// gate and up values in bf16, against float32 ones fed those values
+// rounded.
 func storage16MatchesF32(t *testing.T, be *Backend) {
 	was := be.GEMMPrecision()
 	defer be.SetGEMMPrecision(was)
@@ -270,6 +272,20 @@ func storage16MatchesF32(t *testing.T, be *Backend) {
 		{"GemmGroupedT b16, gathered A", func(narrow bool) []float32 { return groupedT(k, n, xk, perm, op16(xn, narrow)) }},
 		{"GemmGroupedT a16 b16", func(narrow bool) []float32 {
 			return groupedT(n, k, op16(xn, narrow), nil, op16(dy, narrow))
+		}},
+		{"GemmGroupedSwiGLU g16 s16", func(narrow bool) []float32 {
+			gg, uu, s := out(rows*n, narrow), out(rows*n, narrow), out(rows*n, narrow)
+			be.GemmGroupedSwiGLU(rows, n, k, xk, perm, w1, w3, k*n, gg, uu, s, off, groups)
+			return append(append(host(gg, true), host(uu, true)...), host(s, true)...)
+		}},
+		{"GemmGroupedSwiGLUBackward a16 g16 d16", func(narrow bool) []float32 {
+			// The float32 run reads g and u rounded as the bf16 one stores them.
+			gr, ur := be.NewF32(rows*n), be.NewF32(rows*n)
+			be.Cast(gr, to16(g), rows*n)
+			be.Cast(ur, to16(u), rows*n)
+			gg, uu, dg, du := op16(gr, narrow), op16(ur, narrow), out(rows*n, narrow), out(rows*n, narrow)
+			be.GemmGroupedSwiGLUBackward(rows, n, k, op16(dy, narrow), w2, n*k, gg, uu, nil, dg, du, off, groups)
+			return append(host(dg, true), host(du, true)...)
 		}},
 		{"GemmGroupedSwiGLUBackward a16 d16, no ds", func(narrow bool) []float32 {
 			ds, dg, du := be.NewF32(rows*n), out(rows*n, narrow), out(rows*n, narrow)

@@ -3,6 +3,7 @@ package cuda
 import (
 	"math"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -134,10 +135,11 @@ func TestRLStepOnEmulator(t *testing.T) {
 // compare: three Generate calls (the last compacts the batch), four
 // training steps, and the weights after them.
 type emulatedRun struct {
-	seqs    [][]moe.Sequence
-	losses  []float64
-	weights []float32
-	graphs  int
+	seqs     [][]moe.Sequence
+	losses   []float64
+	weights  []float32
+	graphs   int
+	launched map[string]int // kernel launches by name, graphs' kernels as recorded
 }
 
 // runEmulated runs that work on a fresh emulated CUDA backend, handed to
@@ -186,7 +188,7 @@ func runEmulated(t *testing.T, lib string, wrap func(*Backend) engine.Backend) e
 	if f.emuErr != nil {
 		t.Fatal(f.emuErr)
 	}
-	r.graphs = f.graphLaunches
+	r.graphs, r.launched = f.graphLaunches, f.launched()
 	return r
 }
 
@@ -234,35 +236,63 @@ type wideInputs struct{ *Backend }
 
 func (wideInputs) GEMMInputDType() engine.DType { return engine.F32 }
 
+// wideActivations is a CUDA backend that keeps engine.GEMMInput's narrow
+// storage but not engine.ActivationStorage's: the experts' gate and up
+// values stay float32.
+type wideActivations struct{ *Backend }
+
+func (wideActivations) ActivationDType() engine.DType { return engine.F32 }
+
 // TestBF16StorageOnEmulator: in bf16 mode, the tensors kept in bf16
 // because only bf16 GEMMs read them (the experts' SwiGLU output, the
 // gradients dy, dgate and dup, and the sampler's copy of the experts'
 // weights) change no bit of sampling or training against keeping them in
-// float32.
+// float32. Keeping the experts' gate and up values in bf16 too changes no
+// sample and no forward (the first step's loss), and moves the training
+// that follows by no more than bf16's rounding.
 func TestBF16StorageOnEmulator(t *testing.T) {
 	lib := emulatorLib(t)
-	var fd *fakeDriver // the narrow run's
-	bf16 := func(wide bool) func(*Backend) engine.Backend {
+	bf16 := func(wrap func(*Backend) engine.Backend) func(*Backend) engine.Backend {
 		return func(b *Backend) engine.Backend {
 			if err := b.SetGEMMPrecision(GEMMBF16); err != nil {
 				t.Fatal(err)
 			}
-			if wide {
-				return wideInputs{b}
-			}
-			fd = b.drv.(*fakeDriver)
-			return b
+			return wrap(b)
 		}
 	}
-	narrow := runEmulated(t, lib, bf16(false))
-	launched := fd.launched()
-	wide := runEmulated(t, lib, bf16(true))
-	sameRuns(t, "with bf16 storage", narrow, wide)
+	full := runEmulated(t, lib, bf16(func(b *Backend) engine.Backend { return b }))
+	gemmOnly := runEmulated(t, lib, bf16(func(b *Backend) engine.Backend { return wideActivations{b} }))
+	wide := runEmulated(t, lib, bf16(func(b *Backend) engine.Backend { return wideInputs{b} }))
+	sameRuns(t, "with bf16 storage of what only GEMMs read", gemmOnly, wide)
 	for _, k := range []string{"sgemm_grouped_swiglu_s16_bf16", "sgemm_grouped_swiglu_w16_s16_bf16", "sgemm_grouped_a16_bf16",
 		"sgemm_grouped_a16_w16_bf16", "sgemm_grouped_t_a16_b16_bf16", "sgemm_grouped_t_b16_bf16",
-		"sgemm_grouped_swiglu_bwd_a16_d16_bf16", "combine_bwd_d16"} {
-		if launched[k] == 0 {
-			t.Errorf("the bf16-storage run never launched %s", k)
+		"sgemm_grouped_swiglu_bwd_a16_d16_bf16", "sgemm_grouped_swiglu_g16_s16_bf16",
+		"sgemm_grouped_swiglu_bwd_a16_g16_d16_bf16", "combine_bwd_d16"} {
+		if full.launched[k]+gemmOnly.launched[k] == 0 {
+			t.Errorf("the bf16-storage runs never launched %s", k)
 		}
+	}
+
+	if !reflect.DeepEqual(full.seqs, gemmOnly.seqs) {
+		t.Errorf("bf16 gate and up values change the samples")
+	}
+	if full.losses[0] != gemmOnly.losses[0] {
+		t.Errorf("bf16 gate and up values change the first forward's loss: %v, else %v", full.losses[0], gemmOnly.losses[0])
+	}
+	for i := range full.losses {
+		if d := math.Abs(full.losses[i] - gemmOnly.losses[i]); d > 1e-2*math.Abs(gemmOnly.losses[i])+1e-6 {
+			t.Errorf("training value %d (loss, aux loss, grad norm per step) with bf16 gate and up values is %v, else %v",
+				i, full.losses[i], gemmOnly.losses[i])
+		}
+	}
+	var num, den float64
+	for i, w := range gemmOnly.weights {
+		d := float64(full.weights[i] - w)
+		num, den = num+d*d, den+float64(w)*float64(w)
+	}
+	if rel := math.Sqrt(num / den); rel == 0 || rel > 1e-3 {
+		t.Errorf("weights after 4 steps with bf16 gate and up values: relative difference %.3g, want in (0, 1e-3]", rel)
+	} else {
+		t.Logf("weights after 4 steps with bf16 gate and up values: relative difference %.3g", rel)
 	}
 }

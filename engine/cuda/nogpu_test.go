@@ -277,6 +277,8 @@ func exercise(t *testing.T, be engine.Backend) {
 		be.GemmGroupedT(8, 3, 5, f(4*3), gathered, h16(8*5), f(8*3*5), offsets, 8)
 		be.GemmGroupedT(8, 3, 5, h16(8*3), nil, h16(8*5), f(8*3*5), offsets, 8)
 		be.GemmGroupedSwiGLUBackward(8, 5, 3, h16(8*3), f(8*3*5), 15, f(8*5), f(8*5), nil, h16(8*5), h16(8*5), offsets, 8)
+		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, f(8*3*5), f(8*3*5), 15, h16(8*5), h16(8*5), h16(8*5), offsets, 8)
+		be.GemmGroupedSwiGLUBackward(8, 5, 3, h16(8*3), f(8*3*5), 15, h16(8*5), h16(8*5), nil, h16(8*5), h16(8*5), offsets, 8)
 		be.CombineBackward(h16(8*5), f(8), f(4*5), f(8*5), f(8), i(8, 0, 1, 2, 3, 4, 5, 6, 7), 4, 2, 5)
 		if err := cb.SetGEMMPrecision(was); err != nil {
 			t.Fatal(err)

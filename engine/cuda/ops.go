@@ -692,17 +692,20 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 	chk.require(b1 == nil || b3 == nil || b1.DType == b3.DType, "B1 is %v and B3 %v: one dtype for both", dtypeOf(b1), dtypeOf(b3))
 	weights(chk, "B3", b3, extent(0, k, n, n, strideB, groups))
 	chk.require((g == nil) == (u == nil), "g and u must be given or left out together")
-	gArg, uArg := ptrArg(0), ptrArg(0)
+	gArg, uArg, g16 := ptrArg(0), ptrArg(0), ""
 	if g != nil {
-		chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u})
+		g16 = b.narrow(chk, "g", "_g16", g, int64(rows)*int64(n))
+		b.narrow(chk, "u", "_g16", u, int64(rows)*int64(n))
+		chk.require(dtypeOf(g) == dtypeOf(u), "g is %v and u %v: one dtype for both", dtypeOf(g), dtypeOf(u))
 		gArg, uArg = tensorArg(g), tensorArg(u)
 	}
 	s16 := b.narrow(chk, "s", "_s16", s, int64(rows)*int64(n))
+	chk.require(g16 == "" || (s16 != "" && w16 == ""), "bf16 g and u go with a bf16 s and float32 weights (a training workspace in bf16 mode)")
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
 	}
-	b.launch("sgemm_grouped_swiglu"+w16+s16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_swiglu"+w16+g16+s16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(a), arow, i32Arg(arows), tensorArg(b1), tensorArg(b3), i64Arg(int64(strideB)),
 		gArg, uArg, tensorArg(s), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -719,7 +722,8 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
 	a16 := b.narrow(chk, "dy", "_a16", dy, int64(rows)*int64(k))
 	chk.f32("B", bm, extent(0, n, k, k, strideB, groups))
-	chk.f32s(int64(rows)*int64(n), named{"g", g}, named{"u", u})
+	g16 := b.narrow(chk, "g", "_g16", g, int64(rows)*int64(n))
+	b.narrow(chk, "u", "_g16", u, int64(rows)*int64(n))
 	if ds != nil {
 		chk.f32("ds", ds, int64(rows)*int64(n))
 	}
@@ -727,6 +731,8 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	b.narrow(chk, "du", "_d16", du, int64(rows)*int64(n))
 	chk.require(dtypeOf(dg) == dtypeOf(du) && (a16 == "") == (d16 == ""),
 		"dy is %v, dg %v and du %v: one dtype for the three", dtypeOf(dy), dtypeOf(dg), dtypeOf(du))
+	chk.require(dtypeOf(g) == dtypeOf(u) && (g16 == "" || d16 != ""),
+		"g is %v and u %v: one dtype for both, and bf16 only with bf16 dy, dg and du", dtypeOf(g), dtypeOf(u))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
@@ -735,7 +741,7 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	if ds != nil {
 		dsArg = tensorArg(ds)
 	}
-	b.launch("sgemm_grouped_swiglu_bwd"+a16+d16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_swiglu_bwd"+a16+g16+d16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(dy), tensorArg(bm), i64Arg(int64(strideB)), tensorArg(g),
 		tensorArg(u), dsArg, tensorArg(dg), tensorArg(du), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }

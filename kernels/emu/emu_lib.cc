@@ -61,6 +61,7 @@ const std::unordered_map<std::string, Entry>& table() {
         K(sgemm_grouped_swiglu_s16_bf16), K(sgemm_grouped_swiglu_w16_s16_bf16), K(sgemm_grouped_t_a16_bf16), K(sgemm_grouped_t_b16_bf16),
        
         K(sgemm_grouped_t_a16_b16_bf16), K(sgemm_grouped_swiglu_bwd_a16_d16_bf16), K(combine_bwd_d16),
+        K(sgemm_grouped_swiglu_g16_s16_bf16), K(sgemm_grouped_swiglu_bwd_a16_g16_d16_bf16),
         K(attn_fwd_d32), K(attn_bwd_dkdv_d32), K(attn_bwd_dq_d32), K(attn_decode_d32),
         K(attn_fwd_d64), K(attn_bwd_dkdv_d64), K(attn_bwd_dq_d64), K(attn_decode_d64),
         K(attn_fwd_d128), K(attn_bwd_dkdv_d128), K(attn_bwd_dq_d128), K(attn_decode_d128),
