@@ -197,12 +197,18 @@ func (m *Model) newActs(B, T int, backward bool) *Acts {
 	return a
 }
 
+// gemmInput is the dtype a workspace keeps what only the experts' grouped
+// products read in (Acts.gemmIn).
+func (m *Model) gemmInput() engine.DType {
+	if gi, ok := m.be.(engine.GEMMInput); ok && !m.Cfg.DenseFFN {
+		return gi.GEMMInputDType()
+	}
+	return engine.F32
+}
+
 // actsShell is a workspace of B×T tokens with no tensors yet.
 func (m *Model) actsShell(B, T int, backward bool) *Acts {
-	gemmIn, gateIn := engine.F32, engine.F32
-	if gi, ok := m.be.(engine.GEMMInput); ok && !m.Cfg.DenseFFN {
-		gemmIn = gi.GEMMInputDType()
-	}
+	gemmIn, gateIn := m.gemmInput(), engine.F32
 	if as, ok := m.be.(engine.ActivationStorage); ok && gemmIn == engine.BF16 && backward {
 		gateIn = as.ActivationDType()
 	}

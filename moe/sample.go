@@ -528,6 +528,12 @@ func (w *generator) free(be engine.Backend) {
 // small for sh.
 func (m *Model) sampler(sh genShape) sampling {
 	be, d := m.be, m.Cfg.DModel
+	if g := m.gen; g != nil && g.pre != nil && g.pre.gemmIn != m.gemmInput() {
+		// Made under another GEMM precision, its workspaces hold the other
+		// dtypes (Acts.gemmIn), and its graphs the other kernels: start
+		// afresh (a precision change is rare).
+		m.FreeSampler()
+	}
 	if m.gen == nil {
 		m.gen = &generator{}
 	}

@@ -483,8 +483,10 @@ func (p GEMMPrecision) suffix() string {
 // own kernels' alike (the grouped expert GEMMs always, the fallback
 // sgemm_tiled when cuBLAS is off); the twins of our kernels keep the
 // batch invariance of the float32 ones in every precision. A graph holds
-// the kernels of the precision it was recorded in: set the precision
-// before a model records its steps (or free its workspaces after).
+// the kernels of the precision it was recorded in, and a workspace made
+// in bf16 mode holds bf16 tensors that only bf16 mode reads (moe.Acts):
+// set the precision before a model makes its workspaces and records its
+// steps, or make them again after. (A model's sampler remakes its own.)
 func (b *Backend) SetGEMMPrecision(p GEMMPrecision) error {
 	if !b.usable("SetGEMMPrecision") {
 		return b.takeErr()

@@ -296,3 +296,35 @@ func TestBF16StorageOnEmulator(t *testing.T) {
 		t.Logf("weights after 4 steps with bf16 gate and up values: relative difference %.3g", rel)
 	}
 }
+
+// TestPrecisionSwitchOnEmulator: a model's sampler, whose workspaces hold
+// bf16 tensors in bf16 mode and float32 ones outside it, follows a change
+// of the GEMM precision between calls: each call samples what a fresh
+// model samples in that precision.
+func TestPrecisionSwitchOnEmulator(t *testing.T) {
+	be := emulatedBackend(t)
+	cfg := paritytest.SmallConfig(false)
+	m, err := moe.New(cfg, be, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := func(m *moe.Model) []moe.Sequence {
+		seqs, err := m.Generate([][]int32{{1, 2}, {3}, {4, 5, 6}}, 2, moe.SampleOptions{Temperature: 1, MaxNew: 4},
+			engine.NewRNG(3, engine.StreamSample))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seqs
+	}
+	defer be.SetGEMMPrecision(GEMMFP32)
+	for _, p := range []GEMMPrecision{GEMMBF16, GEMMFP32, GEMMBF16, GEMMFP32} {
+		if err := be.SetGEMMPrecision(p); err != nil {
+			t.Fatal(err)
+		}
+		fresh, _ := moe.New(cfg, be, 7)
+		if got, want := gen(m), gen(fresh); !reflect.DeepEqual(got, want) {
+			t.Errorf("%v: the model's sampler, made in the other precision, samples %v; a fresh model %v", p, got, want)
+		}
+		fresh.Free()
+	}
+}
