@@ -271,35 +271,7 @@ func TestBlockStepsSameSamples(t *testing.T) {
 	allStop := cases[1]
 	allStop.name, allStop.o.MaxNew, allStop.o.Stop = "moe/every sequence stops", 40, []int32{0, 1, 2, 3, 4, 5, 6, 7}
 	for _, c := range append(cases, allStop) {
-		t.Run(c.name, func(t *testing.T) {
-			m, err := New(c.cfg, cpu.New(), 7)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.FreeSampler()
-			var want []Sequence
-			var wantNext uint64
-			for _, k := range []int{1, 2, 3, 8, 64} {
-				o := c.o
-				o.BlockSteps = k
-				rng := engine.NewRNG(5, engine.StreamSample)
-				got, err := m.Generate(c.prompts, c.G, o, rng)
-				if err != nil {
-					t.Fatal(err)
-				}
-				next := rng.Uint64()
-				if k == 1 {
-					want, wantNext = got, next
-					continue
-				}
-				if !reflect.DeepEqual(got, want) {
-					t.Fatalf("BlockSteps %d: the samples differ from one step at a time", k)
-				}
-				if next != wantNext {
-					t.Errorf("BlockSteps %d: the sampling stream is left elsewhere than one step at a time leaves it", k)
-				}
-			}
-		})
+		sameSamples(t, c, "BlockSteps", []int{1, 2, 3, 8, 64}, func(o *SampleOptions, k int) { o.BlockSteps = k })
 	}
 }
 
@@ -308,34 +280,43 @@ func TestBlockStepsSameSamples(t *testing.T) {
 // end state of the sampling stream of one prefill pass over them all.
 func TestPrefillChunksSameSamples(t *testing.T) {
 	for _, c := range onPolicyCases() {
-		t.Run(c.name, func(t *testing.T) {
-			m, err := New(c.cfg, cpu.New(), 7)
+		sameSamples(t, c, "PrefillTokens", []int{1 << 20, 1, 2 * c.cfg.MaxSeq, 0}, func(o *SampleOptions, n int) {
+			o.PrefillTokens, o.RecordRouting = n, !c.cfg.DenseFFN
+		})
+	}
+}
+
+// sameSamples samples case c once per value of a setting, in a subtest of
+// c's name, and fails where the samples or the sampling stream's end state
+// differ from the first value's.
+func sameSamples(t *testing.T, c onPolicyCase, setting string, values []int, set func(*SampleOptions, int)) {
+	t.Run(c.name, func(t *testing.T) {
+		m, err := New(c.cfg, cpu.New(), 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.FreeSampler()
+		var want []Sequence
+		var wantNext uint64
+		for i, v := range values {
+			o := c.o
+			set(&o, v)
+			rng := engine.NewRNG(5, engine.StreamSample)
+			got, err := m.Generate(c.prompts, c.G, o, rng)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer m.FreeSampler()
-			var want []Sequence
-			var wantNext uint64
-			for i, tokens := range []int{1 << 20, 1, 2 * c.cfg.MaxSeq, 0} {
-				o := c.o
-				o.PrefillTokens, o.RecordRouting = tokens, !c.cfg.DenseFFN
-				rng := engine.NewRNG(5, engine.StreamSample)
-				got, err := m.Generate(c.prompts, c.G, o, rng)
-				if err != nil {
-					t.Fatal(err)
-				}
-				next := rng.Uint64()
-				if i == 0 {
-					want, wantNext = got, next
-					continue
-				}
-				if !reflect.DeepEqual(got, want) {
-					t.Fatalf("PrefillTokens %d: the samples differ from one prefill pass", tokens)
-				}
-				if next != wantNext {
-					t.Errorf("PrefillTokens %d: the sampling stream is left elsewhere", tokens)
-				}
+			next := rng.Uint64()
+			if i == 0 {
+				want, wantNext = got, next
+				continue
 			}
-		})
-	}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s %d: the samples differ from %s %d's", setting, v, setting, values[0])
+			}
+			if next != wantNext {
+				t.Errorf("%s %d: the sampling stream is left elsewhere than %s %d leaves it", setting, v, setting, values[0])
+			}
+		}
+	})
 }
