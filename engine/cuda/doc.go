@@ -30,6 +30,12 @@
 //     same bits.
 //   - Capture records a fixed sequence of ops as a CUDA graph, and
 //     Graph.Launch replays it with one launch.
+//   - GEMMs multiply in fp32, TF32 (the default where the tensor cores
+//     have it) or bf16 (MOERL_BF16=1; GEMMPrecision). In bf16 mode the
+//     backend offers engine.GEMMInput and engine.ActivationStorage, so
+//     models keep in bf16 what only bf16 GEMMs read (the same products)
+//     and the experts' gate and up values (which the backward reads
+//     rounded); the grouped kernels take those bf16 operands.
 //
 // The GPU tests (cuda_test.go) compare every op with the CPU backend and
 // skip where CUDA is unavailable (they fail instead when MOERL_REQUIRE_CUDA=1,
