@@ -187,10 +187,7 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 	if transB {
 		ldb = k
 	}
-	a, doneA := b.asF32(a)
-	defer doneA(false)
-	bm, doneB := b.asF32(bm)
-	defer doneB(false)
+	defer b.widened(false, &a, &bm)()
 	for g := range groups {
 		r0, m := int(off[g]), int(off[g+1]-off[g])
 		if m == 0 {
@@ -207,10 +204,7 @@ func (b *Backend) GemmGroupedT(rows, m, n int, a, aRows, bm, c, offsets *engine.
 		panic(fmt.Sprintf("cpu: %s: negative size rows=%d m=%d n=%d groups=%d", op, rows, m, n, groups))
 	}
 	off := groupOffsets(op, offsets, groups, rows)
-	a, doneA := b.asF32(a)
-	defer doneA(false)
-	bm, doneB := b.asF32(bm)
-	defer doneB(false)
+	defer b.widened(false, &a, &bm)()
 	if aRows != nil {
 		ga := b.gatherRows(op, a, aRows, rows, m)
 		defer b.scratch.Put(ga)
@@ -239,12 +233,7 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 		defer b.scratch.Put(g)
 		defer b.scratch.Put(u)
 	}
-	g, doneG := b.asF32(g)
-	defer doneG(true)
-	u, doneU := b.asF32(u)
-	defer doneU(true)
-	s, doneS := b.asF32(s)
-	defer doneS(true)
+	defer b.widened(true, &g, &u, &s)()
 	fusedArgs(op, rows, n, k, groups, strideB, offsets, namedF32{"g", g}, namedF32{"u", u}, namedF32{"s", s})
 	if aRows != nil {
 		ga := b.gatherRows(op, a, aRows, rows, k)
@@ -265,16 +254,8 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 		ds = b.scratchF32(rows * n)
 		defer b.scratch.Put(ds)
 	}
-	dy, doneDY := b.asF32(dy)
-	defer doneDY(false)
-	g, doneG := b.asF32(g)
-	defer doneG(false)
-	u, doneU := b.asF32(u)
-	defer doneU(false)
-	dg, doneDG := b.asF32(dg)
-	defer doneDG(true)
-	du, doneDU := b.asF32(du)
-	defer doneDU(true)
+	defer b.widened(false, &dy, &g, &u)()
+	defer b.widened(true, &dg, &du)()
 	fusedArgs("GemmGroupedSwiGLUBackward", rows, n, k, groups, strideB, offsets,
 		namedF32{"g", g}, namedF32{"u", u}, namedF32{"ds", ds}, namedF32{"dg", dg}, namedF32{"du", du})
 	b.GemmGrouped(true, rows, n, k, dy, bm, strideB, 0, ds, offsets, groups)
@@ -299,21 +280,30 @@ func (b *Backend) gatherRows(op string, a, aRows *engine.Tensor, rows, dim int) 
 	return t
 }
 
-// asF32 returns t's values as an F32 tensor: t itself, or for a BF16 t a
-// scratch copy widened exactly. done releases the copy, after rounding it
-// back into t (to nearest even, as Cast) when store is set: an op reads a
-// bf16 operand, or writes a bf16 output, through it.
-func (b *Backend) asF32(t *engine.Tensor) (f *engine.Tensor, done func(store bool)) {
-	if t == nil || t.DType != engine.BF16 {
-		return t, func(bool) {}
-	}
-	w := b.scratchF32(t.Len())
-	b.Cast(w, t, t.Len())
-	return w, func(store bool) {
-		if store {
-			b.Cast(t, w, t.Len())
+// widened points each of ts that holds a BF16 tensor at a scratch copy
+// widened exactly, for an op to read (or write) as F32, and returns what
+// releases the copies, after rounding them back into their tensors (to
+// nearest even, as Cast) when store is set: an op reads bf16 operands, or
+// writes bf16 outputs, through it. F32 tensors and nil are left as they are.
+func (b *Backend) widened(store bool, ts ...**engine.Tensor) (done func()) {
+	type copied struct{ orig, wide *engine.Tensor }
+	var cs []copied
+	for _, t := range ts {
+		if *t == nil || (*t).DType != engine.BF16 {
+			continue
 		}
-		b.scratch.Put(w)
+		w := b.scratchF32((*t).Len())
+		b.Cast(w, *t, w.Len())
+		cs = append(cs, copied{*t, w})
+		*t = w
+	}
+	return func() {
+		for _, c := range cs {
+			if store {
+				b.Cast(c.orig, c.wide, c.wide.Len())
+			}
+			b.scratch.Put(c.wide)
+		}
 	}
 }
 

@@ -294,8 +294,7 @@ func (*Backend) Combine(out, y, weights, inv *engine.Tensor, rows, k, dim int) {
 // gets the float sums rounded, as Cast rounds.
 func (b *Backend) CombineBackward(dy, dweights, dout, y, weights, inv *engine.Tensor, rows, k, dim int) {
 	const op = "CombineBackward"
-	dy, doneDY := b.asF32(dy)
-	defer doneDY(true)
+	defer b.widened(true, &dy)()
 	n := rows * k
 	dys, ys := f32(op, "dy", dy, n*dim), f32(op, "y", y, n*dim)
 	dws, ws, is := f32(op, "dweights", dweights, n), f32(op, "weights", weights, n), i32(op, "inv", inv, n)
