@@ -102,7 +102,9 @@ type Backend interface {
 	// layer's expert projections (transB false) and their input gradients
 	// (transB true), every expert in one call. b may be BF16 (weights kept
 	// in bf16), read widened to float32, which is exact; so may a, on a
-	// backend whose GEMMs round to bf16 (see GEMMInput).
+	// backend whose GEMMs round to bf16 (see GEMMInput), which may then
+	// require a BF16 b (the CUDA backend does: a workspace that keeps its
+	// activations narrow reads its weights narrow too).
 	GemmGrouped(transB bool, rows, n, k int, a, b *Tensor, strideB int, beta float32, c, offsets *Tensor, groups int)
 	// GemmGroupedT accumulates, per group, C_g += A_gᵀ·B_g over the
 	// group's rows of A (rows×m) and B (rows×n), C_g the m×n matrix that
@@ -117,8 +119,8 @@ type Backend interface {
 	// beta 0) computes them, and s = silu(g)·u as SwiGLU does; g, u and s
 	// are rows×n. aRows is as GemmGroupedT's: with it, A is gathered from
 	// the rows of a as it is read. b1 and b3 may be BF16, as GemmGrouped's
-	// b; s may be BF16 as GemmGrouped's a, and is then written rounded to
-	// nearest even. g and u may both be nil, for a forward that no
+	// b; s may be BF16 as GemmGrouped's a (and with b1, b3 as a with b),
+	// and is then written rounded to nearest even. g and u may both be nil, for a forward that no
 	// backward follows: only s is written. They may be BF16 together, with
 	// a BF16 s (see ActivationStorage): s is computed from the unrounded
 	// values.
@@ -130,7 +132,8 @@ type Backend interface {
 	// as SwiGLUBackward computes them into zeroed gradients (dg and du are
 	// overwritten, not accumulated); ds, g, u, dg and du are rows×n. ds
 	// may be nil (not kept); dy, dg and du may be BF16 together, as
-	// GemmGrouped's a (dg and du written rounded), and with them g and u
+	// GemmGrouped's a with b (dg and du written rounded; on the CUDA
+	// backend b is BF16 exactly when they are), and with them g and u
 	// (read widened).
 	GemmGroupedSwiGLUBackward(rows, n, k int, dy, b *Tensor, strideB int, g, u, ds, dg, du, offsets *Tensor, groups int)
 

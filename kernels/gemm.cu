@@ -731,8 +731,8 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_bf16(GROUPED_T
 // grouped_swiglu_bwd is sgemm_grouped_swiglu_bwd's body: ds_g = dy_g·W2_gᵀ
 // (W2_g n×k at g·strideB) on each group's rows, and through the SwiGLU
 // dgate and dup, grid as grouped_rows'.
-template <int P, class TA, class TD, class TG>
-__device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const TA* DY, const float* W2,
+template <int P, class TA, class TW, class TD, class TG>
+__device__ __forceinline__ void grouped_swiglu_bwd(int rows, int n, int k, const TA* DY, const TW* W2,
                                                    long long strideB, const TG* G, const TG* U, float* DS,
                                                    TD* DG, TD* DU, const int* offsets, int groups, int* status) {
     __align__(32) __shared__ typename tc<P>::elem As[GEMM_BK][GEMM_BM + tc<P>::pad];
@@ -769,11 +769,10 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bf16(GROU
     grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 
-#define GROUPED_SWIGLU_BWD_ARGS_AGD(TA, TG, TD)                                                               \
-    int rows, int n, int k, const TA *DY, const float *W2, long long strideB, const TG *G, const TG *U, \
+#define GROUPED_SWIGLU_BWD_ARGS_AWGD(TA, TW, TG, TD)                                                        \
+    int rows, int n, int k, const TA *DY, const TW *W2, long long strideB, const TG *G, const TG *U, \
         float *DS, TD *DG, TD *DU, const int *offsets, int groups, int *status
-#define GROUPED_SWIGLU_BWD_ARGS_AD(TA, TD) GROUPED_SWIGLU_BWD_ARGS_AGD(TA, float, TD)
-#define GROUPED_SWIGLU_BWD_ARGS GROUPED_SWIGLU_BWD_ARGS_AD(float, float)
+#define GROUPED_SWIGLU_BWD_ARGS GROUPED_SWIGLU_BWD_ARGS_AWGD(float, float, float, float)
 
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd(GROUPED_SWIGLU_BWD_ARGS) {
     grouped_swiglu_bwd<PREC_FP32>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
@@ -815,15 +814,12 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16_bf16(
 // in float32, because staging rounds a float to the bf16 value that
 // store_elem wrote. Their infixes name what is bf16: _a16 A (or dy), _w16
 // the weights, _b16 B, _s16 the SwiGLU output, _d16 dgate and dup. They
-// exist in the bf16 precision only.
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_a16_bf16(GROUPED_ROWS_ARGS_AB(bf16, float)) {
-    grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
-}
+// exist in the bf16 precision only, and a bf16 activation always comes
+// with bf16 weights: the workspace that keeps one reads the model's bf16
+// copy of the weights (moe's Model.w16), so no twin with float32 weights
+// is needed.
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_a16_w16_bf16(GROUPED_ROWS_ARGS_AB(bf16, bf16)) {
     grouped_rows<PREC_BF16>(transB, rows, n, k, A, B, strideB, beta, C, offsets, groups, status);
-}
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_s16_bf16(GROUPED_SWIGLU_ARGS_S(float, bf16)) {
-    grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16_s16_bf16(GROUPED_SWIGLU_ARGS_S(bf16, bf16)) {
     grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
@@ -837,7 +833,7 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_b16_bf16(GROUP
 extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_t_a16_b16_bf16(GROUPED_T_ARGS_AB(bf16, bf16)) {
     grouped_t<PREC_BF16>(rows, m, n, A, arow, arows, B, C, offsets, groups, status);
 }
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_d16_bf16(GROUPED_SWIGLU_BWD_ARGS_AD(bf16, bf16)) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_w16_d16_bf16(GROUPED_SWIGLU_BWD_ARGS_AWGD(bf16, bf16, float, bf16)) {
     grouped_swiglu_bwd<PREC_BF16>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
 }
 
@@ -845,9 +841,9 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_d
 // training workspace in bf16 mode): the forward's s is computed from the
 // float values before they are stored, so the forward's results do not
 // change; the backward reads them rounded, at bf16's precision.
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_g16_s16_bf16(GROUPED_SWIGLU_ARGS_GS(float, bf16, bf16)) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_w16_g16_s16_bf16(GROUPED_SWIGLU_ARGS_GS(bf16, bf16, bf16)) {
     grouped_swiglu<PREC_BF16>(rows, n, k, A, arow, arows, B1, B3, strideB, G, U, S, offsets, groups, status);
 }
-extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_g16_d16_bf16(GROUPED_SWIGLU_BWD_ARGS_AGD(bf16, bf16, bf16)) {
+extern "C" __global__ void __launch_bounds__(256) sgemm_grouped_swiglu_bwd_a16_w16_g16_d16_bf16(GROUPED_SWIGLU_BWD_ARGS_AWGD(bf16, bf16, bf16, bf16)) {
     grouped_swiglu_bwd<PREC_BF16>(rows, n, k, DY, W2, strideB, G, U, DS, DG, DU, offsets, groups, status);
 }

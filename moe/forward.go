@@ -62,10 +62,11 @@ type Acts struct {
 	dweights, drl, dprobs *engine.Tensor
 	dlogits, dlogp, dent  *engine.Tensor
 
-	// w16, when set (a sampler's workspaces on a backend whose GEMMs
-	// multiply in bf16), is a bf16 copy of the parameters the experts'
-	// products read instead of the fp32 ones: half the bytes, the same
-	// products, because those GEMMs round their inputs to bf16 anyway.
+	// w16, when set (on a backend whose GEMMs multiply in bf16), is the
+	// model's bf16 copy of the parameters (Model.w16), which the experts'
+	// products read instead of the fp32 ones, forward and backward: half
+	// the bytes, the same products, because those GEMMs round their inputs
+	// to bf16 anyway.
 	w16 *engine.Tensor
 	// gemmIn is the dtype of the tensors that only the experts' grouped
 	// products read (their SwiGLU output, and the gradients dy, dgate and
@@ -189,6 +190,7 @@ func (m *Model) newActs(B, T int, backward bool) *Acts {
 		}
 		*t.t = m.be.New(t.dtype, shape...)
 	}
+	a.w16 = m.weights16()
 	a.hostPos, a.hostLogp, a.hostEnt = make([]int32, a.N), make([]float32, a.N), make([]float32, a.N)
 	a.hostProbs = make([]float32, a.N*m.Cfg.NumExperts())
 	a.hostLoad = make([]float32, a.load.Len())
@@ -329,6 +331,11 @@ func (m *Model) Forward(a *Acts, ids, targets []int32, o ForwardOptions) []float
 	}
 	m.AuxLoss, m.ZLoss = 0, 0
 	pass := func() {
+		if a.w16 != nil {
+			// The weights may have changed since the last cast (an AdamW
+			// step, a copy, a load); the backward reads the copy too.
+			be.Cast(a.w16, m.Params, m.lay.total)
+		}
 		m.forward(a, nil, true, nil)
 		m.head(a, o)
 	}
@@ -480,8 +487,8 @@ func (m *Model) forward(a *Acts, cache *KVCache, aux bool, pre *prefillDst) {
 	}
 }
 
-// expertWeights returns the experts' weights that layer w's forward reads:
-// the parameters, or their bf16 copy in a.w16 (see Model.Generate).
+// expertWeights returns the experts' weights that layer w's forward and
+// backward read: the parameters, or their bf16 copy in a.w16.
 func (a *Acts) expertWeights(m *Model, w *layerParams) (w1, w3, w2 *engine.Tensor) {
 	if a.w16 == nil {
 		return m.pv[w.w1], m.pv[w.w3], m.pv[w.w2]
@@ -669,12 +676,13 @@ func (m *Model) backward(a *Acts, entropy bool) {
 			// and din_e = dout_e·W_eᵀ for W2, then through the SwiGLU, then W1
 			// and W3 into one dxp.
 			NK := N * K
+			w1, w3, w2 := a.expertWeights(m, w)
 			be.GemmGroupedT(NK, h, d, s.s, nil, a.dy, m.gv[w.w2], s.offsets, E)
-			be.GemmGroupedSwiGLUBackward(NK, h, d, a.dy, m.pv[w.w2], h*d, s.g, s.u, nil, a.dg, a.du, s.offsets, E) // ds is not read again
+			be.GemmGroupedSwiGLUBackward(NK, h, d, a.dy, w2, h*d, s.g, s.u, nil, a.dg, a.du, s.offsets, E) // ds is not read again
 			be.GemmGroupedT(NK, d, h, s.h2, s.perm, a.dg, m.gv[w.w1], s.offsets, E)
-			be.GemmGrouped(true, NK, d, h, a.dg, m.pv[w.w1], d*h, 0, a.dxp, s.offsets, E)
+			be.GemmGrouped(true, NK, d, h, a.dg, w1, d*h, 0, a.dxp, s.offsets, E)
 			be.GemmGroupedT(NK, d, h, s.h2, s.perm, a.du, m.gv[w.w3], s.offsets, E)
-			be.GemmGrouped(true, NK, d, h, a.du, m.pv[w.w3], d*h, 1, a.dxp, s.offsets, E)
+			be.GemmGrouped(true, NK, d, h, a.du, w3, d*h, 1, a.dxp, s.offsets, E)
 			be.GatherBackward(a.dh, a.dxp, s.inv, N, K, d)
 			// Router: through the top-k weights, plus the load-balancing term.
 			be.Zero(a.drl)

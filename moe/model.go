@@ -31,6 +31,27 @@ type Model struct {
 	ZLoss float64
 
 	gen *generator // Generate's workspace, kept between calls
+	// w16 is a bf16 copy of Params, on a backend whose GEMMs round their
+	// inputs to bf16 (engine.GEMMInput): the experts' grouped products read
+	// it instead of the float32 weights, half the bytes for the same
+	// products. Made by the first workspace that wants it (weights16),
+	// shared by every workspace, and cast from Params wherever they may
+	// have changed since: at the start of each Forward and each Generate
+	// call (Params never change during one). nil elsewhere.
+	w16 *engine.Tensor
+}
+
+// weights16 returns the model's bf16 copy of its weights (Model.w16),
+// allocating it, where the experts' products round to bf16; else nil.
+// The copy's contents are those of the last cast.
+func (m *Model) weights16() *engine.Tensor {
+	if m.gemmInput() != engine.BF16 {
+		return nil
+	}
+	if m.w16 == nil {
+		m.w16 = m.be.New(engine.BF16, m.lay.total)
+	}
+	return m.w16
 }
 
 // New builds a model with seeded initial weights on a backend.
@@ -287,14 +308,15 @@ func NewFrozen(cfg Config, be engine.Backend) (*Model, error) {
 	return newEmpty(cfg, be, false), nil
 }
 
-// Free releases the model's backend memory (weights, gradients, moments
-// and the sampler's workspace); the model must not be used after.
+// Free releases the model's backend memory (weights, their bf16 copy,
+// gradients, moments and the sampler's workspace); the model must not be
+// used after.
 func (m *Model) Free() {
 	m.FreeSampler()
-	for _, t := range []*engine.Tensor{m.Params, m.Grads, m.M, m.V} {
+	for _, t := range []*engine.Tensor{m.Params, m.w16, m.Grads, m.M, m.V} {
 		if t != nil {
 			m.be.Free(t)
 		}
 	}
-	m.Params, m.Grads, m.M, m.V = nil, nil, nil, nil
+	m.Params, m.w16, m.Grads, m.M, m.V = nil, nil, nil, nil, nil
 }

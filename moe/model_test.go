@@ -244,7 +244,7 @@ func TestActsListed(t *testing.T) {
 				case gateUp && !isNil:
 					t.Errorf("forward-only workspace allocates %s", path)
 				case gateUp:
-				case path == "Acts.w16": // the sampler's bf16 weights, lent by the generator that owns them
+				case path == "Acts.w16": // the model's bf16 weights (Model.w16), which every workspace shares
 				case view && isNil && (backward || !scratch):
 					t.Errorf("backward=%v: the view %s is not set", backward, path)
 				case view:

@@ -451,8 +451,7 @@ type generator struct {
 	hostIDs, hostIdx, hostLast []int32
 	hostTok, hostPos, hostSlot []int32
 	hostU, hostLp              []float32
-	blk                        *blockBufs     // decode blocks' inputs and outputs
-	w16                        *engine.Tensor // the weights in bf16, on a backend whose GEMMs round to it
+	blk                        *blockBufs // decode blocks' inputs and outputs
 
 	// steps holds each decode step shape's graph. A graph holds the
 	// addresses of the tensors above: resizing them closes every graph.
@@ -519,9 +518,6 @@ func (w *generator) free(be engine.Backend) {
 	if w.blk != nil {
 		w.blk.free(be)
 	}
-	if w.w16 != nil {
-		be.Free(w.w16)
-	}
 }
 
 // sampler returns views for one call, growing the generator where it is too
@@ -566,24 +562,13 @@ func (m *Model) sampler(sh genShape) sampling {
 		w.hostLast, w.hostTok, w.hostPos, w.hostSlot = make([]int32, sh.S), make([]int32, sh.S), make([]int32, sh.S), make([]int32, sh.S)
 		w.hostU, w.hostLp = make([]float32, sh.S), make([]float32, sh.S)
 	}
-	// Where GEMMs round their inputs to bf16, the experts' products read a
-	// bf16 copy of the weights, made again at every call (the weights
-	// change between calls, never during one): half the bytes a decode
-	// step reads for them, the same products.
-	gi, ok := be.(engine.GEMMInput)
-	if want := ok && gi.GEMMInputDType() == engine.BF16 && !m.Cfg.DenseFFN; want != (w.w16 != nil) {
-		w.closeGraphs() // they hold the copy's address, or its absence
-		if want {
-			w.w16 = be.New(engine.BF16, m.lay.total)
-		} else {
-			be.Free(w.w16)
-			w.w16 = nil
-		}
+	// Where GEMMs round their inputs to bf16, the experts' products read
+	// the model's bf16 copy of the weights (Model.w16), cast again at every
+	// call (the weights change between calls, never during one): half the
+	// bytes a decode step reads for them, the same products.
+	if w.pre.w16 != nil {
+		be.Cast(w.pre.w16, m.Params, m.lay.total)
 	}
-	if w.w16 != nil {
-		be.Cast(w.w16, m.Params, m.lay.total)
-	}
-	w.pre.w16, w.dec.w16 = w.w16, w.w16
 	if w.kv == nil || w.kv.Batch < sh.S || w.kv.Batch*w.kv.MaxSeq < sh.S*sh.Seq {
 		w.closeGraphs()
 		if w.kv != nil {

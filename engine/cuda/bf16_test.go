@@ -162,13 +162,13 @@ func weights16MatchRounded(t *testing.T, be *Backend) {
 func TestGroupedBF16Weights(t *testing.T) { weights16MatchRounded(t, gpuBackend(t)) }
 
 // storage16MatchesF32: in bf16 mode, each grouped op given bf16 operands
-// (the tensors moe keeps in bf16 there: the experts' SwiGLU output, dy,
-// dgate, dup) computes the bits it computes on the float32 tensors, and
-// writes a bf16 output as the float32 one rounded to nearest even; the
-// kernels with those operands (the _a16, _b16, _s16, _d16 and combine_bwd_d16
-// ones) against the kernels without; and the _g16 kernels, which keep the
-// gate and up values in bf16, against float32 ones fed those values
-// rounded.
+// (the tensors moe keeps in bf16 there: the experts' weights, their
+// SwiGLU output, dy, dgate, dup) computes the bits it computes on the
+// float32 tensors, and writes a bf16 output as the float32 one rounded to
+// nearest even; the kernels with those operands (the _a16, _w16, _b16,
+// _s16, _d16 and combine_bwd_d16 ones) against the float32 kernels; and
+// the _g16 kernels, which keep the gate and up values in bf16, against
+// float32 ones fed those values rounded.
 func storage16MatchesF32(t *testing.T, be *Backend) {
 	was := be.GEMMPrecision()
 	defer be.SetGEMMPrecision(was)
@@ -214,7 +214,6 @@ func storage16MatchesF32(t *testing.T, be *Backend) {
 	}
 	be.UploadI32(perm, idx)
 	x, xn, w1, w3, w2 := vec(rows*k), vec(rows*n), vec(groups*k*n), vec(groups*k*n), vec(groups*n*k)
-	w1h, w3h, w2h := to16(w1), to16(w3), to16(w2)
 	g, u, dy, xk := vec(rows*n), vec(rows*n), vec(rows*k), vec(rows/2*k)
 	inv := be.NewI32(rows)
 	p := r.Perm(rows)
@@ -246,7 +245,7 @@ func storage16MatchesF32(t *testing.T, be *Backend) {
 	grouped := func(narrow, transB bool, bm *engine.Tensor, beta float32) []float32 {
 		c := be.NewF32(rows * k)
 		be.Copy(c, x)
-		be.GemmGrouped(transB, rows, k, n, op16(xn, narrow), bm, n*k, beta, c, off, groups)
+		be.GemmGrouped(transB, rows, k, n, op16(xn, narrow), op16(bm, narrow), n*k, beta, c, off, groups)
 		return host(c, false)
 	}
 	groupedT := func(m, w int, a, aRows, bm *engine.Tensor) []float32 {
@@ -263,37 +262,43 @@ func storage16MatchesF32(t *testing.T, be *Backend) {
 		// run's is bf16.
 		run func(narrow bool) []float32
 	}{
-		{"GemmGroupedSwiGLU s16, gathered A", func(narrow bool) []float32 { return swiglu(narrow, xk, perm, w1, w3) }},
-		{"GemmGroupedSwiGLU w16 s16", func(narrow bool) []float32 { return swiglu(narrow, x, nil, w1h, w3h) }},
-		{"GemmGrouped a16", func(narrow bool) []float32 { return grouped(narrow, false, w2, 0) }},
-		{"GemmGrouped a16 w16", func(narrow bool) []float32 { return grouped(narrow, false, w2h, 0) }},
-		{"GemmGrouped a16 transposed B, beta 1", func(narrow bool) []float32 { return grouped(narrow, true, w1, 1) }},
+		{"GemmGroupedSwiGLU w16 s16, gathered A", func(narrow bool) []float32 {
+			return swiglu(narrow, xk, perm, op16(w1, narrow), op16(w3, narrow))
+		}},
+		{"GemmGroupedSwiGLU w16 s16", func(narrow bool) []float32 { return swiglu(narrow, x, nil, op16(w1, narrow), op16(w3, narrow)) }},
+		{"GemmGroupedSwiGLU w16 s16, no g or u", func(narrow bool) []float32 {
+			s := out(rows*n, narrow)
+			be.GemmGroupedSwiGLU(rows, n, k, x, nil, op16(w1, narrow), op16(w3, narrow), k*n, nil, nil, s, off, groups)
+			return host(s, true)
+		}},
+		{"GemmGrouped a16 w16", func(narrow bool) []float32 { return grouped(narrow, false, w2, 0) }},
+		{"GemmGrouped a16 w16, transposed B, beta 1", func(narrow bool) []float32 { return grouped(narrow, true, w1, 1) }},
 		{"GemmGroupedT a16", func(narrow bool) []float32 { return groupedT(n, k, op16(xn, narrow), nil, dy) }},
 		{"GemmGroupedT b16, gathered A", func(narrow bool) []float32 { return groupedT(k, n, xk, perm, op16(xn, narrow)) }},
 		{"GemmGroupedT a16 b16", func(narrow bool) []float32 {
 			return groupedT(n, k, op16(xn, narrow), nil, op16(dy, narrow))
 		}},
-		{"GemmGroupedSwiGLU g16 s16", func(narrow bool) []float32 {
+		{"GemmGroupedSwiGLU w16 g16 s16", func(narrow bool) []float32 {
 			gg, uu, s := out(rows*n, narrow), out(rows*n, narrow), out(rows*n, narrow)
-			be.GemmGroupedSwiGLU(rows, n, k, xk, perm, w1, w3, k*n, gg, uu, s, off, groups)
+			be.GemmGroupedSwiGLU(rows, n, k, xk, perm, op16(w1, narrow), op16(w3, narrow), k*n, gg, uu, s, off, groups)
 			return append(append(host(gg, true), host(uu, true)...), host(s, true)...)
 		}},
-		{"GemmGroupedSwiGLUBackward a16 g16 d16", func(narrow bool) []float32 {
+		{"GemmGroupedSwiGLUBackward a16 w16 g16 d16", func(narrow bool) []float32 {
 			// The float32 run reads g and u rounded as the bf16 one stores them.
 			gr, ur := be.NewF32(rows*n), be.NewF32(rows*n)
 			be.Cast(gr, to16(g), rows*n)
 			be.Cast(ur, to16(u), rows*n)
 			gg, uu, dg, du := op16(gr, narrow), op16(ur, narrow), out(rows*n, narrow), out(rows*n, narrow)
-			be.GemmGroupedSwiGLUBackward(rows, n, k, op16(dy, narrow), w2, n*k, gg, uu, nil, dg, du, off, groups)
+			be.GemmGroupedSwiGLUBackward(rows, n, k, op16(dy, narrow), op16(w2, narrow), n*k, gg, uu, nil, dg, du, off, groups)
 			return append(host(dg, true), host(du, true)...)
 		}},
-		{"GemmGroupedSwiGLUBackward a16 d16, no ds", func(narrow bool) []float32 {
+		{"GemmGroupedSwiGLUBackward a16 w16 d16, no ds", func(narrow bool) []float32 {
 			ds, dg, du := be.NewF32(rows*n), out(rows*n, narrow), out(rows*n, narrow)
 			if narrow {
 				ds = nil
 			}
 			d := op16(dy, narrow)
-			be.GemmGroupedSwiGLUBackward(rows, n, k, d, w2, n*k, g, u, ds, dg, du, off, groups)
+			be.GemmGroupedSwiGLUBackward(rows, n, k, d, op16(w2, narrow), n*k, g, u, ds, dg, du, off, groups)
 			return append(host(dg, true), host(du, true)...)
 		}},
 		{"CombineBackward d16", func(narrow bool) []float32 {

@@ -230,8 +230,8 @@ func TestGraphsOnEmulator(t *testing.T) {
 }
 
 // wideInputs is a CUDA backend that does not offer engine.GEMMInput's
-// narrow storage: its models keep every activation, and their sampler's
-// weights, in float32.
+// narrow storage: its models keep every activation, and the weights their
+// experts' products read, in float32.
 type wideInputs struct{ *Backend }
 
 func (wideInputs) GEMMInputDType() engine.DType { return engine.F32 }
@@ -245,8 +245,9 @@ func (wideActivations) ActivationDType() engine.DType { return engine.F32 }
 
 // TestBF16StorageOnEmulator: in bf16 mode, the tensors kept in bf16
 // because only bf16 GEMMs read them (the experts' SwiGLU output, the
-// gradients dy, dgate and dup, and the sampler's copy of the experts'
-// weights) change no bit of sampling or training against keeping them in
+// gradients dy, dgate and dup, and the copy of the weights the experts'
+// products read in sampling and in training) change no bit of sampling or
+// training against keeping them in
 // float32. Keeping the experts' gate and up values in bf16 too changes no
 // sample and no forward (the first step's loss), and moves the training
 // that follows by no more than bf16's rounding.
@@ -264,10 +265,9 @@ func TestBF16StorageOnEmulator(t *testing.T) {
 	gemmOnly := runEmulated(t, lib, bf16(func(b *Backend) engine.Backend { return wideActivations{b} }))
 	wide := runEmulated(t, lib, bf16(func(b *Backend) engine.Backend { return wideInputs{b} }))
 	sameRuns(t, "with bf16 storage of what only GEMMs read", gemmOnly, wide)
-	for _, k := range []string{"sgemm_grouped_swiglu_s16_bf16", "sgemm_grouped_swiglu_w16_s16_bf16", "sgemm_grouped_a16_bf16",
-		"sgemm_grouped_a16_w16_bf16", "sgemm_grouped_t_a16_b16_bf16", "sgemm_grouped_t_b16_bf16",
-		"sgemm_grouped_swiglu_bwd_a16_d16_bf16", "sgemm_grouped_swiglu_g16_s16_bf16",
-		"sgemm_grouped_swiglu_bwd_a16_g16_d16_bf16", "combine_bwd_d16"} {
+	for _, k := range []string{"sgemm_grouped_swiglu_w16_s16_bf16", "sgemm_grouped_a16_w16_bf16",
+		"sgemm_grouped_t_a16_b16_bf16", "sgemm_grouped_t_b16_bf16", "sgemm_grouped_swiglu_bwd_a16_w16_d16_bf16",
+		"sgemm_grouped_swiglu_w16_g16_s16_bf16", "sgemm_grouped_swiglu_bwd_a16_w16_g16_d16_bf16", "combine_bwd_d16"} {
 		if full.launched[k]+gemmOnly.launched[k] == 0 {
 			t.Errorf("the bf16-storage runs never launched %s", k)
 		}

@@ -269,16 +269,14 @@ func exercise(t *testing.T, be engine.Backend) {
 		}
 		h16 := func(n int) *engine.Tensor { return be.New(engine.BF16, n) }
 		w := h16(8 * 3 * 5)
-		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, f(8*3*5), f(8*3*5), 15, f(8*5), f(8*5), h16(8*5), offsets, 8)
 		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, w, w, 15, f(8*5), f(8*5), h16(8*5), offsets, 8)
-		be.GemmGrouped(false, 8, 5, 3, h16(8*3), f(8*3*5), 15, 0, f(8*5), offsets, 8)
 		be.GemmGrouped(false, 8, 5, 3, h16(8*3), w, 15, 0, f(8*5), offsets, 8)
 		be.GemmGroupedT(8, 3, 5, h16(8*3), nil, f(8*5), f(8*3*5), offsets, 8)
 		be.GemmGroupedT(8, 3, 5, f(4*3), gathered, h16(8*5), f(8*3*5), offsets, 8)
 		be.GemmGroupedT(8, 3, 5, h16(8*3), nil, h16(8*5), f(8*3*5), offsets, 8)
-		be.GemmGroupedSwiGLUBackward(8, 5, 3, h16(8*3), f(8*3*5), 15, f(8*5), f(8*5), nil, h16(8*5), h16(8*5), offsets, 8)
-		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, f(8*3*5), f(8*3*5), 15, h16(8*5), h16(8*5), h16(8*5), offsets, 8)
-		be.GemmGroupedSwiGLUBackward(8, 5, 3, h16(8*3), f(8*3*5), 15, h16(8*5), h16(8*5), nil, h16(8*5), h16(8*5), offsets, 8)
+		be.GemmGroupedSwiGLUBackward(8, 5, 3, h16(8*3), w, 15, f(8*5), f(8*5), nil, h16(8*5), h16(8*5), offsets, 8)
+		be.GemmGroupedSwiGLU(8, 5, 3, f(8*3), nil, w, w, 15, h16(8*5), h16(8*5), h16(8*5), offsets, 8)
+		be.GemmGroupedSwiGLUBackward(8, 5, 3, h16(8*3), w, 15, h16(8*5), h16(8*5), nil, h16(8*5), h16(8*5), offsets, 8)
 		be.CombineBackward(h16(8*5), f(8), f(4*5), f(8*5), f(8), i(8, 0, 1, 2, 3, 4, 5, 6, 7), 4, 2, 5)
 		if err := cb.SetGEMMPrecision(was); err != nil {
 			t.Fatal(err)
@@ -708,6 +706,35 @@ func TestMisusePanics(t *testing.T) {
 		}},
 		{"cuda: CombineBackward: dy is bf16, which only the bf16 GEMM precision reads", func() {
 			b.CombineBackward(b.New(engine.BF16, 4), x, x, x, x, b.NewI32(2), 1, 2, 2)
+		}},
+	} {
+		before := len(f.launches)
+		mustPanic(t, tc.want, tc.call)
+		if len(f.launches) != before {
+			t.Errorf("%q: a kernel was launched anyway", tc.want)
+		}
+	}
+	// In bf16 mode, bf16 activations go with bf16 weights: the kernels read
+	// both narrow, or neither.
+	if err := b.SetGEMMPrecision(GEMMBF16); err != nil {
+		t.Fatal(err)
+	}
+	h := b.New(engine.BF16, 16)
+	for _, tc := range []struct {
+		want string
+		call func()
+	}{
+		{"cuda: GemmGrouped: A is bf16 and the weights float32", func() {
+			b.GemmGrouped(false, 2, 2, 2, h, x, 4, 0, x, off, 1)
+		}},
+		{"cuda: GemmGroupedSwiGLU: s is bf16 and the weights float32", func() {
+			b.GemmGroupedSwiGLU(2, 2, 2, x, nil, x, x, 4, nil, nil, h, off, 1)
+		}},
+		{"cuda: GemmGroupedSwiGLUBackward: dy is bf16 and the weights float32", func() {
+			b.GemmGroupedSwiGLUBackward(2, 2, 2, h, x, 4, x, x, nil, h, h, off, 1)
+		}},
+		{"cuda: GemmGroupedSwiGLUBackward: B is bf16 and dy float32", func() {
+			b.GemmGroupedSwiGLUBackward(2, 2, 2, x, h, 4, x, x, nil, x, x, off, 1)
 		}},
 	} {
 		before := len(f.launches)

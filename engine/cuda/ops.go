@@ -668,6 +668,7 @@ func (b *Backend) GemmGrouped(transB bool, rows, n, k int, a, bm *engine.Tensor,
 	}
 	a16 := b.narrow(chk, "A", "_a16", a, int64(rows)*int64(k))
 	w16 := weights(chk, "B", bm, extent(0, rowsB, colsB, colsB, strideB, groups))
+	withWeights16(chk, "A", a16, w16)
 	chk.f32("C", c, int64(rows)*int64(n))
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
@@ -700,7 +701,8 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 		gArg, uArg = tensorArg(g), tensorArg(u)
 	}
 	s16 := b.narrow(chk, "s", "_s16", s, int64(rows)*int64(n))
-	chk.require(g16 == "" || (s16 != "" && w16 == ""), "bf16 g and u go with a bf16 s and float32 weights (a training workspace in bf16 mode)")
+	chk.require(g16 == "" || s16 != "", "bf16 g and u go with a bf16 s (a training workspace in bf16 mode)")
+	withWeights16(chk, "s", s16, w16)
 	chk.i32("offsets", offsets, int64(groups)+1)
 	if !b.ok(chk) || rows == 0 || n == 0 || groups == 0 {
 		return
@@ -714,14 +716,17 @@ func (b *Backend) GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *engine.Ten
 // every group in one launch of sgemm_grouped_swiglu_bwd (its twin in the
 // GEMM precision): the gradients are written by the GEMM's epilogue, ds
 // only where it is not nil. In bf16 mode dy, dg and du may be bf16
-// together (sgemm_grouped_swiglu_bwd_a16_d16_bf16).
+// together, with bf16 weights (sgemm_grouped_swiglu_bwd_a16_w16_d16_bf16),
+// and g and u with them (_a16_w16_g16_d16_bf16).
 func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tensor, strideB int, g, u, ds, dg, du,
 	offsets *engine.Tensor, groups int) {
 	chk := b.begin("GemmGroupedSwiGLUBackward")
 	b.groupedCheck(chk, rows, n, k, groups)
 	chk.require(strideB >= 0, "strideB %d must not be negative", strideB)
 	a16 := b.narrow(chk, "dy", "_a16", dy, int64(rows)*int64(k))
-	chk.f32("B", bm, extent(0, n, k, k, strideB, groups))
+	w16 := weights(chk, "B", bm, extent(0, n, k, k, strideB, groups))
+	withWeights16(chk, "dy", a16, w16)
+	chk.require(w16 == "" || a16 != "", "B is bf16 and dy float32: bf16 weights go with a bf16 dy here")
 	g16 := b.narrow(chk, "g", "_g16", g, int64(rows)*int64(n))
 	b.narrow(chk, "u", "_g16", u, int64(rows)*int64(n))
 	if ds != nil {
@@ -741,7 +746,7 @@ func (b *Backend) GemmGroupedSwiGLUBackward(rows, n, k int, dy, bm *engine.Tenso
 	if ds != nil {
 		dsArg = tensorArg(ds)
 	}
-	b.launch("sgemm_grouped_swiglu_bwd"+a16+g16+d16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
+	b.launch("sgemm_grouped_swiglu_bwd"+a16+w16+g16+d16+b.GEMMPrecision().suffix(), dim3{cdiv(n, 64), cdiv(rows, 64) + groups, 1}, dim3{256, 1, 1}, 0,
 		i32Arg(rows), i32Arg(n), i32Arg(k), tensorArg(dy), tensorArg(bm), i64Arg(int64(strideB)), tensorArg(g),
 		tensorArg(u), dsArg, tensorArg(dg), tensorArg(du), tensorArg(offsets), i32Arg(groups), b.statusArg())
 }
@@ -773,6 +778,15 @@ func weights(c *argCheck, name string, t *engine.Tensor, n int64) string {
 	}
 	c.f32(name, t, n)
 	return ""
+}
+
+// withWeights16 requires a grouped product's bf16 activation operand (its
+// kernel-name infix act16 not empty) to come with bf16 weights: the
+// bf16-storage kernels read both narrow (a workspace that keeps one reads
+// its model's bf16 copy of the weights), and have no twin with float32
+// weights.
+func withWeights16(c *argCheck, name, act16, w16 string) {
+	c.require(act16 == "" || w16 != "", "%s is bf16 and the weights float32: bf16 activations go with bf16 weights", name)
 }
 
 func dtypeOf(t *engine.Tensor) engine.DType {
