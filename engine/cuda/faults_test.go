@@ -29,7 +29,7 @@ const (
 // checks and counts GEMMs without computing them, and balanced routing (see
 // fakeRouting). The caller closes it: after a sticky fault Close reports the
 // lost context, as the real driver would.
-func faultBackend(t *testing.T) (*Backend, *fakeDriver, *fakeBlas) {
+func faultBackend(t testing.TB) (*Backend, *fakeDriver, *fakeBlas) {
 	t.Helper()
 	f := newFakeDriver()
 	fb := &fakeBlas{drv: f, noCompute: true}
