@@ -120,10 +120,10 @@ type Backend interface {
 	// are rows×n. aRows is as GemmGroupedT's: with it, A is gathered from
 	// the rows of a as it is read. b1 and b3 may be BF16, as GemmGrouped's
 	// b; s may be BF16 as GemmGrouped's a (and with b1, b3 as a with b),
-	// and is then written rounded to nearest even. g and u may both be nil, for a forward that no
-	// backward follows: only s is written. They may be BF16 together, with
-	// a BF16 s (see ActivationStorage): s is computed from the unrounded
-	// values.
+	// and is then written rounded to nearest even. g and u may both be
+	// nil, for a forward that no backward follows: only s is written. They
+	// may be BF16 together, with a BF16 s (see ActivationStorage): s is
+	// computed from the unrounded values.
 	GemmGroupedSwiGLU(rows, n, k int, a, aRows, b1, b3 *Tensor, strideB int, g, u, s, offsets *Tensor, groups int)
 	// GemmGroupedSwiGLUBackward is the first half of that layer's
 	// backward in one call: ds = dy·B_gᵀ per group, as GemmGrouped

@@ -247,10 +247,10 @@ func (wideActivations) ActivationDType() engine.DType { return engine.F32 }
 // because only bf16 GEMMs read them (the experts' SwiGLU output, the
 // gradients dy, dgate and dup, and the copy of the weights the experts'
 // products read in sampling and in training) change no bit of sampling or
-// training against keeping them in
-// float32. Keeping the experts' gate and up values in bf16 too changes no
-// sample and no forward (the first step's loss), and moves the training
-// that follows by no more than bf16's rounding.
+// training against keeping them in float32. Keeping the experts' gate and
+// up values in bf16 too changes no sample and no forward (the first
+// step's loss), and moves the training that follows by no more than
+// bf16's rounding.
 func TestBF16StorageOnEmulator(t *testing.T) {
 	lib := emulatorLib(t)
 	bf16 := func(wrap func(*Backend) engine.Backend) func(*Backend) engine.Backend {

@@ -688,55 +688,45 @@ func TestMisusePanics(t *testing.T) {
 	x := b.NewF32(16)
 	host := engine.HostF32(16)
 	off := b.NewI32(2)
-	for _, tc := range []struct {
-		want string
-		call func()
-	}{
-		{"cuda: Add: y is a host tensor", func() { b.Add(host, x, 16) }},
-		{"cuda: Add: x is nil", func() { b.Add(x, nil, 4) }},
-		{"cuda: NewF32[2 -1]: negative dimension", func() { b.NewF32(2, -1) }},
-		{"cuda: Cast: from f32 to i32", func() { b.Cast(b.NewI32(4), x, 4) }},
-		{"cuda: Cast: src is a host tensor", func() { b.Cast(b.New(engine.BF16, 4), host, 4) }},
-		{"cuda: Sample: topP 0 must lie in (0, 1]", func() { b.Sample(b.NewI32(1), x, x, x, 1, 4, 1, 0, 0) }},
-		{"cuda: AdamW: betas 1, 0.95 must lie in [0, 1)", func() { b.AdamW(x, x, x, x, 4, 4, 1, 1e-3, 1, 0.95, 1e-8, 0, 1) }},
-		{"cuda: AdamW: nDecay 5 must lie in [0, n = 4]", func() { b.AdamW(x, x, x, x, 4, 5, 1, 1e-3, 0.9, 0.95, 1e-8, 0, 1) }},
-		// bf16 storage: only the bf16 GEMM precision reads it (b multiplies in float32).
-		{"cuda: GemmGrouped: A is bf16, which only the bf16 GEMM precision reads", func() {
-			b.GemmGrouped(false, 2, 2, 2, b.New(engine.BF16, 4), x, 4, 0, x, off, 1)
-		}},
-		{"cuda: CombineBackward: dy is bf16, which only the bf16 GEMM precision reads", func() {
-			b.CombineBackward(b.New(engine.BF16, 4), x, x, x, x, b.NewI32(2), 1, 2, 2)
-		}},
-	} {
-		before := len(f.launches)
-		mustPanic(t, tc.want, tc.call)
-		if len(f.launches) != before {
-			t.Errorf("%q: a kernel was launched anyway", tc.want)
-		}
-	}
-	// In bf16 mode, bf16 activations go with bf16 weights: the kernels read
-	// both narrow, or neither.
-	if err := b.SetGEMMPrecision(GEMMBF16); err != nil {
-		t.Fatal(err)
-	}
 	h := b.New(engine.BF16, 16)
 	for _, tc := range []struct {
 		want string
+		prec GEMMPrecision // the GEMM precision the call is made in
 		call func()
 	}{
-		{"cuda: GemmGrouped: A is bf16 and the weights float32", func() {
+		{"cuda: Add: y is a host tensor", GEMMFP32, func() { b.Add(host, x, 16) }},
+		{"cuda: Add: x is nil", GEMMFP32, func() { b.Add(x, nil, 4) }},
+		{"cuda: NewF32[2 -1]: negative dimension", GEMMFP32, func() { b.NewF32(2, -1) }},
+		{"cuda: Cast: from f32 to i32", GEMMFP32, func() { b.Cast(b.NewI32(4), x, 4) }},
+		{"cuda: Cast: src is a host tensor", GEMMFP32, func() { b.Cast(b.New(engine.BF16, 4), host, 4) }},
+		{"cuda: Sample: topP 0 must lie in (0, 1]", GEMMFP32, func() { b.Sample(b.NewI32(1), x, x, x, 1, 4, 1, 0, 0) }},
+		{"cuda: AdamW: betas 1, 0.95 must lie in [0, 1)", GEMMFP32, func() { b.AdamW(x, x, x, x, 4, 4, 1, 1e-3, 1, 0.95, 1e-8, 0, 1) }},
+		{"cuda: AdamW: nDecay 5 must lie in [0, n = 4]", GEMMFP32, func() { b.AdamW(x, x, x, x, 4, 5, 1, 1e-3, 0.9, 0.95, 1e-8, 0, 1) }},
+		// bf16 storage: only the bf16 GEMM precision reads it (b multiplies in float32).
+		{"cuda: GemmGrouped: A is bf16, which only the bf16 GEMM precision reads", GEMMFP32, func() {
+			b.GemmGrouped(false, 2, 2, 2, b.New(engine.BF16, 4), x, 4, 0, x, off, 1)
+		}},
+		{"cuda: CombineBackward: dy is bf16, which only the bf16 GEMM precision reads", GEMMFP32, func() {
+			b.CombineBackward(b.New(engine.BF16, 4), x, x, x, x, b.NewI32(2), 1, 2, 2)
+		}},
+		// In bf16 mode, bf16 activations go with bf16 weights: the kernels
+		// read both narrow, or neither.
+		{"cuda: GemmGrouped: A is bf16 and the weights float32", GEMMBF16, func() {
 			b.GemmGrouped(false, 2, 2, 2, h, x, 4, 0, x, off, 1)
 		}},
-		{"cuda: GemmGroupedSwiGLU: s is bf16 and the weights float32", func() {
+		{"cuda: GemmGroupedSwiGLU: s is bf16 and the weights float32", GEMMBF16, func() {
 			b.GemmGroupedSwiGLU(2, 2, 2, x, nil, x, x, 4, nil, nil, h, off, 1)
 		}},
-		{"cuda: GemmGroupedSwiGLUBackward: dy is bf16 and the weights float32", func() {
+		{"cuda: GemmGroupedSwiGLUBackward: dy is bf16 and the weights float32", GEMMBF16, func() {
 			b.GemmGroupedSwiGLUBackward(2, 2, 2, h, x, 4, x, x, nil, h, h, off, 1)
 		}},
-		{"cuda: GemmGroupedSwiGLUBackward: B is bf16 and dy float32", func() {
+		{"cuda: GemmGroupedSwiGLUBackward: B is bf16 and dy float32", GEMMBF16, func() {
 			b.GemmGroupedSwiGLUBackward(2, 2, 2, x, h, 4, x, x, nil, x, x, off, 1)
 		}},
 	} {
+		if err := b.SetGEMMPrecision(tc.prec); err != nil {
+			t.Fatal(err)
+		}
 		before := len(f.launches)
 		mustPanic(t, tc.want, tc.call)
 		if len(f.launches) != before {
